@@ -116,11 +116,7 @@ pub struct StandardScaler {
 fn check_shape(x: &[f32], n_features: usize) -> Result<usize> {
     if n_features == 0 || x.is_empty() {
         return Err(ScalerError::Empty {
-            n_samples: if n_features == 0 {
-                0
-            } else {
-                x.len() / n_features
-            },
+            n_samples: x.len().checked_div(n_features).unwrap_or(0),
             n_features,
         });
     }
