@@ -1,0 +1,165 @@
+//! HuBERT (and the wav2vec2 family) in pure-Rust [candle], equal to transformers' `HubertModel`.
+//!
+//! The crate loads a checkpoint laid out like `facebook/hubert-base-ls960` on the Hugging Face
+//! hub (a local directory or a hub id), runs the conv feature encoder and the transformer over a
+//! batch of equal-length 16 kHz clips, and returns every hidden state or their mean over frames.
+//! Every hidden state matches transformers 5.x in fp32 to about 1e-5 (see the parity tests,
+//! whose fixtures `scripts/make_fixtures.py` generates with transformers).
+//!
+//! ```no_run
+//! use hubert_core::{Hubert, LayerSelection};
+//! use candle_core::{DType, Device};
+//!
+//! # fn main() -> hubert_core::Result<()> {
+//! let hubert = Hubert::load("models/hubert-base", &Device::Cpu, DType::F32)?;
+//! let clip = vec![0.0f32; 16_000]; // one second of 16 kHz mono audio
+//! let pooled = hubert.embed(&[clip.as_slice()], &LayerSelection::All)?; // [1, 13, 768]
+//! assert_eq!(pooled.dims(), &[1, 13, 768]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Both `feat_extract_norm` variants (`"group"`: base; `"layer"`: large/xlarge) and both
+//! transformer layouts (post-LN, and pre-LN with `do_stable_layer_norm`) share one code path.
+//! Exactness is per clip: clips in a batch must have equal length (bucket them), so no padding
+//! ever enters a group-normalised conv.
+//!
+//! [candle]: https://github.com/huggingface/candle
+
+mod config;
+mod error;
+mod model;
+mod source;
+mod weights;
+
+pub use candle_core::{DType, Device, Tensor};
+pub use config::{Activation, FeatExtractNorm, HubertConfig, PreprocessorConfig};
+pub use error::{Error, Result};
+pub use model::{HiddenStates, HubertModel, LayerSelection};
+pub use source::{ModelFiles, WEIGHT_FILES};
+pub use weights::Weights;
+
+/// Parses a device string: `cpu`, `cuda` (device 0) or `cuda:N`. CUDA needs the `cuda` feature;
+/// without it the error says how to enable it.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal = match s.strip_prefix("cuda:") {
+                None => 0,
+                Some(n) => n
+                    .parse::<usize>()
+                    .map_err(|_| Error::Device(format!("invalid CUDA device {s:?}: expected cuda:N")))?,
+            };
+            cuda_device(ordinal)
+        }
+        other => Err(Error::Device(format!(
+            "unknown device {other:?}: expected cpu, cuda or cuda:N"
+        ))),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(ordinal: usize) -> Result<Device> {
+    Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("cannot open cuda:{ordinal}: {e}")))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(ordinal: usize) -> Result<Device> {
+    Err(Error::Device(format!(
+        "cuda:{ordinal} requested, but this binary was built without CUDA support; \
+         rebuild with `cargo build --release --features cuda`"
+    )))
+}
+
+/// Parses a model dtype: `f32`, `f16` or `bf16`.
+pub fn parse_dtype(spec: &str) -> Result<DType> {
+    match spec {
+        "f32" | "fp32" | "float32" => Ok(DType::F32),
+        "f16" | "fp16" | "float16" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(Error::Device(format!(
+            "unknown dtype {other:?}: expected f32, f16 or bf16"
+        ))),
+    }
+}
+
+/// A loaded model with its preprocessing and provenance: the usual entry point.
+#[derive(Debug)]
+pub struct Hubert {
+    /// The network.
+    pub model: HubertModel,
+    /// Input preprocessing from `preprocessor_config.json` (defaults when absent).
+    pub preprocessor: PreprocessorConfig,
+    /// Where the files came from.
+    pub files: ModelFiles,
+    num_parameters: usize,
+}
+
+impl Hubert {
+    /// Loads a model from a local directory or a hub id (`owner/name[@revision]`).
+    pub fn load(spec: &str, device: &Device, dtype: DType) -> Result<Self> {
+        Self::from_files(ModelFiles::resolve(spec)?, device, dtype)
+    }
+
+    /// Loads a model from resolved files.
+    pub fn from_files(files: ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
+        let config = HubertConfig::from_file(&files.config)?;
+        let preprocessor = match &files.preprocessor {
+            Some(p) => PreprocessorConfig::from_file(p)?,
+            None => PreprocessorConfig::default(),
+        };
+        if preprocessor.sampling_rate != 16_000 {
+            return Err(Error::Config(format!(
+                "{}: sampling_rate {} is not supported (only 16000)",
+                files.preprocessor.as_deref().unwrap_or(files.config.as_path()).display(),
+                preprocessor.sampling_rate
+            )));
+        }
+        let weights = Weights::from_file(&files.weights, device, dtype)?;
+        let model = HubertModel::new(config, &weights, device, dtype)?;
+        let num_parameters = weights.elem_count();
+        Ok(Self {
+            model,
+            preprocessor,
+            files,
+            num_parameters,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HubertConfig {
+        self.model.config()
+    }
+
+    /// Number of parameters in the checkpoint's base model (weight norm folded into one tensor).
+    pub fn num_parameters(&self) -> usize {
+        self.num_parameters
+    }
+
+    /// Preprocesses equal-length clips (per-clip normalisation when `do_normalize`) into the
+    /// model's `[B, samples]` input on the model's device.
+    pub fn input_values(&self, clips: &[&[f32]]) -> Result<Tensor> {
+        let len = clips.first().map_or(0, |c| c.len());
+        if clips.iter().any(|c| c.len() != len) {
+            return Err(Error::RaggedBatch(clips.iter().map(|c| c.len()).collect()));
+        }
+        let mut flat = Vec::with_capacity(clips.len() * len);
+        for clip in clips {
+            let start = flat.len();
+            flat.extend_from_slice(clip);
+            self.preprocessor.apply(&mut flat[start..]);
+        }
+        Ok(Tensor::from_vec(flat, (clips.len(), len), self.model.device())?)
+    }
+
+    /// Mean-pooled hidden states `[B, L, D]` (f32) of equal-length raw 16 kHz clips.
+    pub fn embed(&self, clips: &[&[f32]], layers: &LayerSelection) -> Result<Tensor> {
+        self.model.forward_pooled(&self.input_values(clips)?, layers)
+    }
+
+    /// Every hidden state of equal-length raw 16 kHz clips.
+    pub fn hidden_states(&self, clips: &[&[f32]]) -> Result<HiddenStates> {
+        self.model.forward(&self.input_values(clips)?)
+    }
+}

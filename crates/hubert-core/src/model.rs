@@ -1,0 +1,669 @@
+//! The HuBERT / wav2vec2 encoder, module for module as transformers' `HubertModel`.
+//!
+//! Every struct mirrors one upstream module and is loaded from the checkpoint keys under that
+//! module's name, so a missing key points at the code that wanted it. Forward passes are pure
+//! (`&self`) and run in inference mode (no dropout, no SpecAugment masking).
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Conv1d, Conv1dConfig, GroupNorm, LayerNorm, Linear};
+use tracing::{span, Level};
+
+use crate::config::{Activation, FeatExtractNorm, HubertConfig};
+use crate::weights::Weights;
+use crate::{Error, Result};
+
+/// Loads `nn.LayerNorm(size, eps)` from `{prefix}.weight` / `{prefix}.bias`.
+fn layer_norm(w: &Weights, prefix: &str, size: usize, eps: f64) -> Result<LayerNorm> {
+    Ok(LayerNorm::new(
+        w.get(&format!("{prefix}.weight"), &[size])?,
+        w.get(&format!("{prefix}.bias"), &[size])?,
+        eps,
+    ))
+}
+
+/// Loads `nn.Linear(in_dim, out_dim)` (with bias) from `{prefix}.weight` / `{prefix}.bias`.
+fn linear(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
+    Ok(Linear::new(
+        w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+        Some(w.get(&format!("{prefix}.bias"), &[out_dim])?),
+    ))
+}
+
+/// LayerNorm over the channel axis of a `[B, C, T]` tensor.
+fn layer_norm_channels(norm: &LayerNorm, xs: &Tensor) -> Result<Tensor> {
+    Ok(norm.forward(&xs.transpose(1, 2)?)?.transpose(1, 2)?)
+}
+
+/// Normalisation after a conv layer of the feature encoder.
+#[derive(Debug)]
+enum ConvNorm {
+    /// `HubertGroupNormConvLayer`: GroupNorm with one group per channel.
+    Group(GroupNorm),
+    /// `HubertLayerNormConvLayer`: LayerNorm over channels.
+    Layer(LayerNorm),
+}
+
+// https://github.com/huggingface/transformers/blob/v5.0.0/src/transformers/models/hubert/modeling_hubert.py#L109-L178
+/// One conv layer of the feature encoder (`feature_extractor.conv_layers.{i}`).
+#[derive(Debug)]
+struct ConvLayer {
+    conv: Conv1d,
+    norm: Option<ConvNorm>,
+    activation: Activation,
+    span: tracing::Span,
+}
+
+impl ConvLayer {
+    fn load(w: &Weights, cfg: &HubertConfig, i: usize) -> Result<Self> {
+        let prefix = format!("feature_extractor.conv_layers.{i}");
+        let in_dim = if i == 0 { 1 } else { cfg.conv_dim[i - 1] };
+        let out_dim = cfg.conv_dim[i];
+        let kernel = cfg.conv_kernel[i];
+        let weight = w.get(&format!("{prefix}.conv.weight"), &[out_dim, in_dim, kernel])?;
+        let bias = if cfg.conv_bias {
+            Some(w.get_with_hint(
+                &format!("{prefix}.conv.bias"),
+                &[out_dim],
+                " (config has conv_bias: true)",
+            )?)
+        } else {
+            None
+        };
+        let conv = Conv1d::new(
+            weight,
+            bias,
+            Conv1dConfig {
+                stride: cfg.conv_stride[i],
+                ..Default::default()
+            },
+        );
+        let norm = match (cfg.feat_extract_norm, i) {
+            (FeatExtractNorm::Group, 0) => {
+                let prefix = format!("{prefix}.layer_norm");
+                Some(ConvNorm::Group(GroupNorm::new(
+                    w.get(&format!("{prefix}.weight"), &[out_dim])?,
+                    w.get(&format!("{prefix}.bias"), &[out_dim])?,
+                    out_dim,
+                    out_dim,
+                    1e-5, // nn.GroupNorm's default eps
+                )?))
+            }
+            (FeatExtractNorm::Group, _) => None,
+            (FeatExtractNorm::Layer, _) => Some(ConvNorm::Layer(layer_norm(
+                w,
+                &format!("{prefix}.layer_norm"),
+                out_dim,
+                1e-5, // nn.LayerNorm's default eps
+            )?)),
+        };
+        Ok(Self {
+            conv,
+            norm,
+            activation: Activation::from_name(&cfg.feat_extract_activation)?,
+            span: span!(Level::TRACE, "conv-layer", i),
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let xs = self.conv.forward(xs)?;
+        let xs = match &self.norm {
+            None => xs,
+            Some(ConvNorm::Group(norm)) => norm.forward(&xs)?,
+            Some(ConvNorm::Layer(norm)) => layer_norm_channels(norm, &xs)?,
+        };
+        Ok(self.activation.apply(&xs)?)
+    }
+}
+
+// https://github.com/huggingface/transformers/blob/v5.0.0/src/transformers/models/hubert/modeling_hubert.py#L181-L216
+/// The convolutional feature encoder (`feature_extractor`): raw samples to frames.
+#[derive(Debug)]
+struct FeatureEncoder {
+    conv_layers: Vec<ConvLayer>,
+    span: tracing::Span,
+}
+
+impl FeatureEncoder {
+    fn load(w: &Weights, cfg: &HubertConfig) -> Result<Self> {
+        let conv_layers = (0..cfg.conv_dim.len())
+            .map(|i| ConvLayer::load(w, cfg, i))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            conv_layers,
+            span: span!(Level::TRACE, "feature-encoder"),
+        })
+    }
+
+    /// `[B, samples]` -> `[B, C, T]`.
+    fn forward(&self, input_values: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let mut xs = input_values.unsqueeze(1)?;
+        for layer in &self.conv_layers {
+            xs = layer.forward(&xs)?;
+        }
+        Ok(xs)
+    }
+}
+
+// https://github.com/huggingface/transformers/blob/v5.0.0/src/transformers/models/hubert/modeling_hubert.py#L219-L235
+/// `feature_projection`: optional LayerNorm, then Linear to the transformer width.
+#[derive(Debug)]
+struct FeatureProjection {
+    layer_norm: Option<LayerNorm>,
+    projection: Linear,
+    span: tracing::Span,
+}
+
+impl FeatureProjection {
+    fn load(w: &Weights, cfg: &HubertConfig) -> Result<Self> {
+        let conv_out = *cfg.conv_dim.last().expect("validated non-empty");
+        let layer_norm = if cfg.feat_proj_layer_norm {
+            Some(layer_norm(
+                w,
+                "feature_projection.layer_norm",
+                conv_out,
+                cfg.layer_norm_eps,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            layer_norm,
+            projection: linear(
+                w,
+                "feature_projection.projection",
+                conv_out,
+                cfg.hidden_size,
+            )?,
+            span: span!(Level::TRACE, "feature-projection"),
+        })
+    }
+
+    /// `[B, T, C]` -> `[B, T, D]`.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let xs = match &self.layer_norm {
+            Some(norm) => norm.forward(xs)?,
+            None => xs.clone(),
+        };
+        Ok(self.projection.forward(&xs)?)
+    }
+}
+
+/// Inference-mode `nn.BatchNorm1d` with running statistics, over the channel axis of `[B, C, T]`.
+#[derive(Debug)]
+struct BatchNorm1d {
+    scale: Tensor,
+    shift: Tensor,
+}
+
+impl BatchNorm1d {
+    fn load(w: &Weights, prefix: &str, size: usize) -> Result<Self> {
+        let get = |n: &str| w.get(&format!("{prefix}.{n}"), &[size]);
+        let (weight, bias, mean, var) = (
+            get("weight")?,
+            get("bias")?,
+            get("running_mean")?,
+            get("running_var")?,
+        );
+        let scale = weight.div(&(var + 1e-5)?.sqrt()?)?;
+        let shift = bias.sub(&mean.mul(&scale)?)?;
+        Ok(Self {
+            scale: scale.reshape((1, size, 1))?,
+            shift: shift.reshape((1, size, 1))?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(xs.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)?)
+    }
+}
+
+// https://github.com/huggingface/transformers/blob/v5.0.0/src/transformers/models/hubert/modeling_hubert.py#L48-L107
+/// `encoder.pos_conv_embed`: grouped conv over time with "same" padding that drops the last
+/// frame for even kernels (`HubertSamePadLayer`), then the activation.
+#[derive(Debug)]
+struct PositionalConvEmbedding {
+    conv: Conv1d,
+    batch_norm: Option<BatchNorm1d>,
+    num_pad_remove: usize,
+    activation: Activation,
+    span: tracing::Span,
+}
+
+impl PositionalConvEmbedding {
+    fn load(w: &Weights, cfg: &HubertConfig) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let k = cfg.num_conv_pos_embeddings;
+        let groups = cfg.num_conv_pos_embedding_groups;
+        let weight = w.get_with_hint(
+            "encoder.pos_conv_embed.conv.weight",
+            &[d, d / groups, k],
+            " (nor `weight_g`/`weight_v` nor `parametrizations.weight.original0/1`)",
+        )?;
+        let bias = w.get("encoder.pos_conv_embed.conv.bias", &[d])?;
+        let batch_norm = if cfg.conv_pos_batch_norm {
+            Some(BatchNorm1d::load(w, "encoder.pos_conv_embed.batch_norm", d)?)
+        } else {
+            None
+        };
+        let conv = Conv1d::new(
+            weight,
+            Some(bias),
+            Conv1dConfig {
+                padding: k / 2,
+                groups,
+                ..Default::default()
+            },
+        );
+        Ok(Self {
+            conv,
+            batch_norm,
+            num_pad_remove: usize::from(k % 2 == 0),
+            activation: Activation::from_name(&cfg.feat_extract_activation)?,
+            span: span!(Level::TRACE, "pos-conv"),
+        })
+    }
+
+    /// `[B, T, D]` -> `[B, T, D]`.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let mut xs = xs.transpose(1, 2)?.contiguous()?;
+        if let Some(bn) = &self.batch_norm {
+            xs = bn.forward(&xs)?;
+        }
+        let xs = self.conv.forward(&xs)?;
+        let t = xs.dim(2)?;
+        let xs = xs.narrow(2, 0, t - self.num_pad_remove)?;
+        let xs = self.activation.apply(&xs)?;
+        Ok(xs.transpose(1, 2)?)
+    }
+}
+
+// https://github.com/huggingface/transformers/blob/v5.0.0/src/transformers/models/hubert/modeling_hubert.py#L265-L347
+/// `encoder.layers.{i}.attention`: multi-head self-attention without masking.
+#[derive(Debug)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    num_heads: usize,
+    head_dim: usize,
+    scaling: f64,
+    span: tracing::Span,
+}
+
+impl Attention {
+    fn load(w: &Weights, cfg: &HubertConfig, prefix: &str) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let head_dim = d / cfg.num_attention_heads;
+        Ok(Self {
+            q_proj: linear(w, &format!("{prefix}.q_proj"), d, d)?,
+            k_proj: linear(w, &format!("{prefix}.k_proj"), d, d)?,
+            v_proj: linear(w, &format!("{prefix}.v_proj"), d, d)?,
+            out_proj: linear(w, &format!("{prefix}.out_proj"), d, d)?,
+            num_heads: cfg.num_attention_heads,
+            head_dim,
+            scaling: (head_dim as f64).powf(-0.5),
+            span: span!(Level::TRACE, "attention"),
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let (b, t, d) = xs.dims3()?;
+        let heads = |proj: &Linear| -> Result<Tensor> {
+            Ok(proj
+                .forward(xs)?
+                .reshape((b, t, self.num_heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q = heads(&self.q_proj)?;
+        let k = heads(&self.k_proj)?;
+        let v = heads(&self.v_proj)?;
+        let scores = (q.matmul(&k.t()?)? * self.scaling)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, t, d))?;
+        Ok(self.out_proj.forward(&out)?)
+    }
+}
+
+// https://github.com/huggingface/transformers/blob/v5.0.0/src/transformers/models/hubert/modeling_hubert.py#L350-L371
+/// `encoder.layers.{i}.feed_forward`.
+#[derive(Debug)]
+struct FeedForward {
+    intermediate_dense: Linear,
+    output_dense: Linear,
+    activation: Activation,
+    span: tracing::Span,
+}
+
+impl FeedForward {
+    fn load(w: &Weights, cfg: &HubertConfig, prefix: &str) -> Result<Self> {
+        Ok(Self {
+            intermediate_dense: linear(
+                w,
+                &format!("{prefix}.intermediate_dense"),
+                cfg.hidden_size,
+                cfg.intermediate_size,
+            )?,
+            output_dense: linear(
+                w,
+                &format!("{prefix}.output_dense"),
+                cfg.intermediate_size,
+                cfg.hidden_size,
+            )?,
+            activation: Activation::from_name(&cfg.hidden_act)?,
+            span: span!(Level::TRACE, "feed-forward"),
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let xs = self.intermediate_dense.forward(xs)?;
+        let xs = self.activation.apply(&xs)?;
+        Ok(self.output_dense.forward(&xs)?)
+    }
+}
+
+// https://github.com/huggingface/transformers/blob/v5.0.0/src/transformers/models/hubert/modeling_hubert.py#L374-L405 (post-LN)
+// https://github.com/huggingface/transformers/blob/v5.0.0/src/transformers/models/hubert/modeling_hubert.py#L480-L516 (pre-LN)
+/// `encoder.layers.{i}`: post-LN (`HubertEncoderLayer`) or pre-LN
+/// (`HubertEncoderLayerStableLayerNorm`) transformer layer.
+#[derive(Debug)]
+struct EncoderLayer {
+    attention: Attention,
+    layer_norm: LayerNorm,
+    feed_forward: FeedForward,
+    final_layer_norm: LayerNorm,
+    stable_layer_norm: bool,
+    span: tracing::Span,
+}
+
+impl EncoderLayer {
+    fn load(w: &Weights, cfg: &HubertConfig, i: usize) -> Result<Self> {
+        let prefix = format!("encoder.layers.{i}");
+        let d = cfg.hidden_size;
+        Ok(Self {
+            attention: Attention::load(w, cfg, &format!("{prefix}.attention"))?,
+            layer_norm: layer_norm(w, &format!("{prefix}.layer_norm"), d, cfg.layer_norm_eps)?,
+            feed_forward: FeedForward::load(w, cfg, &format!("{prefix}.feed_forward"))?,
+            final_layer_norm: layer_norm(
+                w,
+                &format!("{prefix}.final_layer_norm"),
+                d,
+                cfg.layer_norm_eps,
+            )?,
+            stable_layer_norm: cfg.do_stable_layer_norm,
+            span: span!(Level::TRACE, "encoder-layer", i),
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        if self.stable_layer_norm {
+            let attn = self.attention.forward(&self.layer_norm.forward(xs)?)?;
+            let xs = (xs + attn)?;
+            let ff = self
+                .feed_forward
+                .forward(&self.final_layer_norm.forward(&xs)?)?;
+            Ok((xs + ff)?)
+        } else {
+            let attn = self.attention.forward(xs)?;
+            let xs = self.layer_norm.forward(&(xs + attn)?)?;
+            let ff = self.feed_forward.forward(&xs)?;
+            Ok(self.final_layer_norm.forward(&(xs + ff)?)?)
+        }
+    }
+}
+
+// https://github.com/huggingface/transformers/blob/v5.0.0/src/transformers/models/hubert/modeling_hubert.py#L408-L452 (post-LN)
+// https://github.com/huggingface/transformers/blob/v5.0.0/src/transformers/models/hubert/modeling_hubert.py#L519-L568 (pre-LN)
+/// `encoder`: positional conv, encoder LayerNorm (before the layers for post-LN models, after
+/// them for pre-LN models), and the layers.
+#[derive(Debug)]
+struct Encoder {
+    pos_conv_embed: PositionalConvEmbedding,
+    layer_norm: LayerNorm,
+    layers: Vec<EncoderLayer>,
+    stable_layer_norm: bool,
+}
+
+/// The output of [`HubertModel::forward`].
+#[derive(Debug, Clone)]
+pub struct HiddenStates {
+    /// `num_hidden_layers + 1` tensors of shape `[B, T, D]`, as transformers 5.x returns them:
+    /// `[0]` is the input of the first layer (after the positional conv and, for post-LN
+    /// models, the encoder LayerNorm); `[i]` is the output of layer `i`. For pre-LN
+    /// (`do_stable_layer_norm`) models the last entry is *before* the final encoder LayerNorm.
+    pub hidden_states: Vec<Tensor>,
+    /// `[B, T, D]`: the model's output. Equals `hidden_states[L]` for post-LN models; the final
+    /// encoder LayerNorm applied to it for pre-LN models.
+    pub last_hidden_state: Tensor,
+}
+
+/// Which hidden states to keep (and mean-pool).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerSelection {
+    /// `last_hidden_state` only (what the original study pooled).
+    Last,
+    /// Every hidden state, `0..=num_hidden_layers`.
+    All,
+    /// The given hidden-state indices (`0..=num_hidden_layers`), in the given order.
+    Indices(Vec<usize>),
+}
+
+impl LayerSelection {
+    /// Number of stored layers for a model with `num_hidden_layers` layers.
+    pub fn len(&self, num_hidden_layers: usize) -> usize {
+        match self {
+            Self::Last => 1,
+            Self::All => num_hidden_layers + 1,
+            Self::Indices(v) => v.len(),
+        }
+    }
+
+    /// Whether no layer is selected.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Indices(v) if v.is_empty())
+    }
+
+    /// A short name for metadata: `last`, `all`, or comma-separated indices.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Last => "last".into(),
+            Self::All => "all".into(),
+            Self::Indices(v) => v
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
+impl std::str::FromStr for LayerSelection {
+    type Err = String;
+
+    /// Parses `last`, `all`, or comma-separated hidden-state indices (`0,6,12`).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "last" => Ok(Self::Last),
+            "all" => Ok(Self::All),
+            other => other
+                .split(',')
+                .map(|p| p.trim().parse::<usize>())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map(Self::Indices)
+                .map_err(|_| format!("expected `last`, `all` or indices like `0,6,12`, got {s:?}")),
+        }
+    }
+}
+
+impl Encoder {
+    fn load(w: &Weights, cfg: &HubertConfig) -> Result<Self> {
+        Ok(Self {
+            pos_conv_embed: PositionalConvEmbedding::load(w, cfg)?,
+            layer_norm: layer_norm(w, "encoder.layer_norm", cfg.hidden_size, cfg.layer_norm_eps)?,
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| EncoderLayer::load(w, cfg, i))
+                .collect::<Result<_>>()?,
+            stable_layer_norm: cfg.do_stable_layer_norm,
+        })
+    }
+
+    /// Runs the encoder, handing each hidden state `(index, tensor)` to `visit` as soon as it
+    /// exists (so callers that only pool can drop it at once); returns `last_hidden_state`.
+    fn forward_visit(
+        &self,
+        xs: &Tensor,
+        visit: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
+        let pos = self.pos_conv_embed.forward(xs)?;
+        let mut xs = (xs + pos)?;
+        if !self.stable_layer_norm {
+            xs = self.layer_norm.forward(&xs)?;
+        }
+        visit(0, &xs)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            xs = layer.forward(&xs)?;
+            visit(i + 1, &xs)?;
+        }
+        if self.stable_layer_norm {
+            xs = self.layer_norm.forward(&xs)?;
+        }
+        Ok(xs)
+    }
+}
+
+// https://github.com/huggingface/transformers/blob/v5.0.0/src/transformers/models/hubert/modeling_hubert.py#L760-L902
+/// transformers' `HubertModel` (also `Wav2Vec2Model`) in inference mode.
+#[derive(Debug)]
+pub struct HubertModel {
+    config: HubertConfig,
+    feature_extractor: FeatureEncoder,
+    feature_projection: FeatureProjection,
+    encoder: Encoder,
+    device: Device,
+    dtype: DType,
+}
+
+impl HubertModel {
+    /// Builds the model from loaded weights; a missing tensor or a wrong shape is an error that
+    /// names it and the checkpoint file.
+    pub fn new(config: HubertConfig, weights: &Weights, device: &Device, dtype: DType) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            feature_extractor: FeatureEncoder::load(weights, &config)?,
+            feature_projection: FeatureProjection::load(weights, &config)?,
+            encoder: Encoder::load(weights, &config)?,
+            config,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HubertConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The dtype of weights and activations.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Feature encoder and projection: `[B, samples]` -> `[B, T, D]` (encoder input).
+    fn embed_frames(&self, input_values: &Tensor) -> Result<Tensor> {
+        let (_, samples) = input_values.dims2()?;
+        let min = self.config.min_samples();
+        if samples < min {
+            return Err(Error::InputTooShort { samples, min });
+        }
+        let input_values = input_values.to_device(&self.device)?.to_dtype(self.dtype)?;
+        let conv_features = self.feature_extractor.forward(&input_values)?;
+        self.feature_projection
+            .forward(&conv_features.transpose(1, 2)?)
+    }
+
+    /// The full forward pass over a batch of equal-length, already preprocessed clips
+    /// `[B, samples]`, keeping every hidden state.
+    pub fn forward(&self, input_values: &Tensor) -> Result<HiddenStates> {
+        let xs = self.embed_frames(input_values)?;
+        let mut hidden_states = Vec::with_capacity(self.config.num_hidden_states());
+        let last_hidden_state = self.encoder.forward_visit(&xs, &mut |_, h| {
+            hidden_states.push(h.clone());
+            Ok(())
+        })?;
+        Ok(HiddenStates {
+            hidden_states,
+            last_hidden_state,
+        })
+    }
+
+    /// Mean over frames of the selected hidden states, `[B, L, D]` in f32, without keeping the
+    /// other layers' activations alive.
+    pub fn forward_pooled(&self, input_values: &Tensor, layers: &LayerSelection) -> Result<Tensor> {
+        self.forward_selected(input_values, layers, |h| Ok(h.mean(1)?))
+    }
+
+    /// The selected hidden states, each `[B, T, D]` in f32, stacked as `[B, L, T, D]`.
+    pub fn forward_frames(&self, input_values: &Tensor, layers: &LayerSelection) -> Result<Tensor> {
+        self.forward_selected(input_values, layers, |h| Ok(h.clone()))
+    }
+
+    fn forward_selected(
+        &self,
+        input_values: &Tensor,
+        layers: &LayerSelection,
+        reduce: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let n = self.config.num_hidden_layers;
+        let wanted: Vec<usize> = match layers {
+            LayerSelection::Last => vec![],
+            LayerSelection::All => (0..=n).collect(),
+            LayerSelection::Indices(v) => {
+                if let Some(bad) = v.iter().find(|&&i| i > n) {
+                    return Err(Error::Config(format!(
+                        "hidden-state index {bad} out of range: the model has {} (0..={n})",
+                        n + 1
+                    )));
+                }
+                v.clone()
+            }
+        };
+        let xs = self.embed_frames(input_values)?;
+        let mut kept: Vec<Option<Tensor>> = vec![None; n + 1];
+        let last = self.encoder.forward_visit(&xs, &mut |i, h| {
+            if wanted.contains(&i) {
+                kept[i] = Some(reduce(h)?.to_dtype(DType::F32)?);
+            }
+            Ok(())
+        })?;
+        let out: Vec<Tensor> = match layers {
+            LayerSelection::Last => vec![reduce(&last)?.to_dtype(DType::F32)?],
+            _ => wanted
+                .iter()
+                .map(|&i| kept[i].clone().expect("every wanted index is visited"))
+                .collect(),
+        };
+        Ok(Tensor::stack(&out, 1)?)
+    }
+
+    /// Mean over the frame axis (`[B, T, D]` -> `[B, D]`): the pooling of the original study.
+    pub fn mean_pool(hidden_state: &Tensor) -> Result<Tensor> {
+        Ok(hidden_state.mean(D::Minus2)?)
+    }
+}

@@ -1,0 +1,260 @@
+//! Checkpoint loading: `model.safetensors` or `pytorch_model.bin`, with or without a
+//! `hubert.`/`wav2vec2.` prefix, weight norm stored as legacy `weight_g`/`weight_v` or as
+//! `parametrizations.weight.original0/1`. Weight norm is folded into a plain `weight` at load
+//! time, exactly as `torch._weight_norm` computes it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::{Error, Result};
+
+/// Prefixes that task-head checkpoints (`HubertForCTC`, `Wav2Vec2ForPreTraining`, ...) put in
+/// front of the base model's keys.
+const PREFIXES: [&str; 2] = ["hubert.", "wav2vec2."];
+
+/// All tensors of a checkpoint, keyed by their base-model names, with weight norm folded.
+pub struct Weights {
+    tensors: HashMap<String, Tensor>,
+    path: PathBuf,
+    device: Device,
+    dtype: DType,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weights")
+            .field("path", &self.path)
+            .field("tensors", &self.tensors.len())
+            .field("dtype", &self.dtype)
+            .finish()
+    }
+}
+
+impl Weights {
+    /// Reads a checkpoint. `.safetensors` files are memory-mapped; anything else is read as a
+    /// PyTorch zip pickle (`pytorch_model.bin`). Tensors end up on `device` in `dtype`.
+    pub fn from_file(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let ckpt_err = |e: candle_core::Error| Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        };
+        if !path.is_file() {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+        let raw: Vec<(String, Tensor)> = if is_safetensors {
+            // SAFETY: the file is only read; like every mmap-based loader we assume it is not
+            // truncated by another process while the model loads.
+            let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }
+                .map_err(ckpt_err)?;
+            st.tensors()
+                .into_iter()
+                .map(|(name, _)| st.load(&name, &Device::Cpu).map(|t| (name, t)))
+                .collect::<candle_core::Result<_>>()
+                .map_err(ckpt_err)?
+        } else {
+            candle_core::pickle::read_all(path).map_err(ckpt_err)?
+        };
+        Self::from_tensors(raw, path, device, dtype)
+    }
+
+    /// Builds the store from named tensors (as found in a checkpoint) already in memory.
+    pub fn from_tensors(
+        raw: Vec<(String, Tensor)>,
+        path: &Path,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let prefix = PREFIXES
+            .iter()
+            .find(|p| raw.iter().any(|(k, _)| k.starts_with(*p)))
+            .copied();
+        let mut tensors = HashMap::with_capacity(raw.len());
+        for (name, tensor) in raw {
+            let name = match prefix {
+                Some(p) => match name.strip_prefix(p) {
+                    Some(rest) => rest.to_string(),
+                    // Keys outside the base model (lm_head, quantizer, ...) are not ours.
+                    None => continue,
+                },
+                None => name,
+            };
+            tensors.insert(name, tensor);
+        }
+        let mut weights = Self {
+            tensors,
+            path: path.to_path_buf(),
+            device: device.clone(),
+            dtype,
+        };
+        weights.fold_weight_norm()?;
+        Ok(weights)
+    }
+
+    /// The checkpoint file these weights came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of tensors (after folding weight norm).
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether the checkpoint held no base-model tensor.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Whether a tensor is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Replaces each weight-norm pair by the weight it parametrises:
+    /// `weight = g * v / ||v||`, the norm taken over every dim but the one `g` keeps.
+    fn fold_weight_norm(&mut self) -> Result<()> {
+        let pairs = [
+            (".weight_g", ".weight_v"),
+            (
+                ".parametrizations.weight.original0",
+                ".parametrizations.weight.original1",
+            ),
+        ];
+        for (g_suffix, v_suffix) in pairs {
+            let bases: Vec<String> = self
+                .tensors
+                .keys()
+                .filter_map(|k| k.strip_suffix(g_suffix).map(str::to_string))
+                .collect();
+            for base in bases {
+                let g_name = format!("{base}{g_suffix}");
+                let v_name = format!("{base}{v_suffix}");
+                let g = self.tensors.remove(&g_name).expect("key listed above");
+                let Some(v) = self.tensors.remove(&v_name) else {
+                    return Err(Error::MissingTensor {
+                        path: self.path.clone(),
+                        name: v_name,
+                        hint: format!(" (weight norm: `{g_name}` is present without it)"),
+                    });
+                };
+                let weight = weight_norm(&g, &v).map_err(|e| Error::Checkpoint {
+                    path: self.path.clone(),
+                    msg: format!("cannot fold weight norm of `{base}`: {e}"),
+                })?;
+                self.tensors.insert(format!("{base}.weight"), weight);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the tensor `name` with the `expected` shape, moved to the model's device and dtype.
+    pub fn get(&self, name: &str, expected: &[usize]) -> Result<Tensor> {
+        self.get_with_hint(name, expected, "")
+    }
+
+    /// Like [`Weights::get`], with a hint appended to the missing-tensor error.
+    pub fn get_with_hint(&self, name: &str, expected: &[usize], hint: &str) -> Result<Tensor> {
+        let tensor = self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+            hint: hint.to_string(),
+        })?;
+        if tensor.dims() != expected {
+            return Err(Error::ShapeMismatch {
+                path: self.path.clone(),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: tensor.dims().to_vec(),
+            });
+        }
+        Ok(tensor.to_dtype(self.dtype)?.to_device(&self.device)?)
+    }
+}
+
+/// `torch._weight_norm(v, g, dim)` where `g` has size 1 on every dim except `dim`.
+fn weight_norm(g: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
+    let g = g.to_dtype(DType::F32)?;
+    let v = v.to_dtype(DType::F32)?;
+    if g.rank() != v.rank() {
+        candle_core::bail!("weight_g has shape {:?}, weight_v {:?}", g.dims(), v.dims());
+    }
+    let mut norm = v.sqr()?;
+    for (d, (&gd, &vd)) in g.dims().iter().zip(v.dims()).enumerate() {
+        if gd == 1 && vd != 1 {
+            norm = norm.sum_keepdim(d)?;
+        } else if gd != vd {
+            candle_core::bail!("weight_g has shape {:?}, weight_v {:?}", g.dims(), v.dims());
+        }
+    }
+    let scale = g.broadcast_div(&norm.sqrt()?)?;
+    v.broadcast_mul(&scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_norm_over_dim_2() -> anyhow::Result<()> {
+        let v = Tensor::arange(1f32, 13., &Device::Cpu)?.reshape((2, 3, 2))?;
+        let g = Tensor::new(&[[[2f32, 3.]]], &Device::Cpu)?;
+        let w = weight_norm(&g, &v)?;
+        let v3: Vec<Vec<Vec<f32>>> = v.to_vec3()?;
+        let w3: Vec<Vec<Vec<f32>>> = w.to_vec3()?;
+        for k in 0..2 {
+            let norm: f32 = v3
+                .iter()
+                .flat_map(|r| r.iter().map(move |c| c[k] * c[k]))
+                .sum::<f32>()
+                .sqrt();
+            let gk = [2f32, 3.][k];
+            for o in 0..2 {
+                for i in 0..3 {
+                    assert!((w3[o][i][k] - gk * v3[o][i][k] / norm).abs() < 1e-6);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn prefix_is_stripped_and_foreign_keys_dropped() -> anyhow::Result<()> {
+        let t = Tensor::zeros(2, DType::F32, &Device::Cpu)?;
+        let raw = vec![
+            ("hubert.encoder.layer_norm.bias".to_string(), t.clone()),
+            ("lm_head.bias".to_string(), t.clone()),
+        ];
+        let w = Weights::from_tensors(raw, Path::new("x.bin"), &Device::Cpu, DType::F32)?;
+        assert!(w.contains("encoder.layer_norm.bias"));
+        assert_eq!(w.len(), 1);
+        let err = w.get("encoder.layer_norm.bias", &[3]).unwrap_err().to_string();
+        assert!(err.contains("shape [2]") && err.contains("[3]"), "{err}");
+        let err = w.get("encoder.layer_norm.weight", &[2]).unwrap_err().to_string();
+        assert!(err.contains("missing tensor `encoder.layer_norm.weight`"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn weight_norm_half_pair_is_an_error() -> anyhow::Result<()> {
+        let t = Tensor::zeros((1, 1, 4), DType::F32, &Device::Cpu)?;
+        let raw = vec![("encoder.pos_conv_embed.conv.weight_g".to_string(), t)];
+        let err = Weights::from_tensors(raw, Path::new("m.bin"), &Device::Cpu, DType::F32)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weight_v"), "{err}");
+        Ok(())
+    }
+}
+
+impl Weights {
+    /// Total number of elements over all tensors.
+    pub fn elem_count(&self) -> usize {
+        self.tensors.values().map(|t| t.elem_count()).sum()
+    }
+}

@@ -1,0 +1,110 @@
+//! Loading errors: each names what is wrong and where.
+
+use std::path::{Path, PathBuf};
+
+use hubert_core::{DType, Device, Hubert, Tensor};
+
+fn fixture(dir: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir)
+}
+
+/// Copies a fixture model directory, letting `edit` change its tensors.
+fn edited_copy(edit: impl FnOnce(&mut Vec<(String, Tensor)>)) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["config.json", "preprocessor_config.json"] {
+        std::fs::copy(fixture("tiny-base").join(f), tmp.path().join(f)).unwrap();
+    }
+    let map = candle_core::safetensors::load(fixture("tiny-base").join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut tensors: Vec<(String, Tensor)> = map.into_iter().collect();
+    edit(&mut tensors);
+    let map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+    candle_core::safetensors::save(&map, tmp.path().join("model.safetensors")).unwrap();
+    tmp
+}
+
+fn load_err(dir: &Path) -> String {
+    Hubert::load(dir.to_str().unwrap(), &Device::Cpu, DType::F32)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let tmp = edited_copy(|t| t.retain(|(k, _)| k != "encoder.layers.1.feed_forward.output_dense.bias"));
+    let err = load_err(tmp.path());
+    assert!(err.contains("missing tensor `encoder.layers.1.feed_forward.output_dense.bias`"), "{err}");
+    assert!(err.contains("model.safetensors"), "{err}");
+}
+
+#[test]
+fn wrong_shape_is_named() {
+    let tmp = edited_copy(|t| {
+        for (k, v) in t.iter_mut() {
+            if k == "encoder.layers.0.attention.q_proj.weight" {
+                *v = Tensor::zeros((32, 16), DType::F32, &Device::Cpu).unwrap();
+            }
+        }
+    });
+    let err = load_err(tmp.path());
+    assert!(err.contains("encoder.layers.0.attention.q_proj.weight"), "{err}");
+    assert!(err.contains("[32, 16]") && err.contains("[32, 32]"), "{err}");
+}
+
+#[test]
+fn half_a_weight_norm_pair_is_named() {
+    let tmp = edited_copy(|t| t.retain(|(k, _)| !k.ends_with("parametrizations.weight.original1")));
+    let err = load_err(tmp.path());
+    assert!(err.contains("parametrizations.weight.original1"), "{err}");
+}
+
+#[test]
+fn malformed_config_is_named() {
+    let tmp = edited_copy(|_| {});
+    std::fs::write(tmp.path().join("config.json"), "{\"hidden_size\": \"big\"}").unwrap();
+    let err = load_err(tmp.path());
+    assert!(err.contains("config.json") && err.contains("hidden_size"), "{err}");
+}
+
+#[test]
+fn config_that_disagrees_with_the_weights_is_named() {
+    let tmp = edited_copy(|_| {});
+    let cfg = std::fs::read_to_string(tmp.path().join("config.json")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    cfg["num_hidden_layers"] = 3.into();
+    std::fs::write(tmp.path().join("config.json"), cfg.to_string()).unwrap();
+    let err = load_err(tmp.path());
+    assert!(err.contains("missing tensor `encoder.layers.2."), "{err}");
+}
+
+#[test]
+fn corrupt_checkpoint_is_named() {
+    let tmp = edited_copy(|_| {});
+    std::fs::write(tmp.path().join("model.safetensors"), b"not a safetensors file").unwrap();
+    let err = load_err(tmp.path());
+    assert!(err.contains("model.safetensors") && err.contains("cannot read checkpoint"), "{err}");
+    std::fs::remove_file(tmp.path().join("model.safetensors")).unwrap();
+    std::fs::write(tmp.path().join("pytorch_model.bin"), b"PK\x03\x04garbage").unwrap();
+    let err = load_err(tmp.path());
+    assert!(err.contains("pytorch_model.bin") && err.contains("cannot read checkpoint"), "{err}");
+}
+
+#[test]
+fn missing_weights_and_config_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = load_err(tmp.path());
+    assert!(err.contains("config.json not found"), "{err}");
+    std::fs::copy(fixture("tiny-base").join("config.json"), tmp.path().join("config.json")).unwrap();
+    let err = load_err(tmp.path());
+    assert!(err.contains("no weights"), "{err}");
+}
+
+#[test]
+fn cuda_without_the_feature_says_how_to_enable_it() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let err = hubert_core::parse_device("cuda:0").unwrap_err().to_string();
+    assert!(err.contains("--features cuda"), "{err}");
+    assert!(hubert_core::parse_device("tpu").is_err());
+    assert!(hubert_core::parse_dtype("f8").is_err());
+}

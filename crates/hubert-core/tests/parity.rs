@@ -1,0 +1,187 @@
+//! Parity with transformers' `HubertModel`: every hidden state of every fixture clip, for both
+//! weight formats and both architecture variants. Fixtures come from `scripts/make_fixtures.py`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use hubert_core::{DType, Device, Hubert, LayerSelection, Tensor};
+
+const TOL: f32 = 1e-4;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn expected() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixtures().join("expected.safetensors"), &Device::Cpu).unwrap()
+}
+
+const CLIPS: [&str; 5] = [
+    "min400_pcm16",
+    "odd1234_float",
+    "half8000_pcm16",
+    "one16000_float",
+    "one16000_pcm16",
+];
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn read_wav(path: &Path) -> Vec<f32> {
+    let mut reader = hound::WavReader::open(path).unwrap();
+    let spec = reader.spec();
+    assert_eq!(spec.sample_rate, 16_000);
+    match spec.sample_format {
+        hound::SampleFormat::Float => reader.samples::<f32>().map(|s| s.unwrap()).collect(),
+        hound::SampleFormat::Int => reader
+            .samples::<i32>()
+            .map(|s| s.unwrap() as f32 / (1i64 << (spec.bits_per_sample - 1)) as f32)
+            .collect(),
+    }
+}
+
+/// Checks one model directory against the fixture outputs of architecture `arch`.
+fn check_model_dir(dir: &str, arch: &str) {
+    let exp = expected();
+    let hubert = Hubert::load(
+        fixtures().join(dir).to_str().unwrap(),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let n_layers = hubert.config().num_hidden_layers;
+    let mut worst = 0f32;
+    for clip in CLIPS {
+        let samples = read_wav(&fixtures().join("audio").join(format!("{clip}.wav")));
+        // Our preprocessing equals the feature extractor's.
+        let input = hubert.input_values(&[&samples]).unwrap();
+        let exp_input = &exp[&format!("{arch}.{clip}.input_values")];
+        let d = max_abs_diff(&input.squeeze(0).unwrap(), exp_input);
+        assert!(d < 1e-5, "{dir}/{clip}: input_values differ by {d}");
+
+        let out = hubert.model.forward(&input).unwrap();
+        assert_eq!(out.hidden_states.len(), n_layers + 1);
+        let exp_hidden = &exp[&format!("{arch}.{clip}.hidden_states")];
+        for (i, h) in out.hidden_states.iter().enumerate() {
+            let d = max_abs_diff(&h.squeeze(0).unwrap(), &exp_hidden.get(i).unwrap());
+            assert!(d < TOL, "{dir}/{clip}: hidden_states[{i}] max abs diff {d}");
+            worst = worst.max(d);
+        }
+        let exp_last = &exp[&format!("{arch}.{clip}.last_hidden_state")];
+        let d = max_abs_diff(&out.last_hidden_state.squeeze(0).unwrap(), exp_last);
+        assert!(d < TOL, "{dir}/{clip}: last_hidden_state max abs diff {d}");
+
+        // Pooled features are the frame means of the same states.
+        let pooled = hubert.embed(&[&samples], &LayerSelection::All).unwrap();
+        let exp_pooled = exp_hidden.mean(1).unwrap();
+        let d = max_abs_diff(&pooled.squeeze(0).unwrap(), &exp_pooled);
+        assert!(d < TOL, "{dir}/{clip}: pooled max abs diff {d}");
+        let last = hubert.embed(&[&samples], &LayerSelection::Last).unwrap();
+        let d = max_abs_diff(&last.squeeze(0).unwrap().squeeze(0).unwrap(), &exp_last.mean(0).unwrap());
+        assert!(d < TOL, "{dir}/{clip}: pooled last max abs diff {d}");
+    }
+    eprintln!("{dir}: worst max abs diff over all hidden states {worst:e}");
+}
+
+#[test]
+fn base_safetensors_parametrization_names() {
+    check_model_dir("tiny-base", "base");
+}
+
+#[test]
+fn base_pytorch_bin_legacy_names_with_prefix() {
+    check_model_dir("tiny-base-bin", "base");
+}
+
+#[test]
+fn large_safetensors_parametrization_names() {
+    check_model_dir("tiny-large", "large");
+}
+
+#[test]
+fn large_pytorch_bin_legacy_names() {
+    check_model_dir("tiny-large-bin", "large");
+}
+
+#[test]
+fn a_clip_alone_equals_the_same_clip_in_a_batch() {
+    for dir in ["tiny-base", "tiny-large"] {
+        let hubert = Hubert::load(fixtures().join(dir).to_str().unwrap(), &Device::Cpu, DType::F32)
+            .unwrap();
+        let a = read_wav(&fixtures().join("audio/one16000_float.wav"));
+        let b = read_wav(&fixtures().join("audio/one16000_pcm16.wav"));
+        let batch = hubert.embed(&[&a, &b, &a], &LayerSelection::All).unwrap();
+        for (i, clip) in [&a, &b, &a].into_iter().enumerate() {
+            let alone = hubert.embed(&[clip], &LayerSelection::All).unwrap();
+            let d = max_abs_diff(&batch.get(i).unwrap(), &alone.get(0).unwrap());
+            assert!(d < 1e-5, "{dir}: batch item {i} differs from the clip alone by {d}");
+        }
+    }
+}
+
+#[test]
+fn layer_selection_by_index_matches_all() {
+    let hubert = Hubert::load(fixtures().join("tiny-base").to_str().unwrap(), &Device::Cpu, DType::F32)
+        .unwrap();
+    let a = read_wav(&fixtures().join("audio/half8000_pcm16.wav"));
+    let all = hubert.embed(&[&a], &LayerSelection::All).unwrap();
+    let some = hubert.embed(&[&a], &LayerSelection::Indices(vec![2, 0])).unwrap();
+    assert_eq!(some.dims(), &[1, 2, 32]);
+    assert!(max_abs_diff(&some.get(0).unwrap().get(0).unwrap(), &all.get(0).unwrap().get(2).unwrap()) == 0.0);
+    assert!(max_abs_diff(&some.get(0).unwrap().get(1).unwrap(), &all.get(0).unwrap().get(0).unwrap()) == 0.0);
+    let err = hubert.embed(&[&a], &LayerSelection::Indices(vec![3])).unwrap_err().to_string();
+    assert!(err.contains("out of range"), "{err}");
+}
+
+#[test]
+fn too_short_and_ragged_inputs_are_errors() {
+    let hubert = Hubert::load(fixtures().join("tiny-base").to_str().unwrap(), &Device::Cpu, DType::F32)
+        .unwrap();
+    let err = hubert.embed(&[&[0.1f32; 399]], &LayerSelection::Last).unwrap_err().to_string();
+    assert!(err.contains("at least 400"), "{err}");
+    let err = hubert
+        .embed(&[&[0.1f32; 500], &[0.1f32; 600]], &LayerSelection::Last)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("equal length"), "{err}");
+}
+
+/// The random full-size hubert-base written by `scripts/make_fixtures.py --full-size DIR`, when
+/// `HUBERT_FULL_SIZE_DIR` points at it (too large for git; run by hand and in benchmarks).
+#[test]
+fn full_size_hubert_base_when_available() {
+    let Ok(dir) = std::env::var("HUBERT_FULL_SIZE_DIR") else {
+        eprintln!("HUBERT_FULL_SIZE_DIR not set: full-size parity skipped");
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let exp = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let hubert = Hubert::load(dir.to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
+    for clip in ["full_1s_pcm16", "full_5s_float"] {
+        let samples = read_wav(&dir.join("audio").join(format!("{clip}.wav")));
+        let out = hubert.hidden_states(&[&samples]).unwrap();
+        let exp_hidden = &exp[&format!("{clip}.hidden_states")];
+        let mut worst = 0f32;
+        for (i, h) in out.hidden_states.iter().enumerate() {
+            let e = exp_hidden.get(i).unwrap();
+            let d = max_abs_diff(&h.squeeze(0).unwrap(), &e);
+            let rel = ((h.squeeze(0).unwrap() - &e).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+                / e.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())
+            .sqrt();
+            assert!(d < 1e-3 && rel < 2e-5, "{clip}: hidden_states[{i}] max abs {d}, rel L2 {rel}");
+            worst = worst.max(d);
+        }
+        eprintln!("full-size {clip}: worst max abs diff {worst:e}");
+    }
+}
