@@ -1,0 +1,468 @@
+//! Streaming decode: symphonia packets -> channel mean -> 16 kHz sink, with every failure
+//! mapped to an [`AudioError`] that names the file.
+
+use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::meta::MetadataOptions;
+
+use crate::error::{AudioError, Container};
+use crate::resample::{output_len, MonoTo16k};
+use crate::AudioInfo;
+
+/// Where the bytes come from.
+pub(crate) enum Input {
+    /// A file on disk, opened lazily.
+    File(PathBuf),
+    /// Bytes in memory, with the name to use in errors.
+    Bytes(Vec<u8>, PathBuf),
+}
+
+impl Input {
+    fn path(&self) -> &Path {
+        match self {
+            Input::File(path) | Input::Bytes(_, path) => path,
+        }
+    }
+}
+
+/// Run `f`, turning a panic into [`AudioError::Decoder`] for `path`: the last line of defence
+/// against a bug in symphonia or rubato on hostile input. (The panic message still reaches
+/// the process's panic hook, normally stderr.)
+pub(crate) fn guard<T>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, AudioError>,
+) -> Result<T, AudioError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic payload".to_string());
+            Err(AudioError::Decoder {
+                path: path.to_path_buf(),
+                detail: format!("decoder panicked: {message}"),
+            })
+        }
+    }
+}
+
+/// An opened, probed file: the format reader, the audio track's facts, the container.
+struct Opened {
+    format: Box<dyn FormatReader>,
+    container: Container,
+    track_id: u32,
+    sample_rate: u32,
+    channels: Option<usize>,
+    frames: Option<u64>,
+    codec: String,
+    bits_per_sample: Option<u32>,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> AudioError {
+    AudioError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Open the source, check it is non-empty and starts like a supported container.
+fn open_source(input: Input) -> Result<(Box<dyn MediaSource>, Container, PathBuf), AudioError> {
+    match input {
+        Input::File(path) => {
+            let mut file = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
+            let mut head = [0u8; 12];
+            let mut filled = 0;
+            while filled < head.len() {
+                match file.read(&mut head[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io_err(&path, e)),
+                }
+            }
+            if filled == 0 {
+                return Err(AudioError::Empty { path });
+            }
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| io_err(&path, e))?;
+            let container = check_container(&head[..filled], &path)?;
+            Ok((Box::new(file), container, path))
+        }
+        Input::Bytes(bytes, path) => {
+            if bytes.is_empty() {
+                return Err(AudioError::Empty { path });
+            }
+            let container = check_container(&bytes[..bytes.len().min(12)], &path)?;
+            Ok((Box::new(Cursor::new(bytes)), container, path))
+        }
+    }
+}
+
+fn check_container(head: &[u8], path: &Path) -> Result<Container, AudioError> {
+    match Container::sniff(head) {
+        Container::Unknown => Err(AudioError::NotAudio {
+            path: path.to_path_buf(),
+            detail: format!(
+                "the file starts with {}, not a RIFF/WAVE, fLaC, OggS, ID3 or MPEG frame \
+                 signature",
+                describe_head(head)
+            ),
+        }),
+        container => Ok(container),
+    }
+}
+
+/// The first bytes as printable text when they are, hex otherwise (`"<!DOCTYPE"` says more
+/// than `3c 21 44 ...` when a download saved an HTML error page).
+fn describe_head(head: &[u8]) -> String {
+    let head = &head[..head.len().min(12)];
+    if head.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("{:?}", String::from_utf8_lossy(head))
+    } else {
+        let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+        format!("bytes [{}]", hex.join(" "))
+    }
+}
+
+/// Map an error from opening/probing the container.
+fn header_error(err: SymError, container: Container, path: &Path) -> AudioError {
+    let path = path.to_path_buf();
+    match err {
+        SymError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            AudioError::TruncatedHeader {
+                path,
+                container,
+                detail: "the file ends inside the header".into(),
+            }
+        }
+        SymError::IoError(e) => AudioError::Io { path, source: e },
+        SymError::Unsupported(msg) if msg.contains("probe") => AudioError::NotAudio {
+            path,
+            detail: format!("{container} signature found but no reader accepted it: {msg}"),
+        },
+        SymError::Unsupported(msg) if msg.contains("missing") || msg.contains("not wave") => {
+            AudioError::MalformedHeader {
+                path,
+                container,
+                detail: msg.to_string(),
+            }
+        }
+        SymError::Unsupported(msg) => AudioError::UnsupportedCodec {
+            path,
+            codec: "unknown".into(),
+            detail: msg.to_string(),
+        },
+        SymError::DecodeError(msg) | SymError::LimitError(msg) => AudioError::MalformedHeader {
+            path,
+            container,
+            detail: msg.to_string(),
+        },
+        other => AudioError::MalformedHeader {
+            path,
+            container,
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn open(input: Input) -> Result<Opened, AudioError> {
+    let (source, container, path) = open_source(input)?;
+    let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
+    let mut hint = Hint::new();
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(ext);
+    }
+    let format = symphonia::default::get_probe()
+        .probe(
+            &hint,
+            mss,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
+        .map_err(|e| header_error(e, container, &path))?;
+
+    let track = format
+        .default_track(TrackType::Audio)
+        .ok_or_else(|| AudioError::NoSamples {
+            path: path.clone(),
+            detail: format!("the {container} file has no audio track"),
+        })?;
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|p| p.audio())
+        .ok_or_else(|| AudioError::UnsupportedCodec {
+            path: path.clone(),
+            codec: "unknown".into(),
+            detail: "the track carries no audio codec parameters".into(),
+        })?;
+    let codec = codec_name(params.codec);
+    let sample_rate = match params.sample_rate {
+        Some(0) | None => {
+            return Err(AudioError::MalformedHeader {
+                path,
+                container,
+                detail: "sample rate is missing or zero".into(),
+            })
+        }
+        Some(sr) => sr,
+    };
+    let channels = params.channels.as_ref().map(|c| c.count());
+    if channels == Some(0) {
+        return Err(AudioError::MalformedHeader {
+            path,
+            container,
+            detail: "zero channels".into(),
+        });
+    }
+    Ok(Opened {
+        track_id: track.id,
+        frames: track.num_frames,
+        bits_per_sample: params.bits_per_sample,
+        sample_rate,
+        channels,
+        codec,
+        container,
+        format,
+    })
+}
+
+fn codec_name(id: symphonia::core::codecs::audio::AudioCodecId) -> String {
+    symphonia::default::get_codecs()
+        .get_audio_decoder(id)
+        .map(|reg| reg.codec.info.short_name.to_string())
+        .unwrap_or_else(|| id.to_string())
+}
+
+fn make_decoder(opened: &Opened, path: &Path) -> Result<Box<dyn AudioDecoder>, AudioError> {
+    let params = opened
+        .format
+        .tracks()
+        .iter()
+        .find(|t| t.id == opened.track_id)
+        .and_then(|t| t.codec_params.as_ref())
+        .and_then(|p| p.audio())
+        .ok_or_else(|| AudioError::UnsupportedCodec {
+            path: path.to_path_buf(),
+            codec: opened.codec.clone(),
+            detail: "the track carries no audio codec parameters".into(),
+        })?;
+    symphonia::default::get_codecs()
+        .make_audio_decoder(params, &AudioDecoderOptions::default())
+        .map_err(|e| match e {
+            SymError::Unsupported(msg) => AudioError::UnsupportedCodec {
+                path: path.to_path_buf(),
+                codec: opened.codec.clone(),
+                detail: format!("{msg}; supported: PCM, IEEE float, FLAC, MP3, Vorbis"),
+            },
+            other => AudioError::MalformedHeader {
+                path: path.to_path_buf(),
+                container: opened.container,
+                detail: format!("codec parameters rejected: {other}"),
+            },
+        })
+}
+
+/// Header facts, see [`crate::probe`].
+pub(crate) fn probe(input: Input) -> Result<AudioInfo, AudioError> {
+    let path = input.path().to_path_buf();
+    guard(&path, move || {
+        let opened = open(input)?;
+        Ok(AudioInfo {
+            container: opened.container,
+            sample_rate: opened.sample_rate,
+            channels: opened.channels.unwrap_or(0),
+            frames: opened.frames,
+            codec: opened.codec,
+            bits_per_sample: opened.bits_per_sample,
+        })
+    })
+}
+
+/// Decode, downmix and resample, see [`crate::load`].
+pub(crate) fn load(input: Input) -> Result<Vec<f32>, AudioError> {
+    let path = input.path().to_path_buf();
+    guard(&path, move || decode_to_16k(input))
+}
+
+fn decode_to_16k(input: Input) -> Result<Vec<f32>, AudioError> {
+    let path = input.path().to_path_buf();
+    let mut opened = open(input)?;
+    let mut decoder = make_decoder(&opened, &path)?;
+    let sample_rate = opened.sample_rate;
+    let decoder_err = |detail: String| AudioError::Decoder {
+        path: path.clone(),
+        detail,
+    };
+    let mut sink = MonoTo16k::new(sample_rate, opened.frames).map_err(&decoder_err)?;
+
+    // Reused per packet: the planes at the input rate (one packet's worth, never the clip)
+    // and their channel mean.
+    let mut planes: Vec<Vec<f32>> = Vec::new();
+    let mut mono: Vec<f32> = Vec::new();
+    let mut decoded: u64 = 0;
+
+    loop {
+        let packet = match opened.format.next_packet() {
+            Ok(Some(packet)) => packet,
+            Ok(None) => break,
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(match opened.frames {
+                    Some(expected) if expected > decoded => AudioError::TruncatedData {
+                        path,
+                        expected_frames: expected,
+                        decoded_frames: decoded,
+                    },
+                    _ => decoder_err(format!(
+                        "the file ends inside a packet after {decoded} frames; it is \
+                         probably truncated"
+                    )),
+                });
+            }
+            Err(SymError::IoError(e)) => return Err(io_err(&path, e)),
+            Err(SymError::ResetRequired) => {
+                return Err(decoder_err(
+                    "the stream changes its parameters mid-file (chained stream), which is \
+                     not supported"
+                        .into(),
+                ))
+            }
+            Err(e) => return Err(decoder_err(format!("demuxing failed: {e}"))),
+        };
+        if packet.track_id != opened.track_id {
+            continue;
+        }
+        let buffer = match decoder.decode(&packet) {
+            Ok(buffer) => buffer,
+            Err(SymError::Unsupported(msg)) => {
+                return Err(AudioError::UnsupportedCodec {
+                    path,
+                    codec: opened.codec,
+                    detail: msg.to_string(),
+                })
+            }
+            Err(e) => {
+                return Err(decoder_err(format!(
+                    "corrupt packet after {decoded} frames: {e}"
+                )))
+            }
+        };
+        let frames = buffer.frames();
+        if frames == 0 {
+            continue;
+        }
+        let channels = buffer.num_planes();
+        if channels == 0 {
+            return Err(decoder_err(
+                "decoder produced audio with zero channels".into(),
+            ));
+        }
+        buffer.copy_to_vecs_planar::<f32>(&mut planes);
+        downmix(&planes[..channels], frames, &mut mono);
+        if let Some(i) = mono.iter().position(|v| !v.is_finite()) {
+            return Err(AudioError::NonFinite {
+                path,
+                frame: decoded + i as u64,
+                value: mono[i],
+            });
+        }
+        sink.push(&mono).map_err(&decoder_err)?;
+        decoded += frames as u64;
+    }
+
+    if let Some(expected) = opened.frames {
+        if decoded < expected {
+            return Err(AudioError::TruncatedData {
+                path,
+                expected_frames: expected,
+                decoded_frames: decoded,
+            });
+        }
+    }
+    if decoded == 0 {
+        return Err(AudioError::NoSamples {
+            path,
+            detail: "the stream holds 0 frames".into(),
+        });
+    }
+    let out = sink.finish().map_err(&decoder_err)?;
+    if out.is_empty() {
+        return Err(AudioError::NoSamples {
+            path,
+            detail: format!(
+                "{decoded} frames at {sample_rate} Hz round to {} samples at 16 kHz",
+                output_len(decoded, sample_rate)
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// Mean of the channels, frame by frame, into `mono` (resized to `frames`). One channel is
+/// copied unchanged (bit-exact); more are summed in channel order and divided by the count,
+/// like `numpy.mean(axis=0)` for the channel counts that occur in practice.
+fn downmix(planes: &[Vec<f32>], frames: usize, mono: &mut Vec<f32>) {
+    mono.clear();
+    match planes {
+        [only] => mono.extend_from_slice(&only[..frames]),
+        [left, right] => mono.extend(
+            left[..frames]
+                .iter()
+                .zip(&right[..frames])
+                .map(|(l, r)| (l + r) / 2.0),
+        ),
+        _ => {
+            mono.extend_from_slice(&planes[0][..frames]);
+            for plane in &planes[1..] {
+                for (m, v) in mono.iter_mut().zip(&plane[..frames]) {
+                    *m += v;
+                }
+            }
+            let count = planes.len() as f32;
+            for m in mono.iter_mut() {
+                *m /= count;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downmix_is_the_channel_mean() {
+        let mut mono = Vec::new();
+        downmix(&[vec![1.0, 2.0, 3.0]], 2, &mut mono);
+        assert_eq!(mono, [1.0, 2.0]);
+        downmix(&[vec![1.0, -1.0], vec![0.0, 1.0]], 2, &mut mono);
+        assert_eq!(mono, [0.5, 0.0]);
+        downmix(&[vec![3.0], vec![0.0], vec![0.0]], 1, &mut mono);
+        assert_eq!(mono, [1.0]);
+    }
+
+    #[test]
+    fn describe_head_prefers_text() {
+        assert_eq!(describe_head(b"<!DOCTYPE html>"), "\"<!DOCTYPE ht\"");
+        assert_eq!(describe_head(&[0, 1, 0xff]), "bytes [00 01 ff]");
+    }
+
+    #[test]
+    fn guard_turns_panics_into_decoder_errors() {
+        let err = guard::<()>(Path::new("x.wav"), || panic!("boom")).unwrap_err();
+        assert!(matches!(err, AudioError::Decoder { .. }));
+        assert_eq!(
+            err.to_string(),
+            "x.wav: decoding failed (decoder panicked: boom)"
+        );
+    }
+}

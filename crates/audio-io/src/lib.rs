@@ -1,0 +1,149 @@
+//! Any audio file to 16 kHz mono `f32`, the input HuBERT expects.
+//!
+//! * **Decode** with [symphonia](https://docs.rs/symphonia): WAV (PCM u8/16/24/32-bit, IEEE
+//!   float 32/64-bit, `WAVE_FORMAT_EXTENSIBLE`, extra chunks such as `LIST`, `fact`, `PEAK`
+//!   before `data`, odd-sized chunks with their pad byte), FLAC, MP3 and OGG Vorbis. The
+//!   container is recognised from the file's first bytes, not its extension.
+//! * **Downmix** to the mean of the channels.
+//! * **Resample** to 16 kHz with rubato's windowed-sinc resampler (anti-aliased), aligned to
+//!   the sample and cut to exactly `round(n * 16000 / sr)` samples; 16 kHz input is passed
+//!   through bit for bit. Parameters and measured quality: see the `resample` module docs
+//!   (in the source) and `docs/PERFORMANCE.md`.
+//! * **Stream**: packets are decoded, downmixed and resampled one by one, so memory is the
+//!   clip's 16 kHz output plus one packet, never all channels of the file at its own rate.
+//! * **Fail loudly and clearly**: every failure is an [`AudioError`] naming the file and the
+//!   cause (not found, empty, truncated header, data shorter than the header says, not audio,
+//!   unsupported codec, no samples, NaN/inf samples, corrupt packets). No input bytes make
+//!   this crate panic; as a last line of defence a panic inside symphonia or rubato is caught
+//!   and returned as [`AudioError::Decoder`].
+//! * **Parallel**: [`load_many`] decodes a file list on rayon's pool, a bounded number of
+//!   clips ahead of the consumer, yielding results in input order.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use audio_io::{load, load_many, probe, TARGET_SAMPLE_RATE};
+//!
+//! # fn main() -> Result<(), audio_io::AudioError> {
+//! let info = probe("data/ESC-50-master/audio/1-100032-A-0.wav")?;
+//! println!("{} Hz, {} channel(s), codec {}", info.sample_rate, info.channels, info.codec);
+//!
+//! let samples: Vec<f32> = load("data/ESC-50-master/audio/1-100032-A-0.wav")?;
+//! println!("{:.2} s at {TARGET_SAMPLE_RATE} Hz", samples.len() as f64 / 16_000.0);
+//!
+//! let paths = vec!["a.wav".into(), "b.flac".into(), "c.mp3".into()];
+//! for (index, result) in load_many(paths, 8) {
+//!     match result {
+//!         Ok(clip) => println!("#{index}: {} samples", clip.len()),
+//!         Err(err) => eprintln!("#{index}: {err}"), // e.g. "c.mp3: cannot read file (...)"
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod decode;
+mod error;
+mod parallel;
+mod resample;
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+pub use error::{AudioError, Container};
+pub use parallel::LoadMany;
+pub use resample::output_len;
+
+use decode::Input;
+
+/// The sample rate of everything this crate returns, in Hz.
+pub const TARGET_SAMPLE_RATE: u32 = 16_000;
+
+/// Header facts of an audio file, from [`probe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioInfo {
+    /// Container, recognised from the first bytes.
+    pub container: Container,
+    /// Sample rate of the stream, in Hz (never 0).
+    pub sample_rate: u32,
+    /// Channel count as the header declares it (0 when the header does not say, which
+    /// symphonia allows for some MP3 streams until the first packet is decoded).
+    pub channels: usize,
+    /// Frames per channel, when the header says (WAV `data` size, FLAC STREAMINFO, the last
+    /// OGG granule position, an MP3 Xing/Info header).
+    pub frames: Option<u64>,
+    /// Codec short name, as symphonia names it (`"pcm_s16le"`, `"flac"`, `"mp3"`,
+    /// `"vorbis"`, ...).
+    pub codec: String,
+    /// Bits per decoded sample, when known (PCM and FLAC).
+    pub bits_per_sample: Option<u32>,
+}
+
+impl AudioInfo {
+    /// Duration in seconds, when the frame count is known.
+    pub fn duration_seconds(&self) -> Option<f64> {
+        self.frames
+            .map(|frames| frames as f64 / f64::from(self.sample_rate))
+    }
+
+    /// Length of [`load`]'s output for this file, when the frame count is known:
+    /// `round(frames * 16000 / sample_rate)`.
+    pub fn output_len(&self) -> Option<u64> {
+        self.frames
+            .map(|frames| output_len(frames, self.sample_rate))
+    }
+}
+
+/// Decode any supported file to 16 kHz mono `f32` in `[-1, 1]` (for integer PCM).
+///
+/// Channels are averaged; other rates are resampled with an anti-aliased sinc filter to
+/// exactly `round(frames * 16000 / sample_rate)` samples; a 16 kHz mono file comes back bit
+/// for bit as symphonia decodes it (for 16-bit PCM: `sample / 32768`, the same values as
+/// `soundfile`/`librosa`).
+///
+/// # Errors
+///
+/// An [`AudioError`] naming `path` and the cause; see its variants. A file whose `data` is
+/// shorter than its header says is an error ([`AudioError::TruncatedData`]), not a silently
+/// shortened clip.
+pub fn load(path: impl AsRef<Path>) -> Result<Vec<f32>, AudioError> {
+    decode::load(Input::File(path.as_ref().to_path_buf()))
+}
+
+/// [`load`] for bytes already in memory (tests, fuzzing, archives). `name` stands in for the
+/// path in errors; its extension, if any, is used as a format hint only.
+pub fn load_bytes(bytes: Vec<u8>, name: &str) -> Result<Vec<f32>, AudioError> {
+    decode::load(Input::Bytes(bytes, PathBuf::from(name)))
+}
+
+/// Read the header facts of a file without decoding its audio.
+///
+/// # Errors
+///
+/// The same header errors as [`load`]: I/O, empty, not audio, truncated or malformed header.
+pub fn probe(path: impl AsRef<Path>) -> Result<AudioInfo, AudioError> {
+    decode::probe(Input::File(path.as_ref().to_path_buf()))
+}
+
+/// [`probe`] for bytes already in memory; `name` stands in for the path in errors.
+pub fn probe_bytes(bytes: Vec<u8>, name: &str) -> Result<AudioInfo, AudioError> {
+    decode::probe(Input::Bytes(bytes, PathBuf::from(name)))
+}
+
+/// Resample mono samples at `sample_rate` to 16 kHz, exactly as [`load`] does after decoding:
+/// `round(len * 16000 / sample_rate)` samples, a bit-exact copy at 16 kHz.
+pub fn resample_to_16k(samples: &[f32], sample_rate: NonZeroU32) -> Vec<f32> {
+    resample::resample_mono(samples, sample_rate.get())
+        .expect("rubato accepts every positive rate ratio and our buffer sizes")
+}
+
+/// Decode many files in parallel on rayon's global pool, at most `lookahead` clips ahead of
+/// the consumer (0 is treated as 1), yielding `(index, result)` in input order.
+///
+/// Each file's error comes back in its own slot; one bad file does not stop the others. See
+/// [`LoadMany`] for the memory bound and cancellation.
+pub fn load_many(paths: Vec<PathBuf>, lookahead: usize) -> LoadMany {
+    LoadMany::new(paths, lookahead)
+}
