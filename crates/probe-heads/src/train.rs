@@ -1,0 +1,666 @@
+//! The trainer: mini-batch cross-entropy with Adam, as the original study's PyTorch loop.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::kernels::{self, AdamBuffers, AdamCoef, NextForward, BLOCK};
+use crate::model::{argmax_rows, forward, Dense, Probe, ProbeKind};
+use crate::{ProbeError, Result};
+
+pub(crate) fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// Training hyper-parameters. [`Default`] is the original study's: batch 8, Adam lr 1e-3,
+/// 100 epochs, seed 42, PyTorch's Adam defaults (betas 0.9/0.999, eps 1e-8, no weight decay).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Mini-batch size; the last partial batch of an epoch is kept (`drop_last=False`).
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// Seeds the initialisation and the per-epoch shuffles (`ChaCha8Rng`).
+    pub seed: u64,
+    /// Adam `beta1`.
+    pub beta1: f64,
+    /// Adam `beta2`.
+    pub beta2: f64,
+    /// Adam `eps`, added to `sqrt(v̂)`.
+    pub eps: f64,
+    /// L2 penalty in `torch.optim.Adam`'s form (`grad += weight_decay * param`), 0 for none.
+    pub weight_decay: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 100,
+            batch_size: 8,
+            learning_rate: 1e-3,
+            seed: 42,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(ProbeError::Config(what.to_string()));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1");
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad("learning_rate must be a positive number");
+        }
+        if !((0.0..1.0).contains(&self.beta1) && (0.0..1.0).contains(&self.beta2)) {
+            return bad("beta1 and beta2 must be in [0, 1)");
+        }
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            return bad("eps must be a non-negative number");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay must be a non-negative number");
+        }
+        Ok(())
+    }
+}
+
+/// Labelled features: row-major `features` `[n, n_features]` and one class index per row.
+#[derive(Debug, Clone, Copy)]
+pub struct Dataset<'a> {
+    features: &'a [f32],
+    labels: &'a [usize],
+    n_features: usize,
+}
+
+impl<'a> Dataset<'a> {
+    /// Checks shapes and that every feature is finite. Labels are checked against the class
+    /// count when training starts.
+    pub fn new(features: &'a [f32], labels: &'a [usize], n_features: usize) -> Result<Self> {
+        if n_features == 0 || features.len() != labels.len() * n_features {
+            return Err(ProbeError::Shape {
+                what: "features",
+                len: features.len(),
+                n_features,
+            });
+        }
+        if labels.is_empty() {
+            return Err(ProbeError::Config("dataset has no rows".into()));
+        }
+        if let Some(i) = features.iter().position(|v| !v.is_finite()) {
+            return Err(ProbeError::NonFinite {
+                row: i / n_features,
+                feature: i % n_features,
+            });
+        }
+        Ok(Self {
+            features,
+            labels,
+            n_features,
+        })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Always false (an empty dataset is rejected by [`Dataset::new`]).
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Feature width.
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// The features, row-major.
+    pub fn features(&self) -> &'a [f32] {
+        self.features
+    }
+
+    /// The labels.
+    pub fn labels(&self) -> &'a [usize] {
+        self.labels
+    }
+
+    fn check_labels(&self, n_classes: usize) -> Result<()> {
+        match self.labels.iter().position(|&y| y >= n_classes) {
+            None => Ok(()),
+            Some(index) => Err(ProbeError::Label {
+                label: self.labels[index],
+                index,
+                n_classes,
+            }),
+        }
+    }
+}
+
+/// What the per-epoch hook receives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Total epochs configured.
+    pub epochs: usize,
+    /// Mean over the epoch's mini-batches of the batch-mean cross-entropy (as
+    /// `running_loss / len(loader)` in the PyTorch loop).
+    pub train_loss: f64,
+    /// Validation accuracy after this epoch, when a validation set was given.
+    pub val_accuracy: Option<f64>,
+    /// Validation mean cross-entropy after this epoch, when a validation set was given.
+    pub val_loss: Option<f64>,
+    /// Optimiser steps so far.
+    pub steps: u64,
+    /// Wall time of this epoch's training steps (excluding validation).
+    pub train_time: Duration,
+}
+
+/// The result of [`Trainer::train`].
+#[derive(Debug, Clone)]
+pub struct TrainedProbe {
+    /// The probe: the best-validation-accuracy epoch's weights when a validation set was
+    /// given, otherwise the last epoch's.
+    pub probe: Probe,
+    /// The 1-based epoch whose weights `probe` holds when a validation set was given (the first
+    /// epoch reaching the best accuracy); `None` without a validation set.
+    pub best_epoch: Option<usize>,
+    /// One entry per epoch run.
+    pub history: Vec<EpochStats>,
+}
+
+/// Trains probes with a fixed [`TrainConfig`].
+#[derive(Debug, Clone, Default)]
+pub struct Trainer {
+    config: TrainConfig,
+}
+
+impl Trainer {
+    /// A trainer with `config` (validated when training starts).
+    pub fn new(config: TrainConfig) -> Self {
+        Self { config }
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Trains a fresh probe of `kind` on `train` for `n_classes` classes, like the original
+    /// PyTorch loop: PyTorch's default initialisation, each epoch a new shuffle
+    /// (`DataLoader(shuffle=True, drop_last=False)`), cross-entropy averaged over each batch,
+    /// `torch.optim.Adam`. Everything random comes from `ChaCha8Rng::seed_from_u64(seed)`
+    /// (initialisation first, then one Fisher-Yates shuffle per epoch), so a seed gives the
+    /// same probe on the same CPU. The AVX2+FMA code path is chosen at run time and rounds
+    /// differently from the portable one, so two CPUs may differ in the last bits.
+    ///
+    /// With `val`, the accuracy on it is measured after every epoch and the weights of the best
+    /// epoch are returned. `on_epoch` is called after every epoch (for a progress bar or early
+    /// stopping); returning [`ControlFlow::Break`] stops training after that epoch.
+    pub fn train(
+        &self,
+        kind: ProbeKind,
+        n_classes: usize,
+        train: &Dataset<'_>,
+        val: Option<&Dataset<'_>>,
+        mut on_epoch: impl FnMut(&EpochStats) -> ControlFlow<()>,
+    ) -> Result<TrainedProbe> {
+        let cfg = &self.config;
+        cfg.validate()?;
+        if n_classes < 2 {
+            return Err(ProbeError::Config(format!(
+                "need at least 2 classes, got {n_classes}"
+            )));
+        }
+        if let ProbeKind::ThreeLayer { hidden: 0 } = kind {
+            return Err(ProbeError::Config("hidden width must be at least 1".into()));
+        }
+        train.check_labels(n_classes)?;
+        if let Some(val) = val {
+            val.check_labels(n_classes)?;
+            if val.n_features != train.n_features {
+                return Err(ProbeError::DimMismatch {
+                    expected: train.n_features,
+                    got: val.n_features,
+                });
+            }
+        }
+        let mut rng = rng(cfg.seed);
+        let mut probe = Probe::init(kind, train.n_features, n_classes, &mut rng);
+        let mut adam: Vec<AdamBuffers> = probe
+            .layers()
+            .iter()
+            .map(|l| AdamBuffers::zeros(l.in_dim, l.out_dim))
+            .collect();
+        let mut ws = Workspace::new(probe.layers(), cfg.batch_size);
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        let mut step = 0u64;
+        let mut history = Vec::with_capacity(cfg.epochs);
+        let mut best: Option<(f64, usize, Probe)> = None;
+        let use_fma = kernels::has_avx2_fma();
+        for epoch in 1..=cfg.epochs {
+            order.shuffle(&mut rng);
+            let started = Instant::now();
+            let mut args = EpochArgs {
+                layers: probe.layers_mut(),
+                adam: &mut adam,
+                ws: &mut ws,
+                data: train,
+                order: &order,
+                cfg,
+                step: &mut step,
+            };
+            let train_loss = run_epoch_dispatch(&mut args, use_fma);
+            let train_time = started.elapsed();
+            let (val_accuracy, val_loss) = match val {
+                Some(val) => {
+                    let (acc, loss) = evaluate(&probe, val);
+                    (Some(acc), Some(loss))
+                }
+                None => (None, None),
+            };
+            if let Some(acc) = val_accuracy {
+                if best.as_ref().is_none_or(|(b, _, _)| acc > *b) {
+                    best = Some((acc, epoch, probe.clone()));
+                }
+            }
+            let stats = EpochStats {
+                epoch,
+                epochs: cfg.epochs,
+                train_loss,
+                val_accuracy,
+                val_loss,
+                steps: step,
+                train_time,
+            };
+            let flow = on_epoch(&stats);
+            history.push(stats);
+            if flow.is_break() {
+                break;
+            }
+        }
+        Ok(match best {
+            Some((_, epoch, best_probe)) => TrainedProbe {
+                probe: best_probe,
+                best_epoch: Some(epoch),
+                history,
+            },
+            None => TrainedProbe {
+                probe,
+                best_epoch: None,
+                history,
+            },
+        })
+    }
+}
+
+/// Accuracy and mean cross-entropy of `probe` on `data`.
+pub fn evaluate(probe: &Probe, data: &Dataset<'_>) -> (f64, f64) {
+    let n_classes = probe.n_classes();
+    let z = forward(probe.layers(), data.features, data.len());
+    let pred = argmax_rows(&z, n_classes);
+    let correct = pred.iter().zip(data.labels).filter(|(p, y)| p == y).count();
+    let mut loss = 0.0_f64;
+    for (row, &y) in z.chunks_exact(n_classes).zip(data.labels) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let lse = row
+            .iter()
+            .map(|&v| f64::from(v - max).exp())
+            .sum::<f64>()
+            .ln()
+            + f64::from(max);
+        loss += lse - f64::from(row[y]);
+    }
+    let n = data.len() as f64;
+    (correct as f64 / n, loss / n)
+}
+
+/// Preallocated activations and gradients: one training step allocates nothing.
+struct Workspace {
+    /// Batch size rounded up to a multiple of [`BLOCK`].
+    padded: usize,
+    /// Feature-matrix rows of the current batch, padded with its first row.
+    rows: Vec<usize>,
+    /// `0..padded`, the rows of an activation buffer.
+    ident: Vec<usize>,
+    /// Labels of the current batch.
+    labels: Vec<usize>,
+    /// Pre-activations per layer, `[padded, out_l]`.
+    z: Vec<Vec<f32>>,
+    /// Post-ReLU activations per hidden layer, `[padded, out_l]`.
+    a: Vec<Vec<f32>>,
+    /// Gradients w.r.t. pre-activations, per layer.
+    dz: Vec<Vec<f32>>,
+    /// First layer's pre-activations of the next batch (fused forward).
+    z0_next: Vec<f32>,
+    next_rows: [usize; BLOCK],
+}
+
+impl Workspace {
+    fn new(layers: &[Dense], batch_size: usize) -> Self {
+        let padded = batch_size.div_ceil(BLOCK) * BLOCK;
+        let buf = |l: &Dense| vec![0.0_f32; padded * l.out_dim];
+        Self {
+            padded,
+            rows: Vec::with_capacity(padded),
+            ident: (0..padded).collect(),
+            labels: Vec::with_capacity(padded),
+            z: layers.iter().map(buf).collect(),
+            a: layers[..layers.len() - 1].iter().map(buf).collect(),
+            dz: layers.iter().map(buf).collect(),
+            z0_next: vec![0.0; BLOCK * layers[0].out_dim],
+            next_rows: [0; BLOCK],
+        }
+    }
+}
+
+struct EpochArgs<'a, 'd> {
+    layers: &'a mut [Dense],
+    adam: &'a mut [AdamBuffers],
+    ws: &'a mut Workspace,
+    data: &'a Dataset<'d>,
+    order: &'a [usize],
+    cfg: &'a TrainConfig,
+    step: &'a mut u64,
+}
+
+fn run_epoch_dispatch(args: &mut EpochArgs<'_, '_>, use_fma: bool) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if use_fma {
+        // SAFETY: `use_fma` comes from `has_avx2_fma()`, so the CPU supports AVX2 and FMA.
+        return unsafe { run_epoch_avx2(args) };
+    }
+    let _ = use_fma;
+    run_epoch::<false>(args)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_epoch_avx2(args: &mut EpochArgs<'_, '_>) -> f64 {
+    run_epoch::<true>(args)
+}
+
+/// One epoch of mini-batch steps; returns the mean batch loss.
+#[inline(always)]
+fn run_epoch<const FMA: bool>(args: &mut EpochArgs<'_, '_>) -> f64 {
+    let cfg = args.cfg;
+    let batches: Vec<&[usize]> = args.order.chunks(cfg.batch_size).collect();
+    let mut loss_sum = 0.0_f64;
+    let mut z0_ready = false;
+    for (bi, batch) in batches.iter().enumerate() {
+        *args.step += 1;
+        let coef = AdamCoef::new(
+            cfg.learning_rate,
+            cfg.beta1,
+            cfg.beta2,
+            cfg.eps,
+            cfg.weight_decay,
+            *args.step,
+        );
+        let next = batches.get(bi + 1).copied();
+        loss_sum += f64::from(train_step::<FMA>(args, batch, next, &coef, &mut z0_ready));
+    }
+    loss_sum / batches.len() as f64
+}
+
+/// One optimiser step on `batch`. When `z0_ready`, the first layer's pre-activations for this
+/// batch are already in `ws.z[0]` (computed by the previous step's fused pass).
+#[inline(always)]
+fn train_step<const FMA: bool>(
+    args: &mut EpochArgs<'_, '_>,
+    batch: &[usize],
+    next: Option<&[usize]>,
+    coef: &AdamCoef,
+    z0_ready: &mut bool,
+) -> f32 {
+    let ws = &mut *args.ws;
+    let layers = &mut *args.layers;
+    let x = args.data.features;
+    let n_layers = layers.len();
+    let padded = ws.padded;
+    ws.rows.clear();
+    ws.rows.extend_from_slice(batch);
+    ws.rows.resize(padded, batch[0]);
+    ws.labels.clear();
+    ws.labels.extend(batch.iter().map(|&i| args.data.labels[i]));
+    let rows = &ws.rows[..];
+
+    // Forward.
+    if !*z0_ready {
+        let l0 = &layers[0];
+        kernels::dense_forward::<FMA>(&l0.weight, &l0.bias, l0.in_dim, x, rows, &mut ws.z[0]);
+    }
+    for l in 1..n_layers {
+        for (a, &z) in ws.a[l - 1].iter_mut().zip(&ws.z[l - 1]) {
+            *a = z.max(0.0);
+        }
+        let layer = &layers[l];
+        kernels::dense_forward::<FMA>(
+            &layer.weight,
+            &layer.bias,
+            layer.in_dim,
+            &ws.a[l - 1],
+            &ws.ident,
+            &mut ws.z[l],
+        );
+    }
+    let last = n_layers - 1;
+    let n_classes = layers[last].out_dim;
+    let loss =
+        kernels::cross_entropy_grad(&ws.z[last], n_classes, &ws.labels, padded, &mut ws.dz[last]);
+
+    // Backward through the hidden layers (with the weights before this step's update).
+    let n_rows = batch.len();
+    for l in (1..n_layers).rev() {
+        let layer = &layers[l];
+        let (lower, upper) = ws.dz.split_at_mut(l);
+        let dx = &mut lower[l - 1];
+        kernels::dense_input_grad::<FMA>(
+            &layer.weight,
+            layer.in_dim,
+            layer.out_dim,
+            &upper[0],
+            n_rows,
+            dx,
+        );
+        dx[n_rows * layer.in_dim..].fill(0.0);
+        for (d, &z) in dx.iter_mut().zip(&ws.z[l - 1]) {
+            if z <= 0.0 {
+                *d = 0.0;
+            }
+        }
+    }
+
+    // Updates: top layers first (their inputs are this batch's activations), then the first
+    // layer fused with the next batch's first-layer forward.
+    for l in (1..n_layers).rev() {
+        let layer = &mut layers[l];
+        kernels::dense_update::<FMA>(
+            &mut layer.weight,
+            &mut layer.bias,
+            &mut args.adam[l],
+            layer.in_dim,
+            &ws.dz[l],
+            &ws.a[l - 1],
+            &ws.ident,
+            coef,
+            None,
+        );
+    }
+    let fuse = padded == BLOCK && next.is_some();
+    let l0 = &mut layers[0];
+    let next_forward = match next {
+        Some(next) if fuse => {
+            for (r, slot) in ws.next_rows.iter_mut().enumerate() {
+                *slot = next.get(r).copied().unwrap_or(next[0]);
+            }
+            Some(NextForward {
+                x,
+                rows: &ws.next_rows,
+                out: &mut ws.z0_next,
+            })
+        }
+        _ => None,
+    };
+    kernels::dense_update::<FMA>(
+        &mut l0.weight,
+        &mut l0.bias,
+        &mut args.adam[0],
+        l0.in_dim,
+        &ws.dz[0],
+        x,
+        rows,
+        coef,
+        next_forward,
+    );
+    if fuse {
+        std::mem::swap(&mut ws.z[0], &mut ws.z0_next);
+    }
+    *z0_ready = fuse;
+    loss
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two Gaussian blobs per class in 6-d, linearly separable.
+    fn blobs(n: usize, seed: u64) -> (Vec<f32>, Vec<usize>) {
+        use rand::Rng;
+        let mut rng = rng(seed);
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..n {
+            let c = i % 3;
+            for d in 0..6 {
+                let centre = if d == c * 2 { 3.0 } else { 0.0 };
+                x.push(centre + rng.random_range(-1.0_f32..1.0));
+            }
+            y.push(c);
+        }
+        (x, y)
+    }
+
+    #[test]
+    fn learns_separable_data_and_is_deterministic() {
+        let (x, y) = blobs(90, 1);
+        let data = Dataset::new(&x, &y, 6).unwrap();
+        for kind in [ProbeKind::Linear, ProbeKind::ThreeLayer { hidden: 16 }] {
+            let cfg = TrainConfig {
+                epochs: 15,
+                learning_rate: 1e-2,
+                ..TrainConfig::default()
+            };
+            let trainer = Trainer::new(cfg);
+            let mut losses = Vec::new();
+            let a = trainer
+                .train(kind, 3, &data, None, |s| {
+                    losses.push(s.train_loss);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            let b = trainer
+                .train(kind, 3, &data, None, |_| ControlFlow::Continue(()))
+                .unwrap();
+            assert_eq!(a.probe, b.probe, "same seed, same probe");
+            assert!(losses.last().unwrap() < &(losses[0] * 0.5), "{losses:?}");
+            let (acc, _) = evaluate(&a.probe, &data);
+            assert!(acc > 0.95, "{kind:?} accuracy {acc}");
+            assert_eq!(a.history.len(), 15);
+            assert_eq!(a.history[14].steps, 15 * 90_u64.div_ceil(8));
+        }
+    }
+
+    #[test]
+    fn batch_sizes_other_than_eight_train_too() {
+        let (x, y) = blobs(61, 2);
+        let data = Dataset::new(&x, &y, 6).unwrap();
+        for batch_size in [1, 5, 13, 32] {
+            let cfg = TrainConfig {
+                epochs: 10,
+                batch_size,
+                learning_rate: 1e-2,
+                ..TrainConfig::default()
+            };
+            let t = Trainer::new(cfg)
+                .train(ProbeKind::ThreeLayer { hidden: 16 }, 3, &data, None, |_| {
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            assert!(evaluate(&t.probe, &data).0 > 0.9, "batch {batch_size}");
+        }
+    }
+
+    #[test]
+    fn best_epoch_weights_are_kept_and_break_stops() {
+        let (x, y) = blobs(60, 3);
+        let (vx, vy) = blobs(30, 4);
+        let data = Dataset::new(&x, &y, 6).unwrap();
+        let val = Dataset::new(&vx, &vy, 6).unwrap();
+        let cfg = TrainConfig {
+            epochs: 8,
+            ..TrainConfig::default()
+        };
+        let t = Trainer::new(cfg)
+            .train(ProbeKind::Linear, 3, &data, Some(&val), |s| {
+                if s.epoch == 6 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert_eq!(t.history.len(), 6);
+        let best = t.best_epoch.unwrap();
+        let accs: Vec<f64> = t.history.iter().map(|s| s.val_accuracy.unwrap()).collect();
+        let max = accs.iter().cloned().fold(f64::MIN, f64::max);
+        assert_eq!(accs[best - 1], max);
+        assert!(
+            accs[..best - 1].iter().all(|&a| a < max),
+            "first best epoch"
+        );
+        assert_eq!(evaluate(&t.probe, &val).0, max);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let (x, y) = blobs(10, 5);
+        assert!(Dataset::new(&x[..59], &y, 6).is_err());
+        let mut nan = x.clone();
+        nan[7] = f32::NAN;
+        assert!(matches!(
+            Dataset::new(&nan, &y, 6),
+            Err(ProbeError::NonFinite { row: 1, feature: 1 })
+        ));
+        let data = Dataset::new(&x, &y, 6).unwrap();
+        let t = Trainer::default();
+        let ok = |_: &EpochStats| ControlFlow::Continue(());
+        assert!(matches!(
+            t.train(ProbeKind::Linear, 2, &data, None, ok),
+            Err(ProbeError::Label { label: 2, .. })
+        ));
+        let zero = Trainer::new(TrainConfig {
+            batch_size: 0,
+            ..TrainConfig::default()
+        });
+        assert!(matches!(
+            zero.train(ProbeKind::Linear, 3, &data, None, ok),
+            Err(ProbeError::Config(_))
+        ));
+    }
+}
