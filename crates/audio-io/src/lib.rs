@@ -58,6 +58,17 @@ pub use resample::output_len;
 
 use decode::Input;
 
+/// Resampler internals exposed for the parameter sweep in `benches/decode_resample.rs`; not
+/// part of the stable API.
+#[doc(hidden)]
+pub mod tuning {
+    pub use crate::resample::{
+        SincParams, TunedResampler, FALLBACK_OVERSAMPLING, F_CUTOFF, MAX_EXACT_PHASES, SINC_LEN,
+        WINDOW,
+    };
+    pub use rubato::WindowFunction;
+}
+
 /// The sample rate of everything this crate returns, in Hz.
 pub const TARGET_SAMPLE_RATE: u32 = 16_000;
 

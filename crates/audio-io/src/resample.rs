@@ -38,33 +38,46 @@ use rubato::{
 
 use crate::TARGET_SAMPLE_RATE;
 
-/// Length of the windowed-sinc filter, in input samples when downsampling (in output samples
-/// when upsampling).
+/// Length of the windowed-sinc filter, in taps at the input rate (rubato builds the filter on
+/// the input side; the cutoff is scaled to the output Nyquist when downsampling).
 ///
-/// Measured on this crate's quality tests and benchmark (AMD EPYC, 1 core, 5 s 44.1 kHz clips,
-/// `F = p` exact phases; see `tests/quality.rs` and `benches/decode_resample.rs`):
+/// Chosen from the sweep `cargo bench -p audio-io --bench decode_resample -- sweep` (AMD EPYC,
+/// one core, 2026-11-24; quality on the committed fixtures, speed for one 5 s 44.1 kHz clip):
 ///
-/// | sinc_len | 3 kHz sine max abs err | 10 kHz @ 44.1k attenuation | SNR vs librosa (soxr_hq) | clips/s |
-/// |---:|---:|---:|---:|---:|
-/// | see `docs/PERFORMANCE.md` and the crate README for the current figures | | | | |
+/// | sinc_len | window | max abs err, 440 Hz & 3 kHz sines from 44.1/48/22.05/8 kHz | 10 kHz @ 44.1k | SNR vs librosa (worst fixture) | resample 5 s @ 44.1k |
+/// |---:|---|---:|---:|---:|---:|
+/// | 64 | Blackman2 | 3.8e-3 | -98.6 dB | 31.0 dB | 1.32 ms |
+/// | 96 | Blackman2 | 7.3e-6 | -115.7 dB | 45.5 dB | 1.47 ms |
+/// | **128** | **Blackman2** | **8.3e-6** | **-135.0 dB** | **63.6 dB** | **2.06 ms** |
+/// | 256 | Blackman2 | 3.9e-6 | -136.5 dB | 67.7 dB | 2.95 ms |
+/// | 128 | BlackmanHarris2 | 8.5e-6 | -136.5 dB | 43.6 dB | 2.59 ms |
+/// | 256 | BlackmanHarris2 | 7.6e-6 | -135.7 dB | 67.3 dB | 2.92 ms |
 ///
-/// 256 is the smallest length whose transition band (7.4 to 8.6 kHz at 44.1 kHz) keeps a
-/// 10 kHz tone below -60 dB with margin while the passband stays flat to < 1e-4 at 3 kHz.
-pub const SINC_LEN: usize = 256;
+/// The transition band of the chosen filter at 44.1 kHz (from `tests/quality.rs`): 8.2 kHz
+/// -29 dB, 8.6 kHz -52 dB, 9 kHz -99 dB, 10 kHz -140 dB; the passband is flat to < 1e-5 up
+/// to at least 3 kHz (max abs error of a 0.9-amplitude sine).
+///
+/// 128 taps is where the agreement with librosa's soxr_hq saturates (64 dB; 96 taps drops to
+/// 46 dB, 64 taps fails the 40 dB bar) at 70 % of the cost of 256 taps. Shorter filters buy
+/// little: rubato's per-output overhead is about 1.2 ms per 5 s clip even at 32 taps. With
+/// nearest lookup in an exact-phase table the passband error is at the f32 rounding level,
+/// where rubato's usual cubic interpolation (F = 512) left up to 4e-3 on these rates and ran
+/// 2 to 2.5 times slower.
+pub const SINC_LEN: usize = 128;
 
-/// Window of the sinc filter: Blackman-Harris squared, rubato's recommended window, whose
-/// side lobes sit below -150 dB so the stop band is limited by the filter length, not the
-/// window.
-pub const WINDOW: WindowFunction = WindowFunction::BlackmanHarris2;
+/// Window of the sinc filter: Blackman squared. For the same length its main lobe is
+/// narrower than Blackman-Harris squared, so rubato's automatic cutoff sits higher (closer
+/// to soxr HQ's 0.913 of Nyquist, librosa's default), while its side lobes (about -115 dB
+/// squared) are still far below anything a 16-bit source holds.
+pub const WINDOW: WindowFunction = WindowFunction::Blackman2;
 
 /// Relative cutoff (fraction of the output Nyquist, 8 kHz): `None` lets rubato pick the
 /// highest cutoff that keeps aliasing under the window's side-lobe level for [`SINC_LEN`]
-/// (`rubato::calculate_cutoff`, 0.915 for 256 taps with [`WINDOW`]), which is close to soxr
-/// HQ's 0.913 pass-band end, librosa's default.
+/// (`rubato::calculate_cutoff`).
 pub const F_CUTOFF: Option<f32> = None;
 
 /// Largest exact phase count `p` served by nearest-phase lookup (table = `p * SINC_LEN` f32,
-/// 2 MiB at most). Rates with a larger `p` use cubic interpolation.
+/// 1 MiB at most). Rates with a larger `p` use cubic interpolation.
 pub const MAX_EXACT_PHASES: u64 = 2048;
 
 /// Oversampling factor used with cubic interpolation for rates with `p > MAX_EXACT_PHASES`.
@@ -87,9 +100,35 @@ pub fn output_len(n: u64, sample_rate: u32) -> u64 {
     ((u128::from(n) * u128::from(TARGET_SAMPLE_RATE) * 2 + sr) / (2 * sr)) as u64
 }
 
+/// The filter choices, for the parameter sweep in `benches/` (see [`crate::tuning`]);
+/// [`SincParams::DEFAULT`] is what [`crate::load`] uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SincParams {
+    /// Filter length (rounded up to a multiple of 8 by rubato).
+    pub sinc_len: usize,
+    /// Window function.
+    pub window: WindowFunction,
+    /// Relative cutoff, `None` for rubato's automatic choice.
+    pub f_cutoff: Option<f32>,
+    /// `true`: `F = p` exact phases with nearest lookup (when `p <= MAX_EXACT_PHASES`);
+    /// `false`: rubato's usual cubic interpolation between [`FALLBACK_OVERSAMPLING`] phases.
+    pub exact_phases: bool,
+}
+
+impl SincParams {
+    /// [`SINC_LEN`], [`WINDOW`], [`F_CUTOFF`], exact phases.
+    pub const DEFAULT: SincParams = SincParams {
+        sinc_len: SINC_LEN,
+        window: WINDOW,
+        f_cutoff: F_CUTOFF,
+        exact_phases: true,
+    };
+}
+
 /// How one input rate is resampled: the filter and the alignment integers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Plan {
+    params: SincParams,
     /// Numerator of `16000 / sr` in lowest terms.
     p: u64,
     /// Denominator of `16000 / sr` in lowest terms.
@@ -103,11 +142,14 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    pub(crate) fn new(sample_rate: u32) -> Plan {
+    pub(crate) fn new(sample_rate: u32, params: SincParams) -> Plan {
+        // rubato rounds the length up to a multiple of 8; the alignment needs the real one.
+        let sinc_len = params.sinc_len.max(8).div_ceil(8) * 8;
+        let params = SincParams { sinc_len, ..params };
         let sr = u64::from(sample_rate);
         let g = gcd(u64::from(TARGET_SAMPLE_RATE), sr);
         let (p, q) = (u64::from(TARGET_SAMPLE_RATE) / g, sr / g);
-        let (oversampling, interpolation) = if p <= MAX_EXACT_PHASES {
+        let (oversampling, interpolation) = if params.exact_phases && p <= MAX_EXACT_PHASES {
             (p as usize, SincInterpolationType::Nearest)
         } else {
             (FALLBACK_OVERSAMPLING, SincInterpolationType::Cubic)
@@ -117,7 +159,7 @@ impl Plan {
         //   (skip+1) * q - pad * p = c * p.
         // With F = p the right side is the integer SINC_LEN/2*p - 1 and an exact solution
         // exists with 0 <= pad < q; otherwise take the pad with the smallest residual.
-        let c = SINC_LEN as f64 / 2.0 - 1.0 / oversampling as f64;
+        let c = sinc_len as f64 / 2.0 - 1.0 / oversampling as f64;
         let (mut best_pad, mut best_skip, mut best_residual) = (0u64, 0u64, f64::INFINITY);
         for pad in 0..q {
             // (skip + 1) = (c + pad) * p / q, rounded to the nearest integer, at least 1.
@@ -131,6 +173,7 @@ impl Plan {
             }
         }
         Plan {
+            params,
             p,
             q,
             oversampling,
@@ -142,11 +185,11 @@ impl Plan {
 
     fn build(&self) -> Result<Async<f32>, String> {
         let params = SincInterpolationParameters {
-            sinc_len: SINC_LEN,
-            f_cutoff: F_CUTOFF,
+            sinc_len: self.params.sinc_len,
+            f_cutoff: self.params.f_cutoff,
             oversampling_factor: self.oversampling,
             interpolation: self.interpolation,
-            window: WINDOW,
+            window: self.params.window,
         };
         Async::<f32>::new_sinc(
             self.p as f64 / self.q as f64,
@@ -164,7 +207,7 @@ impl Plan {
 type CachedResampler = (Plan, Box<Async<f32>>);
 
 thread_local! {
-    /// Resamplers are costly to build (a sinc table of `p * SINC_LEN` entries, 160 * 256 for
+    /// Resamplers are costly to build (a sinc table of `p * SINC_LEN` entries, 160 * 128 for
     /// 44.1 kHz): keep one per input rate per thread. A resampler is taken out while in use and
     /// put back (reset) when a clip completes, so a panic or an error simply drops it.
     static CACHE: RefCell<HashMap<u32, CachedResampler>> = RefCell::new(HashMap::new());
@@ -240,10 +283,19 @@ impl SincStream {
         let (plan, resampler) = match cached {
             Some(entry) => entry,
             None => {
-                let plan = Plan::new(sample_rate);
+                let plan = Plan::new(sample_rate, SincParams::DEFAULT);
                 (plan, Box::new(plan.build()?))
             }
         };
+        Self::with_resampler(sample_rate, plan, resampler, reserve)
+    }
+
+    fn with_resampler(
+        sample_rate: u32,
+        plan: Plan,
+        resampler: Box<Async<f32>>,
+        reserve: usize,
+    ) -> Result<Self, String> {
         let scratch = vec![0.0; resampler.output_frames_max()];
         let mut stream = SincStream {
             sample_rate,
@@ -316,7 +368,18 @@ impl SincStream {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<f32>, String> {
+    fn finish(self) -> Result<Vec<f32>, String> {
+        let (out, plan, resampler) = self.finish_keep()?;
+        if plan.params == SincParams::DEFAULT {
+            let sample_rate = out.1;
+            CACHE.with(|cache| cache.borrow_mut().insert(sample_rate, (plan, resampler)));
+        }
+        Ok(out.0)
+    }
+
+    /// Flush; return the output (and the rate) and the reset resampler for reuse.
+    #[allow(clippy::type_complexity)]
+    fn finish_keep(mut self) -> Result<((Vec<f32>, u32), Plan, Box<Async<f32>>), String> {
         let target = output_len(self.frames_in, self.sample_rate) as usize;
         if !self.chunk.is_empty() {
             let valid = self.chunk.len();
@@ -328,12 +391,49 @@ impl SincStream {
             self.process(Some(0))?;
         }
         self.out.truncate(target);
-        if let Some(mut resampler) = self.resampler.take() {
-            resampler.reset();
-            let entry = (self.plan, resampler);
-            CACHE.with(|cache| cache.borrow_mut().insert(self.sample_rate, entry));
-        }
-        Ok(self.out)
+        let mut resampler = self
+            .resampler
+            .take()
+            .expect("resampler present until finish");
+        resampler.reset();
+        Ok(((self.out, self.sample_rate), self.plan, resampler))
+    }
+}
+
+/// A resampler with explicit [`SincParams`], reused clip after clip (for parameter sweeps).
+pub struct TunedResampler {
+    sample_rate: u32,
+    plan: Plan,
+    resampler: Option<Box<Async<f32>>>,
+}
+
+impl TunedResampler {
+    /// Build for input at `sample_rate` (> 0, not 16 000).
+    pub fn new(sample_rate: u32, params: SincParams) -> Result<Self, String> {
+        let plan = Plan::new(sample_rate, params);
+        Ok(TunedResampler {
+            sample_rate,
+            plan,
+            resampler: Some(Box::new(plan.build()?)),
+        })
+    }
+
+    /// Resample one clip (exact length and alignment, as [`crate::load`]).
+    pub fn resample(&mut self, samples: &[f32]) -> Result<Vec<f32>, String> {
+        let resampler = self
+            .resampler
+            .take()
+            .ok_or("resampler lost to an earlier error")?;
+        let mut stream = SincStream::with_resampler(
+            self.sample_rate,
+            self.plan,
+            resampler,
+            output_len(samples.len() as u64, self.sample_rate) as usize,
+        )?;
+        stream.push(samples)?;
+        let ((out, _), _, resampler) = stream.finish_keep()?;
+        self.resampler = Some(resampler);
+        Ok(out)
     }
 }
 
@@ -373,7 +473,7 @@ mod tests {
         for sr in [
             8_000, 11_025, 22_050, 24_000, 32_000, 44_100, 48_000, 96_000,
         ] {
-            let plan = Plan::new(sr);
+            let plan = Plan::new(sr, SincParams::DEFAULT);
             assert_eq!(plan.interpolation, SincInterpolationType::Nearest, "{sr}");
             assert_eq!(plan.oversampling as u64, plan.p, "{sr}");
             let c = SINC_LEN as f64 / 2.0 - 1.0 / plan.oversampling as f64;
@@ -381,7 +481,7 @@ mod tests {
             assert!((lhs - c * plan.p as f64).abs() < 1e-9, "{sr}: {plan:?}");
             assert!((plan.pad as u64) < plan.q, "{sr}: {plan:?}");
         }
-        let odd = Plan::new(44_101);
+        let odd = Plan::new(44_101, SincParams::DEFAULT);
         assert_eq!(odd.interpolation, SincInterpolationType::Cubic);
     }
 
