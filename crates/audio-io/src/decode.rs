@@ -16,6 +16,11 @@ use crate::error::{AudioError, Container};
 use crate::resample::{output_len, MonoTo16k};
 use crate::AudioInfo;
 
+/// Lowest accepted sample rate: below this a header is corrupt, not a recording.
+pub(crate) const MIN_SAMPLE_RATE: u32 = 1_000;
+/// Highest accepted sample rate (4 x 192 kHz); also bounds the resampler's alignment work.
+pub(crate) const MAX_SAMPLE_RATE: u32 = 768_000;
+
 /// Where the bytes come from.
 pub(crate) enum Input {
     /// A file on disk, opened lazily.
@@ -79,7 +84,7 @@ fn open_source(input: Input) -> Result<(Box<dyn MediaSource>, Container, PathBuf
     match input {
         Input::File(path) => {
             let mut file = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
-            let mut head = [0u8; 12];
+            let mut head = [0u8; HEAD_LEN];
             let mut filled = 0;
             while filled < head.len() {
                 match file.read(&mut head[filled..]) {
@@ -95,6 +100,7 @@ fn open_source(input: Input) -> Result<(Box<dyn MediaSource>, Container, PathBuf
             file.seek(SeekFrom::Start(0))
                 .map_err(|e| io_err(&path, e))?;
             let container = check_container(&head[..filled], &path)?;
+            wav_precheck(&head[..filled], container, &path)?;
             Ok((Box::new(file), container, path))
         }
         Input::Bytes(bytes, path) => {
@@ -102,13 +108,76 @@ fn open_source(input: Input) -> Result<(Box<dyn MediaSource>, Container, PathBuf
                 return Err(AudioError::Empty { path });
             }
             let container = check_container(&bytes[..bytes.len().min(12)], &path)?;
+            wav_precheck(&bytes[..bytes.len().min(HEAD_LEN)], container, &path)?;
             Ok((Box::new(Cursor::new(bytes)), container, path))
         }
     }
 }
 
+/// Bytes read ahead of symphonia to recognise the container and pre-check WAV headers.
+const HEAD_LEN: usize = 4096;
+
+/// Reject a WAVE_FORMAT_EXTENSIBLE `fmt ` chunk whose channel mask cannot describe its
+/// channel count in the way symphonia-format-riff 0.6.1 (`fix_wave_channel_mask`) would
+/// overflow on: more channels than mask bits by 31 or more, or too few mask bits with bit 31
+/// set. Debug builds of symphonia panic there (caught by [`guard`], but a clear error is
+/// better); release builds wrap and guess the layout. Only the chunks inside `head` are
+/// checked: the `fmt ` chunk comes first in every writer we know.
+fn wav_precheck(head: &[u8], container: Container, path: &Path) -> Result<(), AudioError> {
+    if container != Container::Wav {
+        return Ok(());
+    }
+    let u16_at = |i: usize| head.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |i: usize| {
+        head.get(i..i + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut pos = 12;
+    while let (Some(tag), Some(len)) = (head.get(pos..pos + 4), u32_at(pos + 4)) {
+        let body = pos + 8;
+        if tag == b"fmt " {
+            let (Some(format_tag), Some(channels)) = (u16_at(body), u16_at(body + 2)) else {
+                return Ok(());
+            };
+            let Some(mask) = u32_at(body + 20) else {
+                return Ok(());
+            };
+            if format_tag == 0xFFFE && len >= 40 {
+                let missing = i64::from(channels) - i64::from(mask.count_ones());
+                let shift = 32 - mask.leading_zeros();
+                if missing > 0 && (missing >= 31 || shift >= 32) {
+                    return Err(AudioError::MalformedHeader {
+                        path: path.to_path_buf(),
+                        container,
+                        detail: format!(
+                            "WAVE_FORMAT_EXTENSIBLE channel mask {mask:#010x} cannot describe \
+                             {channels} channels"
+                        ),
+                    });
+                }
+            }
+            return Ok(());
+        }
+        // Chunks are word-aligned: odd sizes carry a pad byte.
+        pos = body
+            .saturating_add(len as usize)
+            .saturating_add(len as usize & 1);
+    }
+    Ok(())
+}
+
 fn check_container(head: &[u8], path: &Path) -> Result<Container, AudioError> {
     match Container::sniff(head) {
+        // No container header fits in fewer than 12 bytes.
+        container @ (Container::Wav | Container::Flac | Container::Ogg | Container::Mp3)
+            if head.len() < 12 =>
+        {
+            Err(AudioError::TruncatedHeader {
+                path: path.to_path_buf(),
+                container,
+                detail: format!("the whole file is {} bytes", head.len()),
+            })
+        }
         Container::Unknown => Err(AudioError::NotAudio {
             path: path.to_path_buf(),
             detail: format!(
@@ -212,6 +281,16 @@ fn open(input: Input) -> Result<Opened, AudioError> {
                 path,
                 container,
                 detail: "sample rate is missing or zero".into(),
+            })
+        }
+        Some(sr) if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&sr) => {
+            return Err(AudioError::MalformedHeader {
+                path,
+                container,
+                detail: format!(
+                    "sample rate {sr} Hz is outside the supported {MIN_SAMPLE_RATE} to \
+                     {MAX_SAMPLE_RATE} Hz"
+                ),
             })
         }
         Some(sr) => sr,

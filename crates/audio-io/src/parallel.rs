@@ -137,3 +137,23 @@ impl std::fmt::Debug for LoadMany {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_more_than_lookahead_clips_ahead() {
+        let mut iter = LoadMany::new(vec![PathBuf::from("/no/such/file.wav"); 25], 3);
+        let mut seen = 0;
+        while let Some((index, result)) = iter.next() {
+            assert_eq!(index, seen);
+            assert!(result.is_err());
+            // Started but not yet yielded (in flight or finished): at most `lookahead`.
+            assert!(iter.next_start - iter.next_yield <= 3);
+            assert!(iter.ready.len() <= 3);
+            seen += 1;
+        }
+        assert_eq!(seen, 25);
+    }
+}

@@ -203,6 +203,9 @@ impl Plan {
     }
 }
 
+/// Rates kept per thread (each at most 1 MiB of sinc table).
+const MAX_CACHED_RATES: usize = 8;
+
 /// A built resampler for one input rate, with the plan it was built from.
 type CachedResampler = (Plan, Box<Async<f32>>);
 
@@ -372,7 +375,14 @@ impl SincStream {
         let (out, plan, resampler) = self.finish_keep()?;
         if plan.params == SincParams::DEFAULT {
             let sample_rate = out.1;
-            CACHE.with(|cache| cache.borrow_mut().insert(sample_rate, (plan, resampler)));
+            CACHE.with(|cache| {
+                let mut cache = cache.borrow_mut();
+                // Real corpora use a handful of rates; hostile headers could use thousands.
+                if cache.len() >= MAX_CACHED_RATES {
+                    cache.clear();
+                }
+                cache.insert(sample_rate, (plan, resampler));
+            });
         }
         Ok(out.0)
     }
