@@ -310,19 +310,18 @@ pub(crate) fn forward(layers: &[Dense], x: &[f32], n_rows: usize) -> Vec<f32> {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { forward_avx2(layers, x, n_rows) };
     }
-    forward_impl::<false>(layers, x, n_rows)
+    forward_impl::<kernels::Portable>(layers, x, n_rows)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn forward_avx2(layers: &[Dense], x: &[f32], n_rows: usize) -> Vec<f32> {
-    forward_impl::<true>(layers, x, n_rows)
+    forward_impl::<kernels::Avx2>(layers, x, n_rows)
 }
 
 #[inline(always)]
-fn forward_impl<const FMA: bool>(layers: &[Dense], x: &[f32], n_rows: usize) -> Vec<f32> {
+fn forward_impl<S: kernels::Simd>(layers: &[Dense], x: &[f32], n_rows: usize) -> Vec<f32> {
     let n_classes = layers.last().expect("at least one layer").out_dim;
-    let in_dim = layers[0].in_dim;
     let mut out = Vec::with_capacity(n_rows * n_classes);
     let mut rows = Vec::with_capacity(INFER_CHUNK);
     let mut bufs: Vec<Vec<f32>> = layers.iter().map(|_| Vec::new()).collect();
@@ -338,21 +337,33 @@ fn forward_impl<const FMA: bool>(layers: &[Dense], x: &[f32], n_rows: usize) -> 
             let buf = &mut rest[0];
             buf.clear();
             buf.resize(padded * layer.out_dim, 0.0);
-            if l == 0 {
-                kernels::dense_forward::<FMA>(&layer.weight, &layer.bias, in_dim, x, &rows, buf);
+            let (input, input_rows) = if l == 0 {
+                (x, &rows[..])
             } else {
-                let input = &mut done[l - 1];
-                for v in input.iter_mut() {
+                (&done[l - 1][..], &ident[..padded])
+            };
+            assert!(input_rows
+                .iter()
+                .all(|&r| (r + 1) * layer.in_dim <= input.len()));
+            // SAFETY: shapes checked above (weights by construction, rows by the assert);
+            // single-threaded, so the whole output is ours.
+            unsafe {
+                kernels::dense_forward::<S>(
+                    layer.weight.as_ptr(),
+                    layer.bias.as_ptr(),
+                    layer.in_dim,
+                    layer.out_dim,
+                    input.as_ptr(),
+                    input_rows,
+                    0..layer.out_dim,
+                    kernels::SharedPtr(buf.as_mut_ptr()),
+                    None,
+                );
+            }
+            if l + 1 < layers.len() {
+                for v in buf.iter_mut() {
                     *v = v.max(0.0);
                 }
-                kernels::dense_forward::<FMA>(
-                    &layer.weight,
-                    &layer.bias,
-                    layer.in_dim,
-                    input,
-                    &ident[..padded],
-                    buf,
-                );
             }
         }
         out.extend_from_slice(&bufs[layers.len() - 1][..(end - start) * n_classes]);

@@ -8,7 +8,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::{self, AdamBuffers, AdamCoef, NextForward, BLOCK};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::kernels::{
+    self, split, AdamBuffers, AdamCoef, LayerPtrs, NextForward, SharedPtr, UpdateScratch, BLOCK,
+    LANES,
+};
 use crate::model::{argmax_rows, forward, Dense, Probe, ProbeKind};
 use crate::{ProbeError, Result};
 
@@ -37,6 +42,10 @@ pub struct TrainConfig {
     pub eps: f64,
     /// L2 penalty in `torch.optim.Adam`'s form (`grad += weight_decay * param`), 0 for none.
     pub weight_decay: f64,
+    /// Training threads (each layer's rows are split between them). Results are bit-identical
+    /// for any value; 1 (the default) suits running several folds in parallel, 2 halves the
+    /// step time on an idle 2-core machine.
+    pub threads: usize,
 }
 
 impl Default for TrainConfig {
@@ -50,6 +59,7 @@ impl Default for TrainConfig {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.0,
+            threads: 1,
         }
     }
 }
@@ -59,6 +69,9 @@ impl TrainConfig {
         let bad = |what: &str| Err(ProbeError::Config(what.to_string()));
         if self.epochs == 0 {
             return bad("epochs must be at least 1");
+        }
+        if self.threads == 0 || self.threads > 64 {
+            return bad("threads must be between 1 and 64");
         }
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1");
@@ -265,7 +278,7 @@ impl Trainer {
                 cfg,
                 step: &mut step,
             };
-            let train_loss = run_epoch_dispatch(&mut args, use_fma);
+            let train_loss = run_epoch(&mut args, use_fma);
             let train_time = started.elapsed();
             let (val_accuracy, val_loss) = match val {
                 Some(val) => {
@@ -330,25 +343,20 @@ pub fn evaluate(probe: &Probe, data: &Dataset<'_>) -> (f64, f64) {
     (correct as f64 / n, loss / n)
 }
 
-/// Preallocated activations and gradients: one training step allocates nothing.
+/// Preallocated activations and gradients, shared by the training threads: one training step
+/// allocates nothing.
 struct Workspace {
     /// Batch size rounded up to a multiple of [`BLOCK`].
     padded: usize,
-    /// Feature-matrix rows of the current batch, padded with its first row.
-    rows: Vec<usize>,
-    /// `0..padded`, the rows of an activation buffer.
-    ident: Vec<usize>,
-    /// Labels of the current batch.
-    labels: Vec<usize>,
     /// Pre-activations per layer, `[padded, out_l]`.
     z: Vec<Vec<f32>>,
     /// Post-ReLU activations per hidden layer, `[padded, out_l]`.
     a: Vec<Vec<f32>>,
     /// Gradients w.r.t. pre-activations, per layer.
     dz: Vec<Vec<f32>>,
-    /// First layer's pre-activations of the next batch (fused forward).
+    /// First layer's pre- and post-activations of the next batch (fused forward).
     z0_next: Vec<f32>,
-    next_rows: [usize; BLOCK],
+    a0_next: Vec<f32>,
 }
 
 impl Workspace {
@@ -357,14 +365,11 @@ impl Workspace {
         let buf = |l: &Dense| vec![0.0_f32; padded * l.out_dim];
         Self {
             padded,
-            rows: Vec::with_capacity(padded),
-            ident: (0..padded).collect(),
-            labels: Vec::with_capacity(padded),
             z: layers.iter().map(buf).collect(),
-            a: layers[..layers.len() - 1].iter().map(buf).collect(),
+            a: layers.iter().map(buf).collect(),
             dz: layers.iter().map(buf).collect(),
             z0_next: vec![0.0; BLOCK * layers[0].out_dim],
-            next_rows: [0; BLOCK],
+            a0_next: vec![0.0; BLOCK * layers[0].out_dim],
         }
     }
 }
@@ -379,160 +384,289 @@ struct EpochArgs<'a, 'd> {
     step: &'a mut u64,
 }
 
-fn run_epoch_dispatch(args: &mut EpochArgs<'_, '_>, use_fma: bool) -> f64 {
+/// Everything one epoch's threads share, as raw pointers (see [`SharedPtr`]).
+struct Shared<'a> {
+    layers: Vec<LayerPtrs>,
+    z: Vec<SharedPtr>,
+    a: Vec<SharedPtr>,
+    dz: Vec<SharedPtr>,
+    z0_next: SharedPtr,
+    a0_next: SharedPtr,
+    padded: usize,
+    x: *const f32,
+    labels: &'a [usize],
+    batches: Vec<&'a [usize]>,
+    cfg: &'a TrainConfig,
+    first_step: u64,
+    parts: usize,
+    barrier: SpinBarrier,
+}
+
+// SAFETY: the raw pointers are only used by `run_part`, whose phases write disjoint ranges per
+// thread and are separated by `barrier` before another thread reads them.
+unsafe impl Sync for Shared<'_> {}
+
+/// A reusable spinning barrier for the training threads (a no-op for one thread).
+struct SpinBarrier {
+    parties: usize,
+    count: AtomicUsize,
+    generation: AtomicUsize,
+}
+
+impl SpinBarrier {
+    fn new(parties: usize) -> Self {
+        Self {
+            parties,
+            count: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+        }
+    }
+
+    fn wait(&self) {
+        if self.parties == 1 {
+            return;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
+            self.count.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+        } else {
+            let mut spins = 0u32;
+            while self.generation.load(Ordering::Acquire) == generation {
+                spins += 1;
+                if spins < 20_000 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+}
+
+/// Runs one epoch on `cfg.threads` threads; returns the mean batch loss.
+fn run_epoch(args: &mut EpochArgs<'_, '_>, use_fma: bool) -> f64 {
+    let cfg = args.cfg;
+    let batches: Vec<&[usize]> = args.order.chunks(cfg.batch_size).collect();
+    let n_batches = batches.len();
+    let parts = cfg.threads.max(1);
+    let ptr = |v: &mut Vec<f32>| SharedPtr(v.as_mut_ptr());
+    let shared = Shared {
+        layers: args
+            .layers
+            .iter_mut()
+            .zip(args.adam.iter_mut())
+            .map(|(l, st)| LayerPtrs {
+                in_dim: l.in_dim,
+                out_dim: l.out_dim,
+                w: ptr(&mut l.weight),
+                b: ptr(&mut l.bias),
+                m_w: ptr(&mut st.m_w),
+                v_w: ptr(&mut st.v_w),
+                m_b: ptr(&mut st.m_b),
+                v_b: ptr(&mut st.v_b),
+            })
+            .collect(),
+        z: args.ws.z.iter_mut().map(ptr).collect(),
+        a: args.ws.a.iter_mut().map(ptr).collect(),
+        dz: args.ws.dz.iter_mut().map(ptr).collect(),
+        z0_next: ptr(&mut args.ws.z0_next),
+        a0_next: ptr(&mut args.ws.a0_next),
+        padded: args.ws.padded,
+        x: args.data.features.as_ptr(),
+        labels: args.data.labels,
+        batches,
+        cfg,
+        first_step: *args.step,
+        parts,
+        barrier: SpinBarrier::new(parts),
+    };
+    let loss = if parts == 1 {
+        run_part_dispatch(&shared, 0, use_fma)
+    } else {
+        std::thread::scope(|s| {
+            let shared = &shared;
+            let workers: Vec<_> = (1..parts)
+                .map(|part| s.spawn(move || run_part_dispatch(shared, part, use_fma)))
+                .collect();
+            let loss = run_part_dispatch(shared, 0, use_fma);
+            for w in workers {
+                w.join().expect("training thread panicked");
+            }
+            loss
+        })
+    };
+    *args.step += n_batches as u64;
+    loss
+}
+
+fn run_part_dispatch(shared: &Shared<'_>, part: usize, use_fma: bool) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if use_fma {
         // SAFETY: `use_fma` comes from `has_avx2_fma()`, so the CPU supports AVX2 and FMA.
-        return unsafe { run_epoch_avx2(args) };
+        return unsafe { run_part_avx2(shared, part) };
     }
     let _ = use_fma;
-    run_epoch::<false>(args)
+    // SAFETY: see `run_part`.
+    unsafe { run_part::<kernels::Portable>(shared, part) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run_epoch_avx2(args: &mut EpochArgs<'_, '_>) -> f64 {
-    run_epoch::<true>(args)
+unsafe fn run_part_avx2(shared: &Shared<'_>, part: usize) -> f64 {
+    run_part::<kernels::Avx2>(shared, part)
 }
 
-/// One epoch of mini-batch steps; returns the mean batch loss.
+/// Thread `part`'s share of one epoch (SPMD: every thread runs every phase on its slice of
+/// output rows or input columns, with a barrier wherever a phase reads another thread's
+/// output). Summation orders do not depend on the number of threads, so results are
+/// bit-identical for any `threads`. Returns the mean batch loss (meaningful on part 0).
+///
+/// # Safety
+/// All threads of the epoch call this with distinct `part < shared.parts` and the pointers in
+/// `shared` are valid for the epoch.
 #[inline(always)]
-fn run_epoch<const FMA: bool>(args: &mut EpochArgs<'_, '_>) -> f64 {
-    let cfg = args.cfg;
-    let batches: Vec<&[usize]> = args.order.chunks(cfg.batch_size).collect();
-    let mut loss_sum = 0.0_f64;
+unsafe fn run_part<S: kernels::Simd>(sh: &Shared<'_>, part: usize) -> f64 {
+    let cfg = sh.cfg;
+    let parts = sh.parts;
+    let n_layers = sh.layers.len();
+    let last = n_layers - 1;
+    let padded = sh.padded;
+    let ident: Vec<usize> = (0..padded).collect();
+    let mut rows: Vec<usize> = Vec::with_capacity(padded);
+    let mut labels: Vec<usize> = Vec::with_capacity(padded);
+    let mut next_rows = [0usize; BLOCK];
+    let mut scratch = UpdateScratch::default();
+    let (mut z0, mut a0) = (sh.z[0], sh.a[0]);
+    let (mut z0_next, mut a0_next) = (sh.z0_next, sh.a0_next);
+    let z_of = |l: usize, z0: SharedPtr| if l == 0 { z0 } else { sh.z[l] };
     let mut z0_ready = false;
-    for (bi, batch) in batches.iter().enumerate() {
-        *args.step += 1;
+    let mut loss_sum = 0.0_f64;
+    for (bi, batch) in sh.batches.iter().enumerate() {
+        let step = sh.first_step + bi as u64 + 1;
         let coef = AdamCoef::new(
             cfg.learning_rate,
             cfg.beta1,
             cfg.beta2,
             cfg.eps,
             cfg.weight_decay,
-            *args.step,
+            step,
         );
-        let next = batches.get(bi + 1).copied();
-        loss_sum += f64::from(train_step::<FMA>(args, batch, next, &coef, &mut z0_ready));
-    }
-    loss_sum / batches.len() as f64
-}
+        rows.clear();
+        rows.extend_from_slice(batch);
+        rows.resize(padded, batch[0]);
 
-/// One optimiser step on `batch`. When `z0_ready`, the first layer's pre-activations for this
-/// batch are already in `ws.z[0]` (computed by the previous step's fused pass).
-#[inline(always)]
-fn train_step<const FMA: bool>(
-    args: &mut EpochArgs<'_, '_>,
-    batch: &[usize],
-    next: Option<&[usize]>,
-    coef: &AdamCoef,
-    z0_ready: &mut bool,
-) -> f32 {
-    let ws = &mut *args.ws;
-    let layers = &mut *args.layers;
-    let x = args.data.features;
-    let n_layers = layers.len();
-    let padded = ws.padded;
-    ws.rows.clear();
-    ws.rows.extend_from_slice(batch);
-    ws.rows.resize(padded, batch[0]);
-    ws.labels.clear();
-    ws.labels.extend(batch.iter().map(|&i| args.data.labels[i]));
-    let rows = &ws.rows[..];
-
-    // Forward.
-    if !*z0_ready {
-        let l0 = &layers[0];
-        kernels::dense_forward::<FMA>(&l0.weight, &l0.bias, l0.in_dim, x, rows, &mut ws.z[0]);
-    }
-    for l in 1..n_layers {
-        for (a, &z) in ws.a[l - 1].iter_mut().zip(&ws.z[l - 1]) {
-            *a = z.max(0.0);
+        // Forward.
+        let l0 = sh.layers[0];
+        if !z0_ready {
+            kernels::dense_forward::<S>(
+                l0.w.0,
+                l0.b.0,
+                l0.in_dim,
+                l0.out_dim,
+                sh.x,
+                &rows,
+                split(l0.out_dim, part, parts),
+                z0,
+                (n_layers > 1).then_some(a0),
+            );
+            sh.barrier.wait();
         }
-        let layer = &layers[l];
-        kernels::dense_forward::<FMA>(
-            &layer.weight,
-            &layer.bias,
-            layer.in_dim,
-            &ws.a[l - 1],
-            &ws.ident,
-            &mut ws.z[l],
-        );
-    }
-    let last = n_layers - 1;
-    let n_classes = layers[last].out_dim;
-    let loss =
-        kernels::cross_entropy_grad(&ws.z[last], n_classes, &ws.labels, padded, &mut ws.dz[last]);
-
-    // Backward through the hidden layers (with the weights before this step's update).
-    let n_rows = batch.len();
-    for l in (1..n_layers).rev() {
-        let layer = &layers[l];
-        let (lower, upper) = ws.dz.split_at_mut(l);
-        let dx = &mut lower[l - 1];
-        kernels::dense_input_grad::<FMA>(
-            &layer.weight,
-            layer.in_dim,
-            layer.out_dim,
-            &upper[0],
-            n_rows,
-            dx,
-        );
-        dx[n_rows * layer.in_dim..].fill(0.0);
-        for (d, &z) in dx.iter_mut().zip(&ws.z[l - 1]) {
-            if z <= 0.0 {
-                *d = 0.0;
-            }
+        for l in 1..n_layers {
+            let layer = sh.layers[l];
+            let input = if l == 1 { a0 } else { sh.a[l - 1] };
+            kernels::dense_forward::<S>(
+                layer.w.0,
+                layer.b.0,
+                layer.in_dim,
+                layer.out_dim,
+                input.0,
+                &ident,
+                split(layer.out_dim, part, parts),
+                sh.z[l],
+                (l < last).then_some(sh.a[l]),
+            );
+            sh.barrier.wait();
         }
-    }
+        let n_classes = sh.layers[last].out_dim;
+        if part == 0 {
+            labels.clear();
+            labels.extend(batch.iter().map(|&i| sh.labels[i]));
+            let logits = std::slice::from_raw_parts(z_of(last, z0).0, padded * n_classes);
+            let dz = std::slice::from_raw_parts_mut(sh.dz[last].0, padded * n_classes);
+            let loss = kernels::cross_entropy_grad(logits, n_classes, &labels, padded, dz);
+            loss_sum += f64::from(loss);
+        }
+        sh.barrier.wait();
 
-    // Updates: top layers first (their inputs are this batch's activations), then the first
-    // layer fused with the next batch's first-layer forward.
-    for l in (1..n_layers).rev() {
-        let layer = &mut layers[l];
-        kernels::dense_update::<FMA>(
-            &mut layer.weight,
-            &mut layer.bias,
-            &mut args.adam[l],
-            layer.in_dim,
-            &ws.dz[l],
-            &ws.a[l - 1],
-            &ws.ident,
-            coef,
-            None,
-        );
-    }
-    let fuse = padded == BLOCK && next.is_some();
-    let l0 = &mut layers[0];
-    let next_forward = match next {
-        Some(next) if fuse => {
-            for (r, slot) in ws.next_rows.iter_mut().enumerate() {
+        // Backward through the hidden layers (with the weights before this step's update).
+        for l in (1..n_layers).rev() {
+            let layer = sh.layers[l];
+            let cols = split(layer.in_dim / LANES, part, parts);
+            let end = if part + 1 == parts {
+                layer.in_dim
+            } else {
+                cols.end * LANES
+            };
+            kernels::dense_input_grad::<S>(
+                layer.w.0,
+                layer.in_dim,
+                layer.out_dim,
+                sh.dz[l].0,
+                padded / BLOCK,
+                cols.start * LANES..end,
+                z_of(l - 1, z0).0,
+                sh.dz[l - 1],
+            );
+            sh.barrier.wait();
+        }
+
+        // Updates: top layers first (their inputs are this batch's activations), then the
+        // first layer fused with the next batch's first-layer forward.
+        for l in (1..n_layers).rev() {
+            let layer = sh.layers[l];
+            let input = if l == 1 { a0 } else { sh.a[l - 1] };
+            kernels::dense_update::<S>(
+                layer,
+                split(layer.out_dim, part, parts),
+                sh.dz[l].0,
+                input.0,
+                &ident,
+                &coef,
+                &mut scratch,
+                None,
+            );
+        }
+        let next = sh.batches.get(bi + 1).filter(|_| padded == BLOCK);
+        let next_forward = next.map(|next| {
+            for (r, slot) in next_rows.iter_mut().enumerate() {
                 *slot = next.get(r).copied().unwrap_or(next[0]);
             }
-            Some(NextForward {
-                x,
-                rows: &ws.next_rows,
-                out: &mut ws.z0_next,
-            })
+            NextForward {
+                x: sh.x,
+                rows: &next_rows,
+                z: z0_next,
+                a: a0_next,
+            }
+        });
+        kernels::dense_update::<S>(
+            l0,
+            split(l0.out_dim, part, parts),
+            sh.dz[0].0,
+            sh.x,
+            &rows,
+            &coef,
+            &mut scratch,
+            next_forward,
+        );
+        z0_ready = next.is_some();
+        if z0_ready {
+            std::mem::swap(&mut z0, &mut z0_next);
+            std::mem::swap(&mut a0, &mut a0_next);
         }
-        _ => None,
-    };
-    kernels::dense_update::<FMA>(
-        &mut l0.weight,
-        &mut l0.bias,
-        &mut args.adam[0],
-        l0.in_dim,
-        &ws.dz[0],
-        x,
-        rows,
-        coef,
-        next_forward,
-    );
-    if fuse {
-        std::mem::swap(&mut ws.z[0], &mut ws.z0_next);
+        sh.barrier.wait();
     }
-    *z0_ready = fuse;
-    loss
+    loss_sum / sh.batches.len() as f64
 }
 
 #[cfg(test)]
@@ -583,6 +717,31 @@ mod tests {
             assert!(acc > 0.95, "{kind:?} accuracy {acc}");
             assert_eq!(a.history.len(), 15);
             assert_eq!(a.history[14].steps, 15 * 90_u64.div_ceil(8));
+        }
+    }
+
+    #[test]
+    fn two_threads_give_bit_identical_probes() {
+        let (x, y) = blobs(77, 6);
+        let data = Dataset::new(&x, &y, 6).unwrap();
+        for kind in [ProbeKind::Linear, ProbeKind::ThreeLayer { hidden: 20 }] {
+            for batch_size in [8, 12] {
+                let run = |threads| {
+                    let cfg = TrainConfig {
+                        epochs: 3,
+                        batch_size,
+                        threads,
+                        ..TrainConfig::default()
+                    };
+                    Trainer::new(cfg)
+                        .train(kind, 3, &data, None, |_| ControlFlow::Continue(()))
+                        .unwrap()
+                };
+                let (one, two) = (run(1), run(2));
+                assert_eq!(one.probe, two.probe, "{kind:?} batch {batch_size}");
+                assert_eq!(one.history[2].train_loss, two.history[2].train_loss);
+                assert_eq!(run(3).probe, one.probe);
+            }
         }
     }
 
