@@ -117,7 +117,8 @@ fn open_source(input: Input) -> Result<(Box<dyn MediaSource>, Container, PathBuf
 /// Bytes read ahead of symphonia to recognise the container and pre-check WAV headers.
 const HEAD_LEN: usize = 4096;
 
-/// Reject a WAVE_FORMAT_EXTENSIBLE `fmt ` chunk whose channel mask cannot describe its
+/// Reject a `fmt ` chunk whose channels x bits overflow the 16-bit `block_align` (symphonia
+/// 0.6.1 multiplies them in `u16`), and a WAVE_FORMAT_EXTENSIBLE `fmt ` chunk whose channel mask cannot describe its
 /// channel count in the way symphonia-format-riff 0.6.1 (`fix_wave_channel_mask`) would
 /// overflow on: more channels than mask bits by 31 or more, or too few mask bits with bit 31
 /// set. Debug builds of symphonia panic there (caught by [`guard`], but a clear error is
@@ -139,6 +140,21 @@ fn wav_precheck(head: &[u8], container: Container, path: &Path) -> Result<(), Au
             let (Some(format_tag), Some(channels)) = (u16_at(body), u16_at(body + 2)) else {
                 return Ok(());
             };
+            // block_align (u16) = channels * bytes per sample: a header whose product does not
+            // fit cannot be valid (and overflows symphonia's check in debug builds).
+            if let Some(bits) = u16_at(body + 14) {
+                let block = u32::from(channels) * u32::from(bits).div_ceil(8);
+                if block > u32::from(u16::MAX) {
+                    return Err(AudioError::MalformedHeader {
+                        path: path.to_path_buf(),
+                        container,
+                        detail: format!(
+                            "{channels} channels of {bits} bits do not fit a WAV frame \
+                             (block_align is 16-bit)"
+                        ),
+                    });
+                }
+            }
             let Some(mask) = u32_at(body + 20) else {
                 return Ok(());
             };
