@@ -210,7 +210,9 @@ impl HubertConfig {
             )));
         }
         if self.conv_stride.contains(&0) || self.conv_kernel.contains(&0) {
-            return Err(Error::Config("conv_stride and conv_kernel must be positive".into()));
+            return Err(Error::Config(
+                "conv_stride and conv_kernel must be positive".into(),
+            ));
         }
         if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
             return Err(Error::Config(format!(
@@ -353,7 +355,10 @@ mod tests {
         let err = HubertConfig::from_json(r#"{"feat_extract_norm": "batch"}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("feat_extract_norm") || err.contains("unknown variant"), "{err}");
+        assert!(
+            err.contains("feat_extract_norm") || err.contains("unknown variant"),
+            "{err}"
+        );
         let err = HubertConfig::from_json(r#"{"conv_dim": [512, 512]}"#)
             .unwrap_err()
             .to_string();
@@ -367,7 +372,9 @@ mod tests {
 
     #[test]
     fn normalisation_is_zero_mean_unit_variance() {
-        let mut x: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.01).sin() * 0.3 + 0.1).collect();
+        let mut x: Vec<f32> = (0..1000)
+            .map(|i| (i as f32 * 0.01).sin() * 0.3 + 0.1)
+            .collect();
         PreprocessorConfig::default().apply(&mut x);
         let mean = x.iter().map(|&v| v as f64).sum::<f64>() / x.len() as f64;
         let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / x.len() as f64;

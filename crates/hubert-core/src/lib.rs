@@ -26,12 +26,15 @@
 //!
 //! [candle]: https://github.com/huggingface/candle
 
+mod bucket;
 mod config;
 mod error;
 mod model;
 mod source;
+pub mod store;
 mod weights;
 
+pub use bucket::{Batch, LengthBuckets};
 pub use candle_core::{DType, Device, Tensor};
 pub use config::{Activation, FeatExtractNorm, HubertConfig, PreprocessorConfig};
 pub use error::{Error, Result};
@@ -47,9 +50,9 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         s if s == "cuda" || s.starts_with("cuda:") => {
             let ordinal = match s.strip_prefix("cuda:") {
                 None => 0,
-                Some(n) => n
-                    .parse::<usize>()
-                    .map_err(|_| Error::Device(format!("invalid CUDA device {s:?}: expected cuda:N")))?,
+                Some(n) => n.parse::<usize>().map_err(|_| {
+                    Error::Device(format!("invalid CUDA device {s:?}: expected cuda:N"))
+                })?,
             };
             cuda_device(ordinal)
         }
@@ -112,7 +115,11 @@ impl Hubert {
         if preprocessor.sampling_rate != 16_000 {
             return Err(Error::Config(format!(
                 "{}: sampling_rate {} is not supported (only 16000)",
-                files.preprocessor.as_deref().unwrap_or(files.config.as_path()).display(),
+                files
+                    .preprocessor
+                    .as_deref()
+                    .unwrap_or(files.config.as_path())
+                    .display(),
                 preprocessor.sampling_rate
             )));
         }
@@ -150,12 +157,17 @@ impl Hubert {
             flat.extend_from_slice(clip);
             self.preprocessor.apply(&mut flat[start..]);
         }
-        Ok(Tensor::from_vec(flat, (clips.len(), len), self.model.device())?)
+        Ok(Tensor::from_vec(
+            flat,
+            (clips.len(), len),
+            self.model.device(),
+        )?)
     }
 
     /// Mean-pooled hidden states `[B, L, D]` (f32) of equal-length raw 16 kHz clips.
     pub fn embed(&self, clips: &[&[f32]], layers: &LayerSelection) -> Result<Tensor> {
-        self.model.forward_pooled(&self.input_values(clips)?, layers)
+        self.model
+            .forward_pooled(&self.input_values(clips)?, layers)
     }
 
     /// Every hidden state of equal-length raw 16 kHz clips.

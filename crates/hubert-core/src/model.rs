@@ -244,7 +244,11 @@ impl PositionalConvEmbedding {
         )?;
         let bias = w.get("encoder.pos_conv_embed.conv.bias", &[d])?;
         let batch_norm = if cfg.conv_pos_batch_norm {
-            Some(BatchNorm1d::load(w, "encoder.pos_conv_embed.batch_norm", d)?)
+            Some(BatchNorm1d::load(
+                w,
+                "encoder.pos_conv_embed.batch_norm",
+                d,
+            )?)
         } else {
             None
         };
@@ -558,7 +562,12 @@ pub struct HubertModel {
 impl HubertModel {
     /// Builds the model from loaded weights; a missing tensor or a wrong shape is an error that
     /// names it and the checkpoint file.
-    pub fn new(config: HubertConfig, weights: &Weights, device: &Device, dtype: DType) -> Result<Self> {
+    pub fn new(
+        config: HubertConfig,
+        weights: &Weights,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         config.validate()?;
         Ok(Self {
             feature_extractor: FeatureEncoder::load(weights, &config)?,

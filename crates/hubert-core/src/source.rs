@@ -99,10 +99,15 @@ impl ModelFiles {
             revision.unwrap_or("main").to_string(),
         );
         let offline = std::env::var("HF_HUB_OFFLINE")
-            .map(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "True" | "yes" | "ON" | "on"))
+            .map(|v| {
+                matches!(
+                    v.as_str(),
+                    "1" | "true" | "TRUE" | "True" | "yes" | "ON" | "on"
+                )
+            })
             .unwrap_or(false);
 
-        let fetch: Box<dyn Fn(&str) -> std::result::Result<PathBuf, String>> = if offline {
+        let fetch: Box<FetchFn> = if offline {
             let cache = hf_hub::Cache::from_env().repo(repo);
             Box::new(move |file| {
                 cache.get(file).ok_or_else(|| {
@@ -143,9 +148,15 @@ impl ModelFiles {
     }
 }
 
+/// Fetches one file of a repository, or says why not.
+type FetchFn = dyn Fn(&str) -> std::result::Result<PathBuf, String>;
+
 /// The commit hash in a hub cache path `.../snapshots/<sha>/<file>`.
 fn snapshot_revision(path: &Path) -> Option<String> {
-    let mut parts = path.components().rev().map(|c| c.as_os_str().to_string_lossy());
+    let mut parts = path
+        .components()
+        .rev()
+        .map(|c| c.as_os_str().to_string_lossy());
     parts.next()?;
     let sha = parts.next()?.to_string();
     (parts.next()? == "snapshots").then_some(sha)
@@ -170,7 +181,9 @@ mod tests {
         std::fs::write(dir.path().join("config.json"), "{}").unwrap();
         let err = ModelFiles::from_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("model.safetensors"), "{err}");
-        let err = ModelFiles::resolve("./no/such/dir").unwrap_err().to_string();
+        let err = ModelFiles::resolve("./no/such/dir")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a directory"), "{err}");
     }
 }

@@ -111,6 +111,11 @@ impl Weights {
         self.tensors.is_empty()
     }
 
+    /// Total number of elements over all tensors.
+    pub fn elem_count(&self) -> usize {
+        self.tensors.values().map(|t| t.elem_count()).sum()
+    }
+
     /// Whether a tensor is present.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
@@ -233,10 +238,19 @@ mod tests {
         let w = Weights::from_tensors(raw, Path::new("x.bin"), &Device::Cpu, DType::F32)?;
         assert!(w.contains("encoder.layer_norm.bias"));
         assert_eq!(w.len(), 1);
-        let err = w.get("encoder.layer_norm.bias", &[3]).unwrap_err().to_string();
+        let err = w
+            .get("encoder.layer_norm.bias", &[3])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("shape [2]") && err.contains("[3]"), "{err}");
-        let err = w.get("encoder.layer_norm.weight", &[2]).unwrap_err().to_string();
-        assert!(err.contains("missing tensor `encoder.layer_norm.weight`"), "{err}");
+        let err = w
+            .get("encoder.layer_norm.weight", &[2])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing tensor `encoder.layer_norm.weight`"),
+            "{err}"
+        );
         Ok(())
     }
 
@@ -249,12 +263,5 @@ mod tests {
             .to_string();
         assert!(err.contains("weight_v"), "{err}");
         Ok(())
-    }
-}
-
-impl Weights {
-    /// Total number of elements over all tensors.
-    pub fn elem_count(&self) -> usize {
-        self.tensors.values().map(|t| t.elem_count()).sum()
     }
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use hubert_core::{DType, Device, Hubert, Tensor};
 
 fn fixture(dir: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir)
 }
 
 /// Copies a fixture model directory, letting `edit` change its tensors.
@@ -14,7 +16,11 @@ fn edited_copy(edit: impl FnOnce(&mut Vec<(String, Tensor)>)) -> tempfile::TempD
     for f in ["config.json", "preprocessor_config.json"] {
         std::fs::copy(fixture("tiny-base").join(f), tmp.path().join(f)).unwrap();
     }
-    let map = candle_core::safetensors::load(fixture("tiny-base").join("model.safetensors"), &Device::Cpu).unwrap();
+    let map = candle_core::safetensors::load(
+        fixture("tiny-base").join("model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
     let mut tensors: Vec<(String, Tensor)> = map.into_iter().collect();
     edit(&mut tensors);
     let map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
@@ -30,9 +36,13 @@ fn load_err(dir: &Path) -> String {
 
 #[test]
 fn missing_tensor_is_named() {
-    let tmp = edited_copy(|t| t.retain(|(k, _)| k != "encoder.layers.1.feed_forward.output_dense.bias"));
+    let tmp =
+        edited_copy(|t| t.retain(|(k, _)| k != "encoder.layers.1.feed_forward.output_dense.bias"));
     let err = load_err(tmp.path());
-    assert!(err.contains("missing tensor `encoder.layers.1.feed_forward.output_dense.bias`"), "{err}");
+    assert!(
+        err.contains("missing tensor `encoder.layers.1.feed_forward.output_dense.bias`"),
+        "{err}"
+    );
     assert!(err.contains("model.safetensors"), "{err}");
 }
 
@@ -46,8 +56,14 @@ fn wrong_shape_is_named() {
         }
     });
     let err = load_err(tmp.path());
-    assert!(err.contains("encoder.layers.0.attention.q_proj.weight"), "{err}");
-    assert!(err.contains("[32, 16]") && err.contains("[32, 32]"), "{err}");
+    assert!(
+        err.contains("encoder.layers.0.attention.q_proj.weight"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[32, 16]") && err.contains("[32, 32]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -62,7 +78,10 @@ fn malformed_config_is_named() {
     let tmp = edited_copy(|_| {});
     std::fs::write(tmp.path().join("config.json"), "{\"hidden_size\": \"big\"}").unwrap();
     let err = load_err(tmp.path());
-    assert!(err.contains("config.json") && err.contains("hidden_size"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("hidden_size"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -79,13 +98,23 @@ fn config_that_disagrees_with_the_weights_is_named() {
 #[test]
 fn corrupt_checkpoint_is_named() {
     let tmp = edited_copy(|_| {});
-    std::fs::write(tmp.path().join("model.safetensors"), b"not a safetensors file").unwrap();
+    std::fs::write(
+        tmp.path().join("model.safetensors"),
+        b"not a safetensors file",
+    )
+    .unwrap();
     let err = load_err(tmp.path());
-    assert!(err.contains("model.safetensors") && err.contains("cannot read checkpoint"), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("cannot read checkpoint"),
+        "{err}"
+    );
     std::fs::remove_file(tmp.path().join("model.safetensors")).unwrap();
     std::fs::write(tmp.path().join("pytorch_model.bin"), b"PK\x03\x04garbage").unwrap();
     let err = load_err(tmp.path());
-    assert!(err.contains("pytorch_model.bin") && err.contains("cannot read checkpoint"), "{err}");
+    assert!(
+        err.contains("pytorch_model.bin") && err.contains("cannot read checkpoint"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -93,7 +122,11 @@ fn missing_weights_and_config_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let err = load_err(tmp.path());
     assert!(err.contains("config.json not found"), "{err}");
-    std::fs::copy(fixture("tiny-base").join("config.json"), tmp.path().join("config.json")).unwrap();
+    std::fs::copy(
+        fixture("tiny-base").join("config.json"),
+        tmp.path().join("config.json"),
+    )
+    .unwrap();
     let err = load_err(tmp.path());
     assert!(err.contains("no weights"), "{err}");
 }

@@ -88,7 +88,10 @@ fn check_model_dir(dir: &str, arch: &str) {
         let d = max_abs_diff(&pooled.squeeze(0).unwrap(), &exp_pooled);
         assert!(d < TOL, "{dir}/{clip}: pooled max abs diff {d}");
         let last = hubert.embed(&[&samples], &LayerSelection::Last).unwrap();
-        let d = max_abs_diff(&last.squeeze(0).unwrap().squeeze(0).unwrap(), &exp_last.mean(0).unwrap());
+        let d = max_abs_diff(
+            &last.squeeze(0).unwrap().squeeze(0).unwrap(),
+            &exp_last.mean(0).unwrap(),
+        );
         assert!(d < TOL, "{dir}/{clip}: pooled last max abs diff {d}");
     }
     eprintln!("{dir}: worst max abs diff over all hidden states {worst:e}");
@@ -117,38 +120,71 @@ fn large_pytorch_bin_legacy_names() {
 #[test]
 fn a_clip_alone_equals_the_same_clip_in_a_batch() {
     for dir in ["tiny-base", "tiny-large"] {
-        let hubert = Hubert::load(fixtures().join(dir).to_str().unwrap(), &Device::Cpu, DType::F32)
-            .unwrap();
+        let hubert = Hubert::load(
+            fixtures().join(dir).to_str().unwrap(),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap();
         let a = read_wav(&fixtures().join("audio/one16000_float.wav"));
         let b = read_wav(&fixtures().join("audio/one16000_pcm16.wav"));
         let batch = hubert.embed(&[&a, &b, &a], &LayerSelection::All).unwrap();
         for (i, clip) in [&a, &b, &a].into_iter().enumerate() {
             let alone = hubert.embed(&[clip], &LayerSelection::All).unwrap();
             let d = max_abs_diff(&batch.get(i).unwrap(), &alone.get(0).unwrap());
-            assert!(d < 1e-5, "{dir}: batch item {i} differs from the clip alone by {d}");
+            assert!(
+                d < 1e-5,
+                "{dir}: batch item {i} differs from the clip alone by {d}"
+            );
         }
     }
 }
 
 #[test]
 fn layer_selection_by_index_matches_all() {
-    let hubert = Hubert::load(fixtures().join("tiny-base").to_str().unwrap(), &Device::Cpu, DType::F32)
-        .unwrap();
+    let hubert = Hubert::load(
+        fixtures().join("tiny-base").to_str().unwrap(),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
     let a = read_wav(&fixtures().join("audio/half8000_pcm16.wav"));
     let all = hubert.embed(&[&a], &LayerSelection::All).unwrap();
-    let some = hubert.embed(&[&a], &LayerSelection::Indices(vec![2, 0])).unwrap();
+    let some = hubert
+        .embed(&[&a], &LayerSelection::Indices(vec![2, 0]))
+        .unwrap();
     assert_eq!(some.dims(), &[1, 2, 32]);
-    assert!(max_abs_diff(&some.get(0).unwrap().get(0).unwrap(), &all.get(0).unwrap().get(2).unwrap()) == 0.0);
-    assert!(max_abs_diff(&some.get(0).unwrap().get(1).unwrap(), &all.get(0).unwrap().get(0).unwrap()) == 0.0);
-    let err = hubert.embed(&[&a], &LayerSelection::Indices(vec![3])).unwrap_err().to_string();
+    assert!(
+        max_abs_diff(
+            &some.get(0).unwrap().get(0).unwrap(),
+            &all.get(0).unwrap().get(2).unwrap()
+        ) == 0.0
+    );
+    assert!(
+        max_abs_diff(
+            &some.get(0).unwrap().get(1).unwrap(),
+            &all.get(0).unwrap().get(0).unwrap()
+        ) == 0.0
+    );
+    let err = hubert
+        .embed(&[&a], &LayerSelection::Indices(vec![3]))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("out of range"), "{err}");
 }
 
 #[test]
 fn too_short_and_ragged_inputs_are_errors() {
-    let hubert = Hubert::load(fixtures().join("tiny-base").to_str().unwrap(), &Device::Cpu, DType::F32)
-        .unwrap();
-    let err = hubert.embed(&[&[0.1f32; 399]], &LayerSelection::Last).unwrap_err().to_string();
+    let hubert = Hubert::load(
+        fixtures().join("tiny-base").to_str().unwrap(),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let err = hubert
+        .embed(&[&[0.1f32; 399]], &LayerSelection::Last)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("at least 400"), "{err}");
     let err = hubert
         .embed(&[&[0.1f32; 500], &[0.1f32; 600]], &LayerSelection::Last)
@@ -166,7 +202,8 @@ fn full_size_hubert_base_when_available() {
         return;
     };
     let dir = PathBuf::from(dir);
-    let exp = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let exp =
+        candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     let hubert = Hubert::load(dir.to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
     for clip in ["full_1s_pcm16", "full_5s_float"] {
         let samples = read_wav(&dir.join("audio").join(format!("{clip}.wav")));
@@ -176,10 +213,25 @@ fn full_size_hubert_base_when_available() {
         for (i, h) in out.hidden_states.iter().enumerate() {
             let e = exp_hidden.get(i).unwrap();
             let d = max_abs_diff(&h.squeeze(0).unwrap(), &e);
-            let rel = ((h.squeeze(0).unwrap() - &e).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
-                / e.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())
+            let rel = ((h.squeeze(0).unwrap() - &e)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                / e.sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap())
             .sqrt();
-            assert!(d < 1e-3 && rel < 2e-5, "{clip}: hidden_states[{i}] max abs {d}, rel L2 {rel}");
+            assert!(
+                d < 1e-3 && rel < 2e-5,
+                "{clip}: hidden_states[{i}] max abs {d}, rel L2 {rel}"
+            );
             worst = worst.max(d);
         }
         eprintln!("full-size {clip}: worst max abs diff {worst:e}");

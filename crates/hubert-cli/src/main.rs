@@ -1,0 +1,390 @@
+//! `hubert`: HuBERT features for any audio files.
+//!
+//! - `hubert embed --model M [--layers last|all|I,J] [--frames] --output out.safetensors a.wav ...`
+//!   writes `pooled` `[N, L, D]` (mean over frames of each stored layer, input order), with
+//!   `--frames` also `frames.<i>` `[L, T_i, D]`, and the file list, model and layers as metadata.
+//! - `hubert info --model M` prints the architecture and parameter count.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hubert_core::store::{write_safetensors, RawTensor};
+use hubert_core::{Hubert, LayerSelection, LengthBuckets};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// HuBERT (and wav2vec2) features for audio files, exact against transformers.
+#[derive(Parser)]
+#[command(name = "hubert", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Mean-pooled (and optionally per-frame) hidden states of audio files, to safetensors.
+    Embed(EmbedArgs),
+    /// Architecture, parameter count and files of a model.
+    Info(InfoArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Model directory (config.json + model.safetensors or pytorch_model.bin) or hub id
+    /// (`owner/name[@revision]`; HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE are respected).
+    #[arg(long, default_value = "facebook/hubert-base-ls960")]
+    model: String,
+    /// Device: cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Model dtype: f32, f16 or bf16 (features are always stored as f32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<Hubert> {
+        let device = hubert_core::parse_device(&self.device)?;
+        let dtype = hubert_core::parse_dtype(&self.dtype)?;
+        Hubert::load(&self.model, &device, dtype)
+            .with_context(|| format!("cannot load model {:?}", self.model))
+    }
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Hidden states to keep: `last` (last_hidden_state), `all` (0..=num_layers) or indices `0,6,12`.
+    #[arg(long, default_value = "last")]
+    layers: LayerSelection,
+    /// Also store every clip's per-frame hidden states as `frames.<i>` `[L, T_i, D]`.
+    #[arg(long)]
+    frames: bool,
+    /// Clips per batch (clips of equal length are batched together; results equal per-clip runs).
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Skip files that cannot be decoded (listed on stderr and in the output metadata) instead
+    /// of stopping at the first.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Read more input paths from this file, one per line.
+    #[arg(long)]
+    files_from: Option<PathBuf>,
+    /// Output safetensors file.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Audio files (WAV, FLAC, MP3, OGG; any rate and channel count).
+    audio: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("HUBERT_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Embed(args) => embed(args),
+        Command::Info(args) => info(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// One embedded clip.
+struct Embedded {
+    /// `[L * D]`, row-major.
+    pooled: Vec<f32>,
+    /// `[L * T * D]` when `--frames`.
+    frames: Option<Vec<f32>>,
+    num_frames: usize,
+}
+
+fn embed(args: EmbedArgs) -> Result<()> {
+    let mut paths = args.audio.clone();
+    if let Some(list) = &args.files_from {
+        let text = std::fs::read_to_string(list)
+            .with_context(|| format!("cannot read file list {}", list.display()))?;
+        paths.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(PathBuf::from),
+        );
+    }
+    if paths.is_empty() {
+        bail!("no audio files given (pass paths or --files-from LIST)");
+    }
+    if args.output.extension().is_none_or(|e| e != "safetensors") {
+        bail!(
+            "--output {} should end in .safetensors",
+            args.output.display()
+        );
+    }
+    let hubert = args.model.load()?;
+    let cfg = hubert.config().clone();
+    let num_layers = args.layers.len(cfg.num_hidden_layers);
+    let hidden = cfg.hidden_size;
+    let min_samples = cfg.min_samples();
+    eprintln!(
+        "model {} ({} layers, {:.1}M parameters), {} files",
+        hubert.files.id,
+        cfg.num_hidden_layers,
+        hubert.num_parameters() as f64 / 1e6,
+        paths.len()
+    );
+
+    let progress = progress_bar(paths.len() as u64);
+    let started = Instant::now();
+    let mut audio_seconds = 0f64;
+    let mut results: Vec<Option<Embedded>> = (0..paths.len()).map(|_| None).collect();
+    let mut skipped: Vec<(PathBuf, String)> = Vec::new();
+    let mut buckets = LengthBuckets::new(args.batch_size)
+        // Bound attention memory: at most ~2 minutes of audio per batch.
+        .with_max_batch_samples(args.batch_size.max(1) * 16_000 * 15);
+
+    let run = |batch: hubert_core::Batch, results: &mut Vec<Option<Embedded>>| -> Result<()> {
+        let input = hubert.input_values(&batch.clip_refs())?;
+        let pooled = hubert.model.forward_pooled(&input, &args.layers)?;
+        let frames = if args.frames {
+            Some(hubert.model.forward_frames(&input, &args.layers)?)
+        } else {
+            None
+        };
+        let num_frames = cfg.num_frames(batch.clip_len());
+        for (row, &index) in batch.indices.iter().enumerate() {
+            let pooled_row = pooled.get(row)?.flatten_all()?.to_vec1::<f32>()?;
+            let frames_row = match &frames {
+                Some(f) => Some(f.get(row)?.flatten_all()?.to_vec1::<f32>()?),
+                None => None,
+            };
+            results[index] = Some(Embedded {
+                pooled: pooled_row,
+                frames: frames_row,
+                num_frames,
+            });
+        }
+        Ok(())
+    };
+
+    let lookahead = (2 * args.batch_size).max(8);
+    for (index, decoded) in audio_io::load_many(paths.clone(), lookahead) {
+        let clip = decoded.map_err(anyhow::Error::from).and_then(|clip| {
+            if clip.len() < min_samples {
+                bail!(
+                    "{}: {} samples at 16 kHz; the model needs at least {min_samples} ({} ms)",
+                    paths[index].display(),
+                    clip.len(),
+                    min_samples * 1000 / 16_000
+                )
+            }
+            Ok(clip)
+        });
+        match clip {
+            Ok(clip) => {
+                audio_seconds += clip.len() as f64 / 16_000.0;
+                for batch in buckets.push(index, clip) {
+                    let n = batch.indices.len() as u64;
+                    run(batch, &mut results)?;
+                    progress.inc(n);
+                }
+            }
+            Err(e) if args.skip_bad => {
+                progress.suspend(|| eprintln!("skipped: {e:#}"));
+                skipped.push((paths[index].clone(), format!("{e:#}")));
+                progress.inc(1);
+            }
+            Err(e) => {
+                progress.abandon();
+                return Err(e.context("stopping (pass --skip-bad to skip undecodable files)"));
+            }
+        }
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        progress.set_message(format!("{:.1} audio-s/s", audio_seconds / secs));
+    }
+    for batch in buckets.flush() {
+        let n = batch.indices.len() as u64;
+        run(batch, &mut results)?;
+        progress.inc(n);
+    }
+    progress.finish_and_clear();
+
+    let kept: Vec<(usize, Embedded)> = results
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.map(|r| (i, r)))
+        .collect();
+    if kept.is_empty() {
+        bail!("none of the {} files could be embedded", paths.len());
+    }
+    let mut pooled = Vec::with_capacity(kept.len() * num_layers * hidden);
+    let mut tensors = Vec::new();
+    for (out_index, (_, e)) in kept.iter().enumerate() {
+        pooled.extend_from_slice(&e.pooled);
+        if let Some(frames) = &e.frames {
+            tensors.push((
+                format!("frames.{out_index}"),
+                RawTensor::f32(vec![num_layers, e.num_frames, hidden], frames),
+            ));
+        }
+    }
+    tensors.push((
+        "pooled".to_string(),
+        RawTensor::f32(vec![kept.len(), num_layers, hidden], &pooled),
+    ));
+
+    let files: Vec<String> = kept
+        .iter()
+        .map(|(i, _)| paths[*i].display().to_string())
+        .collect();
+    let layer_indices: Vec<serde_json::Value> = match &args.layers {
+        LayerSelection::Last => vec!["last_hidden_state".into()],
+        LayerSelection::All => (0..=cfg.num_hidden_layers).map(Into::into).collect(),
+        LayerSelection::Indices(v) => v.iter().map(|&i| i.into()).collect(),
+    };
+    let skipped_json: Vec<serde_json::Value> = skipped
+        .iter()
+        .map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "error": e}))
+        .collect();
+    let metadata = HashMap::from([
+        ("files".to_string(), serde_json::to_string(&files)?),
+        ("model".to_string(), hubert.files.id.clone()),
+        (
+            "revision".to_string(),
+            hubert.files.revision.clone().unwrap_or_default(),
+        ),
+        ("layers".to_string(), args.layers.name()),
+        (
+            "layer_indices".to_string(),
+            serde_json::to_string(&layer_indices)?,
+        ),
+        ("pooling".to_string(), "mean".to_string()),
+        ("sample_rate".to_string(), "16000".to_string()),
+        ("dtype".to_string(), args.model.dtype.clone()),
+        (
+            "num_frames".to_string(),
+            serde_json::to_string(&kept.iter().map(|(_, e)| e.num_frames).collect::<Vec<_>>())?,
+        ),
+        ("skipped".to_string(), serde_json::to_string(&skipped_json)?),
+    ]);
+    write_safetensors(&args.output, &tensors, metadata)?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "wrote {} ({} clips, {} layers, {:.1} s of audio in {:.1} s: {:.1} audio-s/s){}",
+        args.output.display(),
+        kept.len(),
+        num_layers,
+        audio_seconds,
+        secs,
+        audio_seconds / secs.max(1e-9),
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; skipped {} bad files", skipped.len())
+        }
+    );
+    Ok(())
+}
+
+fn progress_bar(len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} clips ({per_sec}, {msg}) ETA {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+fn info(args: InfoArgs) -> Result<()> {
+    let hubert = args.model.load()?;
+    let cfg = hubert.config();
+    let frame_rate = 16_000.0 / cfg.conv_stride.iter().product::<usize>() as f64;
+    let summary = serde_json::json!({
+        "model": hubert.files.id,
+        "revision": hubert.files.revision,
+        "config": hubert.files.config,
+        "weights": hubert.files.weights,
+        "model_type": cfg.model_type,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "feat_extract_norm": format!("{:?}", cfg.feat_extract_norm).to_lowercase(),
+        "do_stable_layer_norm": cfg.do_stable_layer_norm,
+        "conv_dim": cfg.conv_dim,
+        "conv_kernel": cfg.conv_kernel,
+        "conv_stride": cfg.conv_stride,
+        "num_conv_pos_embeddings": cfg.num_conv_pos_embeddings,
+        "num_conv_pos_embedding_groups": cfg.num_conv_pos_embedding_groups,
+        "do_normalize": hubert.preprocessor.do_normalize,
+        "frame_rate_hz": frame_rate,
+        "min_samples": cfg.min_samples(),
+        "num_parameters": hubert.num_parameters(),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!("model            {}", hubert.files.id);
+    if let Some(rev) = &hubert.files.revision {
+        println!("revision         {rev}");
+    }
+    println!("weights          {}", hubert.files.weights.display());
+    println!(
+        "architecture     {} ({}), {} layers x {} wide, {} heads, ffn {}",
+        cfg.model_type,
+        if cfg.do_stable_layer_norm {
+            "pre-LN"
+        } else {
+            "post-LN"
+        },
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.intermediate_size
+    );
+    println!(
+        "conv encoder     {} layers, {:?} channels, {}-norm, kernels {:?}, strides {:?}",
+        cfg.conv_dim.len(),
+        cfg.conv_dim.last().copied().unwrap_or(0),
+        format!("{:?}", cfg.feat_extract_norm).to_lowercase(),
+        cfg.conv_kernel,
+        cfg.conv_stride
+    );
+    println!(
+        "positional conv  kernel {}, {} groups",
+        cfg.num_conv_pos_embeddings, cfg.num_conv_pos_embedding_groups
+    );
+    println!(
+        "frames           {frame_rate} Hz, first frame needs {} samples",
+        cfg.min_samples()
+    );
+    println!("input normalise  {}", hubert.preprocessor.do_normalize);
+    println!(
+        "parameters       {} ({:.1}M)",
+        hubert.num_parameters(),
+        hubert.num_parameters() as f64 / 1e6
+    );
+    Ok(())
+}

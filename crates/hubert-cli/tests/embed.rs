@@ -1,0 +1,207 @@
+//! `hubert embed` end to end on the hubert-core fixtures: real WAV files (PCM16 and float32),
+//! every hidden state against transformers' outputs, metadata, and bad-file handling.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+
+fn core_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../hubert-core/tests/fixtures")
+}
+
+const CLIPS: [&str; 5] = [
+    "min400_pcm16",
+    "odd1234_float",
+    "half8000_pcm16",
+    "one16000_float",
+    "one16000_pcm16",
+];
+
+fn hubert() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hubert"))
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+fn metadata(path: &Path) -> std::collections::HashMap<String, String> {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    header.metadata().clone().unwrap()
+}
+
+#[test]
+fn embed_all_layers_with_frames_matches_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.safetensors");
+    let wavs: Vec<PathBuf> = CLIPS
+        .iter()
+        .map(|c| core_fixtures().join("audio").join(format!("{c}.wav")))
+        .collect();
+    for (dir, arch) in [("tiny-base", "base"), ("tiny-large-bin", "large")] {
+        let status = hubert()
+            .args([
+                "embed",
+                "--layers",
+                "all",
+                "--frames",
+                "--batch-size",
+                "2",
+                "--model",
+            ])
+            .arg(core_fixtures().join(dir))
+            .arg("--output")
+            .arg(&out)
+            .args(&wavs)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let got = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+        let exp = candle_core::safetensors::load(
+            core_fixtures().join("expected.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let pooled = &got["pooled"];
+        assert_eq!(pooled.dims(), &[CLIPS.len(), 3, 32]);
+        for (i, clip) in CLIPS.iter().enumerate() {
+            let hidden = &exp[&format!("{arch}.{clip}.hidden_states")];
+            let frames = &got[&format!("frames.{i}")];
+            let d = max_abs_diff(frames, hidden);
+            assert!(d < 1e-4, "{dir} {clip}: frames differ by {d}");
+            let d = max_abs_diff(&pooled.get(i).unwrap(), &hidden.mean(1).unwrap());
+            assert!(d < 1e-4, "{dir} {clip}: pooled differs by {d}");
+        }
+        let meta = metadata(&out);
+        let files: Vec<String> = serde_json::from_str(&meta["files"]).unwrap();
+        assert_eq!(files.len(), CLIPS.len());
+        assert!(files[0].ends_with("min400_pcm16.wav"), "input order kept");
+        assert_eq!(meta["layers"], "all");
+        assert_eq!(
+            meta["model"],
+            core_fixtures().join(dir).display().to_string()
+        );
+        assert_eq!(meta["skipped"], "[]");
+    }
+}
+
+#[test]
+fn embed_last_layer_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("last.safetensors");
+    let wav = core_fixtures().join("audio/one16000_float.wav");
+    let ok = hubert()
+        .args(["embed", "--model"])
+        .arg(core_fixtures().join("tiny-large"))
+        .arg("-o")
+        .arg(&out)
+        .arg(&wav)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let got = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    let exp =
+        candle_core::safetensors::load(core_fixtures().join("expected.safetensors"), &Device::Cpu)
+            .unwrap();
+    let last = exp["large.one16000_float.last_hidden_state"]
+        .mean(0)
+        .unwrap();
+    assert_eq!(got["pooled"].dims(), &[1, 1, 32]);
+    let d = max_abs_diff(&got["pooled"].flatten_all().unwrap(), &last);
+    assert!(d < 1e-4, "last_hidden_state pooled differs by {d}");
+    assert!(!got.contains_key("frames.0"));
+}
+
+#[test]
+fn a_bad_file_stops_with_its_name_unless_skip_bad() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("broken.wav");
+    std::fs::write(&bad, b"RIFF\x24\x00\x00\x00WAVEfmt ").unwrap();
+    let short = tmp.path().join("short.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&short, spec).unwrap();
+    for i in 0..200 {
+        w.write_sample((i * 50) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    let good = core_fixtures().join("audio/half8000_pcm16.wav");
+    let out = tmp.path().join("out.safetensors");
+
+    let run = |extra: &[&str]| {
+        hubert()
+            .args(["embed", "--model"])
+            .arg(core_fixtures().join("tiny-base"))
+            .arg("--output")
+            .arg(&out)
+            .args(extra)
+            .arg(&good)
+            .arg(&bad)
+            .arg(&short)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("broken.wav"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.exists(), "no output on failure");
+
+    let o = run(&["--skip-bad"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("broken.wav") && stderr.contains("short.wav"),
+        "{stderr}"
+    );
+    let meta = metadata(&out);
+    let skipped: Vec<serde_json::Value> = serde_json::from_str(&meta["skipped"]).unwrap();
+    assert_eq!(skipped.len(), 2);
+    assert!(skipped[1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("at least 400"));
+    let files: Vec<String> = serde_json::from_str(&meta["files"]).unwrap();
+    assert_eq!(files.len(), 1);
+    let got = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    assert_eq!(got["pooled"].dims(), &[1, 1, 32]);
+}
+
+#[test]
+fn info_prints_the_architecture() {
+    let o = hubert()
+        .args(["info", "--json", "--model"])
+        .arg(core_fixtures().join("tiny-base-bin"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["num_hidden_layers"], 2);
+    assert_eq!(v["feat_extract_norm"], "group");
+    assert_eq!(v["min_samples"], 400);
+    assert!(v["num_parameters"].as_u64().unwrap() > 10_000);
+    let o = hubert()
+        .args(["info", "--model", "/no/such/model"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/model"));
+}

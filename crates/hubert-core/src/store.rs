@@ -1,0 +1,122 @@
+//! Writing named tensors plus JSON-able string metadata to a safetensors file atomically (a
+//! temporary file in the same directory, then a rename), so a reader never sees half a file.
+//! Used by `hubert embed` and the pipeline's feature store; the files open in Python with
+//! `safetensors.safe_open` / `safetensors.torch.load_file`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::{Error, Result};
+
+/// One tensor to write: little-endian bytes with their dtype and shape.
+#[derive(Debug, Clone)]
+pub struct RawTensor {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Little-endian element bytes, `shape.product() * size_of(dtype)` of them.
+    pub bytes: Vec<u8>,
+}
+
+impl RawTensor {
+    /// An f32 tensor.
+    pub fn f32(shape: Vec<usize>, data: &[f32]) -> Self {
+        Self {
+            dtype: Dtype::F32,
+            shape,
+            bytes: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+
+    /// An i64 tensor.
+    pub fn i64(shape: Vec<usize>, data: &[i64]) -> Self {
+        Self {
+            dtype: Dtype::I64,
+            shape,
+            bytes: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// Writes `tensors` and `metadata` to `path` atomically (temporary file + rename).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, RawTensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(name, t)| {
+            TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    msg: format!("tensor `{name}`: {e}"),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes =
+        safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+    atomic_write(path, &bytes)
+}
+
+/// Writes `bytes` to `path` through a temporary sibling file and a rename.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io_err = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io_err)?;
+    }
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_err(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/f.safetensors");
+        let tensors = vec![
+            (
+                "a".to_string(),
+                RawTensor::f32(vec![2, 2], &[1.0, 2.0, 3.0, 4.0]),
+            ),
+            ("b".to_string(), RawTensor::i64(vec![3], &[7, -1, 0])),
+        ];
+        let meta = HashMap::from([("task".to_string(), "esc50".to_string())]);
+        write_safetensors(&path, &tensors, meta).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(header.metadata().as_ref().unwrap()["task"], "esc50");
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.tensor("a").unwrap().shape(), &[2, 2]);
+        assert_eq!(st.tensor("b").unwrap().dtype(), Dtype::I64);
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    }
+}
