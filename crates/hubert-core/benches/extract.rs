@@ -1,0 +1,94 @@
+//! Extraction throughput of hubert-core, in audio-seconds per wall-second, for the side-by-side
+//! comparison with transformers that `scripts/bench_extract.sh` runs (the PyTorch side is
+//! `scripts/bench_torch.py`, with the same clips, batch sizes and thread count).
+//!
+//! `cargo bench -p hubert-core --bench extract -- --model DIR [--seconds 1,5] [--batch 1,8]
+//!  [--reps 3] [--dtype f32]` prints one JSON line per (clip length, batch size) and the
+//! process's peak RSS.
+
+use std::time::Instant;
+
+use hubert_core::{parse_dtype, Device, Hubert, LayerSelection};
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn list(s: &str) -> Vec<f64> {
+    s.split(',').map(|x| x.trim().parse().expect("a number")).collect()
+}
+
+/// Peak resident set size of this process, from /proc (Linux), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Deterministic noise (a 64-bit LCG), the same kind of input the Python side uses.
+fn clip(samples: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..samples)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+        })
+        .collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--model") {
+        // `cargo bench --workspace` runs every bench target: without a model there is nothing
+        // to measure, so say how to run it instead of failing.
+        eprintln!("extract bench: pass --model DIR (see scripts/bench_extract.sh)");
+        return;
+    }
+    let model = arg(&args, "--model", "models/hubert-base-random");
+    let seconds = list(&arg(&args, "--seconds", "1,5"));
+    let batches: Vec<usize> = list(&arg(&args, "--batch", "1,8"))
+        .into_iter()
+        .map(|b| b as usize)
+        .collect();
+    let reps: usize = arg(&args, "--reps", "3").parse().expect("--reps N");
+    let dtype = parse_dtype(&arg(&args, "--dtype", "f32")).expect("--dtype");
+
+    let load_start = Instant::now();
+    let hubert = Hubert::load(&model, &Device::Cpu, dtype).expect("load model");
+    let load_s = load_start.elapsed().as_secs_f64();
+    eprintln!("loaded {model} in {load_s:.2} s");
+    for &secs in &seconds {
+        let n = (secs * 16_000.0).round() as usize;
+        for &batch in &batches {
+            let clips: Vec<Vec<f32>> = (0..batch).map(|i| clip(n, i as u64)).collect();
+            let refs: Vec<&[f32]> = clips.iter().map(Vec::as_slice).collect();
+            // Warm-up (allocator, caches).
+            hubert.embed(&refs, &LayerSelection::Last).expect("forward");
+            let mut times = Vec::with_capacity(reps);
+            for _ in 0..reps {
+                let t = Instant::now();
+                let out = hubert.embed(&refs, &LayerSelection::Last).expect("forward");
+                std::hint::black_box(out);
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            let audio = secs * batch as f64;
+            println!(
+                "{{\"impl\": \"hubert-probe\", \"dtype\": \"{dtype:?}\", \"clip_seconds\": {secs}, \"batch\": {batch}, \"median_s\": {median:.4}, \"audio_s_per_s\": {:.2}}}",
+                audio / median
+            );
+        }
+    }
+    println!(
+        "{{\"impl\": \"hubert-probe\", \"peak_rss_mib\": {:.0}, \"load_s\": {load_s:.2}}}",
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+}

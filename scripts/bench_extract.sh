@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Side-by-side extraction benchmark: hubert-probe (candle, Rust) vs transformers (PyTorch), same
+# model, clips, batch sizes and 2 threads, one after the other in one run. Prints a Markdown
+# table for docs/PERFORMANCE.md.
+#
+#   scripts/bench_extract.sh [MODEL_DIR] [SECONDS] [BATCHES] [REPS]
+#
+# MODEL_DIR defaults to models/hubert-base-random (made by
+# `python3 scripts/make_fixtures.py --skip-tiny --full-size models/hubert-base-random`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=$(realpath -m "${1:-models/hubert-base-random}")
+SECONDS_LIST=${2:-1,5}
+BATCHES=${3:-1,8}
+REPS=${4:-3}
+THREADS=${THREADS:-2}
+OUT=$(mktemp -d)
+if [ ! -f "$MODEL/config.json" ]; then
+  python3 scripts/make_fixtures.py --skip-tiny --full-size "$MODEL"
+fi
+export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
+cargo bench -p hubert-core --bench extract --no-run >/dev/null 2>&1
+cargo bench -p hubert-core --bench extract -- --model "$MODEL" --seconds "$SECONDS_LIST" \
+  --batch "$BATCHES" --reps "$REPS" >"$OUT/rust.jsonl"
+python3 scripts/bench_torch.py --model "$MODEL" --seconds "$SECONDS_LIST" --batch "$BATCHES" \
+  --reps "$REPS" --threads "$THREADS" >"$OUT/torch.jsonl"
+python3 - "$OUT/rust.jsonl" "$OUT/torch.jsonl" <<'PY'
+import json, sys
+rows = {}
+peak = {}
+for path in sys.argv[1:]:
+    for line in open(path):
+        r = json.loads(line)
+        if "peak_rss_mib" in r:
+            peak[r["impl"]] = r["peak_rss_mib"]
+            continue
+        rows.setdefault((r["clip_seconds"], r["batch"]), {})[r["impl"]] = r["audio_s_per_s"]
+print("| clip | batch | hubert-probe (audio-s/s) | PyTorch (audio-s/s) | ratio |")
+print("|---|---|---|---|---|")
+for (secs, batch), v in sorted(rows.items()):
+    ours, theirs = v.get("hubert-probe"), v.get("pytorch")
+    ratio = f"{ours / theirs:.2f}x" if ours and theirs else "n/a"
+    print(f"| {secs:g} s | {batch} | {ours} | {theirs} | {ratio} |")
+print()
+print(f"Peak RSS: hubert-probe {peak.get('hubert-probe')} MiB, PyTorch {peak.get('pytorch')} MiB")
+PY
