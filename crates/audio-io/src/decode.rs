@@ -1,6 +1,7 @@
 //! Streaming decode: symphonia packets -> channel mean -> 16 kHz sink, with every failure
 //! mapped to an [`AudioError`] that names the file.
 
+use std::cell::RefCell;
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use symphonia::core::meta::MetadataOptions;
 
 use crate::error::{AudioError, Container};
 use crate::resample::{output_len, MonoTo16k};
+use crate::wav;
 use crate::AudioInfo;
 
 /// Lowest accepted sample rate: below this a header is corrupt, not a recording.
@@ -79,12 +81,36 @@ fn io_err(path: &Path, source: std::io::Error) -> AudioError {
     }
 }
 
+/// The opened bytes, before symphonia sees them.
+enum Raw {
+    File(std::fs::File),
+    Bytes(Vec<u8>),
+}
+
+impl Raw {
+    fn into_source(self, path: &Path) -> Result<Box<dyn MediaSource>, AudioError> {
+        match self {
+            Raw::File(mut file) => {
+                file.seek(SeekFrom::Start(0)).map_err(|e| io_err(path, e))?;
+                Ok(Box::new(file))
+            }
+            Raw::Bytes(bytes) => Ok(Box::new(Cursor::new(bytes))),
+        }
+    }
+}
+
 /// Open the source, check it is non-empty and starts like a supported container.
 fn open_source(input: Input) -> Result<(Box<dyn MediaSource>, Container, PathBuf), AudioError> {
+    let (raw, container, path, _) = open_raw(input)?;
+    Ok((raw.into_source(&path)?, container, path))
+}
+
+/// [`open_source`] without handing over to symphonia; also returns the first bytes read.
+fn open_raw(input: Input) -> Result<(Raw, Container, PathBuf, Vec<u8>), AudioError> {
     match input {
         Input::File(path) => {
             let mut file = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
-            let mut head = [0u8; HEAD_LEN];
+            let mut head = vec![0u8; HEAD_LEN];
             let mut filled = 0;
             while filled < head.len() {
                 match file.read(&mut head[filled..]) {
@@ -94,14 +120,13 @@ fn open_source(input: Input) -> Result<(Box<dyn MediaSource>, Container, PathBuf
                     Err(e) => return Err(io_err(&path, e)),
                 }
             }
+            head.truncate(filled);
             if filled == 0 {
                 return Err(AudioError::Empty { path });
             }
-            file.seek(SeekFrom::Start(0))
-                .map_err(|e| io_err(&path, e))?;
-            let container = check_container(&head[..filled], &path)?;
-            wav_precheck(&head[..filled], container, &path)?;
-            Ok((Box::new(file), container, path))
+            let container = check_container(&head, &path)?;
+            wav_precheck(&head, container, &path)?;
+            Ok((Raw::File(file), container, path, head))
         }
         Input::Bytes(bytes, path) => {
             if bytes.is_empty() {
@@ -109,7 +134,7 @@ fn open_source(input: Input) -> Result<(Box<dyn MediaSource>, Container, PathBuf
             }
             let container = check_container(&bytes[..bytes.len().min(12)], &path)?;
             wav_precheck(&bytes[..bytes.len().min(HEAD_LEN)], container, &path)?;
-            Ok((Box::new(Cursor::new(bytes)), container, path))
+            Ok((Raw::Bytes(bytes), container, path, Vec::new()))
         }
     }
 }
@@ -261,6 +286,14 @@ fn header_error(err: SymError, container: Container, path: &Path) -> AudioError 
 
 fn open(input: Input) -> Result<Opened, AudioError> {
     let (source, container, path) = open_source(input)?;
+    open_from(source, container, path)
+}
+
+fn open_from(
+    source: Box<dyn MediaSource>,
+    container: Container,
+    path: PathBuf,
+) -> Result<Opened, AudioError> {
     let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
@@ -390,8 +423,29 @@ pub(crate) fn load(input: Input) -> Result<Vec<f32>, AudioError> {
 }
 
 fn decode_to_16k(input: Input) -> Result<Vec<f32>, AudioError> {
-    let path = input.path().to_path_buf();
-    let mut opened = open(input)?;
+    let (mut raw, container, path, head) = open_raw(input)?;
+    if container == Container::Wav {
+        let fast = match &mut raw {
+            Raw::File(file) => {
+                let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
+                wav::parse(&mut wav::HeadedFile {
+                    file,
+                    head: &head,
+                    len,
+                })
+            }
+            Raw::Bytes(bytes) => wav::parse(&mut bytes.as_slice()),
+        };
+        if let Some(fast) = fast {
+            return decode_fast_wav(raw, fast, &path);
+        }
+    }
+    decode_symphonia(raw, container, path)
+}
+
+/// The general path: symphonia packets -> channel mean -> 16 kHz sink.
+fn decode_symphonia(raw: Raw, container: Container, path: PathBuf) -> Result<Vec<f32>, AudioError> {
+    let mut opened = open_from(raw.into_source(&path)?, container, path.clone())?;
     let mut decoder = make_decoder(&opened, &path)?;
     let sample_rate = opened.sample_rate;
     let decoder_err = |detail: String| AudioError::Decoder {
@@ -502,6 +556,88 @@ fn decode_to_16k(input: Input) -> Result<Vec<f32>, AudioError> {
     Ok(out)
 }
 
+thread_local! {
+    /// Byte block and mono block of the WAV fast path, reused clip after clip.
+    static FAST_BUFFERS: RefCell<(Vec<u8>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Decode a WAV file [`wav::parse`] accepted: `data` in blocks of [`wav::BLOCK_BYTES`],
+/// converted and averaged over channels in one loop, streamed into the resampler.
+fn decode_fast_wav(raw: Raw, fast: wav::FastWav, path: &Path) -> Result<Vec<f32>, AudioError> {
+    let sample_rate = fast.sample_rate;
+    let decoder_err = |detail: String| AudioError::Decoder {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut sink = MonoTo16k::new(sample_rate, Some(fast.frames)).map_err(decoder_err)?;
+    let frame_bytes = fast.frame_bytes();
+    let block = (wav::BLOCK_BYTES / frame_bytes).max(1) * frame_bytes;
+    let (mut bytes, mut mono) = FAST_BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let mut decoded = 0u64;
+    let mut step = |data: &[u8], decoded: &mut u64| -> Result<(), AudioError> {
+        mono.clear();
+        wav::frames_to_mono(data, fast.encoding, fast.channels, &mut mono);
+        if fast.encoding.is_float() {
+            if let Some(i) = mono.iter().position(|v| !v.is_finite()) {
+                return Err(AudioError::NonFinite {
+                    path: path.to_path_buf(),
+                    frame: *decoded + i as u64,
+                    value: mono[i],
+                });
+            }
+        }
+        sink.push(&mono).map_err(decoder_err)?;
+        *decoded += mono.len() as u64;
+        Ok(())
+    };
+    let total = fast.frames as usize * frame_bytes;
+    let result = match raw {
+        Raw::Bytes(all) => {
+            let start = fast.data_start as usize;
+            all[start..start + total]
+                .chunks(block)
+                .try_for_each(|data| step(data, &mut decoded))
+        }
+        Raw::File(mut file) => (|| {
+            file.seek(SeekFrom::Start(fast.data_start))
+                .map_err(|e| io_err(path, e))?;
+            let mut left = total;
+            bytes.resize(block.min(total), 0);
+            while left > 0 {
+                let n = block.min(left);
+                if let Err(e) = file.read_exact(&mut bytes[..n]) {
+                    return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        // The file shrank after we measured it.
+                        AudioError::TruncatedData {
+                            path: path.to_path_buf(),
+                            expected_frames: fast.frames,
+                            decoded_frames: decoded,
+                        }
+                    } else {
+                        io_err(path, e)
+                    });
+                }
+                step(&bytes[..n], &mut decoded)?;
+                left -= n;
+            }
+            Ok(())
+        })(),
+    };
+    FAST_BUFFERS.with(|b| *b.borrow_mut() = (bytes, mono));
+    result?;
+    let out = sink.finish().map_err(decoder_err)?;
+    if out.is_empty() {
+        return Err(AudioError::NoSamples {
+            path: path.to_path_buf(),
+            detail: format!(
+                "{decoded} frames at {sample_rate} Hz round to {} samples at 16 kHz",
+                output_len(decoded, sample_rate)
+            ),
+        });
+    }
+    Ok(out)
+}
+
 /// Mean of the channels, frame by frame, into `mono` (resized to `frames`). One channel is
 /// copied unchanged (bit-exact); more are summed in channel order and divided by the count,
 /// like `numpy.mean(axis=0)` for the channel counts that occur in practice.
@@ -543,6 +679,119 @@ mod tests {
         assert_eq!(mono, [0.5, 0.0]);
         downmix(&[vec![3.0], vec![0.0], vec![0.0]], 1, &mut mono);
         assert_eq!(mono, [1.0]);
+    }
+
+    /// A WAV file: `fmt ` body from the arguments, optional extra chunks, `data`.
+    fn wav(tag: u16, channels: u16, rate: u32, bits: u16, ext: bool, data: &[u8]) -> Vec<u8> {
+        let block = channels * bits / 8;
+        let mut fmt = Vec::new();
+        fmt.extend_from_slice(&(if ext { 0xFFFE } else { tag }).to_le_bytes());
+        fmt.extend_from_slice(&channels.to_le_bytes());
+        fmt.extend_from_slice(&rate.to_le_bytes());
+        fmt.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
+        fmt.extend_from_slice(&block.to_le_bytes());
+        fmt.extend_from_slice(&bits.to_le_bytes());
+        if ext {
+            fmt.extend_from_slice(&22u16.to_le_bytes());
+            fmt.extend_from_slice(&bits.to_le_bytes());
+            fmt.extend_from_slice(&((1u32 << channels) - 1).to_le_bytes());
+            fmt.extend_from_slice(&[tag as u8, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xaa, 0]);
+            fmt.extend_from_slice(&[0x38, 0x9b, 0x71]);
+        }
+        let mut body = b"WAVE".to_vec();
+        for (id, chunk) in [
+            (b"fmt ", &fmt[..]),
+            (b"LIST", &b"INFOISFT\x03\0\0\0ab\0\0"[..]),
+            (b"junk", &b"odd"[..]),
+            (b"data", data),
+        ] {
+            body.extend_from_slice(id);
+            body.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            body.extend_from_slice(chunk);
+            if chunk.len() % 2 == 1 {
+                body.push(0);
+            }
+        }
+        let mut file = b"RIFF".to_vec();
+        file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        file.extend_from_slice(&body);
+        file
+    }
+
+    /// The WAV fast path returns exactly what symphonia's path returns, for every encoding,
+    /// channel count, plain and extensible headers, resampled or passed through; and it does
+    /// take the files (so the comparison is not symphonia against itself).
+    #[test]
+    fn fast_wav_path_is_bit_identical_to_symphonia() {
+        let mut state = 12_345u32;
+        let data: Vec<u8> = (0..48_000)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            })
+            .collect();
+        let floats = |bits: u16| -> Vec<u8> {
+            let n = data.len() / 4;
+            (0..n)
+                .flat_map(|i| {
+                    let v = ((i * 7919) % 2001) as f64 / 1000.0 - 1.0;
+                    if bits == 32 {
+                        (v as f32).to_le_bytes().to_vec()
+                    } else {
+                        v.to_le_bytes().to_vec()
+                    }
+                })
+                .collect()
+        };
+        let mut cases = 0;
+        for (tag, bits) in [(1u16, 8u16), (1, 16), (1, 24), (1, 32), (3, 32), (3, 64)] {
+            for channels in [1u16, 2, 3, 6] {
+                for ext in [false, true] {
+                    for rate in [16_000u32, 44_100, 48_000, 8_000, 44_101] {
+                        let payload = if tag == 3 { floats(bits) } else { data.clone() };
+                        let bytes = wav(tag, channels, rate, bits, ext, &payload);
+                        let fast = wav::parse(&mut bytes.as_slice());
+                        assert!(fast.is_some(), "{tag} {bits} {channels} {ext} {rate}");
+                        let name = PathBuf::from("t.wav");
+                        let a = decode_fast_wav(Raw::Bytes(bytes.clone()), fast.unwrap(), &name)
+                            .unwrap();
+                        let b = decode_symphonia(Raw::Bytes(bytes), Container::Wav, name).unwrap();
+                        assert_eq!(a.len(), b.len());
+                        assert!(
+                            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "{tag} {bits} {channels} {ext} {rate}"
+                        );
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 240);
+    }
+
+    /// Headers the fast path must leave to symphonia (which reports them as before).
+    #[test]
+    fn fast_wav_path_declines_unusual_or_broken_headers() {
+        let good = wav(1, 2, 44_100, 16, false, &[0; 400]);
+        assert!(wav::parse(&mut good.as_slice()).is_some());
+        let declines = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut bytes = good.clone();
+            edit(&mut bytes);
+            wav::parse(&mut bytes.as_slice()).is_none()
+        };
+        assert!(declines(&|b| b.truncate(b.len() - 1))); // data cut short
+        assert!(declines(&|b| b[34] = 12)); // 12-bit PCM
+        assert!(declines(&|b| b[32] = 3)); // block_align disagrees
+        assert!(declines(&|b| b[20] = 2)); // ADPCM
+        assert!(declines(&|b| b[22] = 0)); // zero channels
+        assert!(declines(
+            &|b| b[24..28].copy_from_slice(&500u32.to_le_bytes())
+        )); // rate
+        assert!(declines(&|b| b[4..8].copy_from_slice(&40u32.to_le_bytes()))); // RIFF too short
+        assert!(declines(&|b| b[16] = 20)); // fmt length 20
+        assert!(declines(&|b| b[12..16].copy_from_slice(b"fmx "))); // no fmt before data
+                                                                    // A LIST INFO sub-chunk longer than its list.
+        assert!(declines(&|b| b[52] = 0x40));
     }
 
     #[test]

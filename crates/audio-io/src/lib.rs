@@ -47,7 +47,9 @@
 mod decode;
 mod error;
 mod parallel;
+mod poly;
 mod resample;
+mod wav;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -62,6 +64,7 @@ use decode::Input;
 /// part of the stable API.
 #[doc(hidden)]
 pub mod tuning {
+    pub use crate::poly::{PolyFilter, PolyParams, PolyStream, MAX_PHASES, POLY};
     pub use crate::resample::{
         SincParams, TunedResampler, FALLBACK_OVERSAMPLING, F_CUTOFF, MAX_EXACT_PHASES, SINC_LEN,
         WINDOW,

@@ -36,6 +36,7 @@ use rubato::{
     WindowFunction,
 };
 
+use crate::poly::{self, PolyStream};
 use crate::TARGET_SAMPLE_RATE;
 
 /// Length of the windowed-sinc filter, in taps at the input rate (rubato builds the filter on
@@ -221,7 +222,9 @@ thread_local! {
 pub(crate) enum MonoTo16k {
     /// Input is already at 16 kHz: samples are copied bit for bit.
     PassThrough(Vec<f32>),
-    /// Input needs resampling.
+    /// Rational ratio with at most `MAX_PHASES` phases: the hand-written polyphase filter.
+    Poly(Box<PolyStream>),
+    /// Any other ratio: rubato's sinc resampler.
     Resample(Box<SincStream>),
 }
 
@@ -238,6 +241,12 @@ impl MonoTo16k {
             .map(|n| output_len(n, sample_rate))
             .unwrap_or(0)
             .min(MAX_RESERVE) as usize;
+        if poly::ratio(sample_rate).0 <= poly::MAX_PHASES {
+            return Ok(MonoTo16k::Poly(Box::new(PolyStream::new(
+                sample_rate,
+                reserve,
+            ))));
+        }
         Ok(MonoTo16k::Resample(Box::new(SincStream::new(
             sample_rate,
             reserve,
@@ -251,6 +260,10 @@ impl MonoTo16k {
                 out.extend_from_slice(samples);
                 Ok(())
             }
+            MonoTo16k::Poly(stream) => {
+                stream.push(samples);
+                Ok(())
+            }
             MonoTo16k::Resample(stream) => stream.push(samples),
         }
     }
@@ -259,6 +272,7 @@ impl MonoTo16k {
     pub(crate) fn finish(self) -> Result<Vec<f32>, String> {
         match self {
             MonoTo16k::PassThrough(out) => Ok(out),
+            MonoTo16k::Poly(stream) => Ok(stream.finish()),
             MonoTo16k::Resample(stream) => stream.finish(),
         }
     }
