@@ -1,14 +1,18 @@
 //! Any audio file to 16 kHz mono `f32`, the input HuBERT expects.
 //!
-//! * **Decode** with [symphonia](https://docs.rs/symphonia): WAV (PCM u8/16/24/32-bit, IEEE
+//! * **Decode** plain PCM / IEEE-float WAV with our own RIFF parser (the `data` chunk read in
+//!   64 KiB blocks, converted and downmixed in one loop; bit-identical to symphonia), and
+//!   everything else with [symphonia](https://docs.rs/symphonia): WAV (PCM u8/16/24/32-bit, IEEE
 //!   float 32/64-bit, `WAVE_FORMAT_EXTENSIBLE`, extra chunks such as `LIST`, `fact`, `PEAK`
 //!   before `data`, odd-sized chunks with their pad byte), FLAC, MP3 and OGG Vorbis. The
 //!   container is recognised from the file's first bytes, not its extension.
 //! * **Downmix** to the mean of the channels.
-//! * **Resample** to 16 kHz with rubato's windowed-sinc resampler (anti-aliased), aligned to
-//!   the sample and cut to exactly `round(n * 16000 / sr)` samples; 16 kHz input is passed
-//!   through bit for bit. Parameters and measured quality: see the `resample` module docs
-//!   (in the source) and `docs/PERFORMANCE.md`.
+//! * **Resample** to 16 kHz with a hand-written polyphase Kaiser-windowed-sinc filter (AVX2 +
+//!   FMA when the CPU has them; rubato's sinc resampler for odd rates whose ratio needs more
+//!   than 2048 phases), anti-aliased, aligned to the sample and cut to exactly
+//!   `round(n * 16000 / sr)` samples; 16 kHz input is passed through bit for bit. Parameters
+//!   and measured quality: see the `poly` and `resample` module docs (in the source) and
+//!   `docs/PERFORMANCE.md`.
 //! * **Stream**: packets are decoded, downmixed and resampled one by one, so memory is the
 //!   clip's 16 kHz output plus one packet, never all channels of the file at its own rate.
 //! * **Fail loudly and clearly**: every failure is an [`AudioError`] naming the file and the
@@ -60,7 +64,7 @@ pub use resample::output_len;
 
 use decode::Input;
 
-/// Resampler internals exposed for the parameter sweep in `benches/decode_resample.rs`; not
+/// Resampler internals exposed for the parameter sweeps in `benches/decode_resample.rs`; not
 /// part of the stable API.
 #[doc(hidden)]
 pub mod tuning {

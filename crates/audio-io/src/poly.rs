@@ -6,15 +6,21 @@
 //! With `16000 / sr = p / q` in lowest terms, output sample `k` sits at input time `k q / p`,
 //! whose fractional part is one of the `p` phases `r / p`. The filter for each phase is
 //! computed once per rate ([`PolyFilter`], cached per thread) as a row of `taps` contiguous
-//! coefficients, so every output sample is a single dot product of a contiguous coefficient
-//! row with `taps` contiguous input samples. Outputs `k, k + p, k + 2p, k + 3p` share the same
-//! row (their inputs are `q` apart), so the kernel computes four of them per pass over a row:
-//! one coefficient load feeds four FMAs. On x86-64 the kernel uses AVX2 + FMA when the CPU has
-//! them (runtime detection, `is_x86_feature_detected!`), otherwise a portable 8-lane loop
-//! (SSE2 baseline auto-vectorisation). rubato 4.0's `Async` sinc resampler, the previous
-//! implementation, has a fixed overhead of about 15 ns per output sample (1.2 ms per 5 s
-//! 44.1 kHz clip even at 32 taps, 2.1 ms at the 128 taps it needed); measured figures for
-//! this one are in the doc comment of [`POLY`].
+//! coefficients (64-byte aligned), so every output sample is a single dot product of a
+//! contiguous coefficient row with `taps` contiguous input samples. Outputs
+//! `k, k + p, ..., k + 7p` share the same row (their inputs are `q` apart), so the kernel
+//! computes eight of them per pass over a row: one coefficient load feeds eight FMAs, and one
+//! transposing horizontal add reduces the eight accumulators. On x86-64 the kernel uses AVX2 +
+//! FMA when the CPU has them (runtime detection with `is_x86_feature_detected!`, no
+//! `target-cpu` flag, so the binary runs on any x86-64), otherwise a portable 8-lane loop.
+//!
+//! Measured on the benchmark machine (AMD EPYC, Zen 4, one core, 2026-11-24, other jobs
+//! sharing the two cores; `cargo bench -p audio-io --bench decode_resample -- sweep` and
+//! `-- sweep-poly`), resampling one 5 s 44.1 kHz clip: rubato 4.0 `Async` sinc (the previous
+//! implementation, 128 taps) 2.06 ms, and about 1.2 ms even at 32 taps (a fixed ~15 ns per
+//! output sample); this kernel at the chosen 64 taps 0.26 ms at a load average of about 5
+//! (0.35 ms at a load average of 6.5), at 96 taps 0.36 ms. The portable fallback
+//! (`AUDIO_IO_NO_SIMD=1`) takes 2.5 ms, about rubato's cost.
 //!
 //! # The filter
 //!
@@ -56,8 +62,25 @@ pub struct PolyParams {
 
 /// The parameters [`crate::load`] uses.
 ///
-/// Chosen from `cargo bench -p audio-io --bench decode_resample -- sweep-poly` (see
-/// `docs/PERFORMANCE.md` for the table).
+/// Chosen from `cargo bench -p audio-io --bench decode_resample -- sweep-poly` (120
+/// downsampling candidates, 48 upsampling ones; quality on the committed fixtures, levels are
+/// the peak of a full-scale tone; AMD EPYC, one shared core, 2026-11-24). Selected rows:
+///
+/// | half-width, cutoff, beta | taps @ 44.1k / 48k / 22.05k | max abs err, 440 Hz & 3 kHz from 44.1/48/22.05k | 8.6 / 9 / 10 kHz @ 44.1k | SNR vs librosa 44.1k / 48k / 22.05k | resample 5 s @ 44.1k |
+/// |---|---|---:|---:|---:|---:|
+/// | 9, 0.92, 5 | 56 / 56 / 32 | 1.0e-3 | -50.5 / -59.9 / -57.8 dB | 60.8 / 61.5 / 70.4 dB | 0.24 ms |
+/// | 10, 0.92, 6 | 56 / 64 / 32 | 4.5e-4 | -37.7 / -64.4 / -68.4 dB | 61.9 / 63.1 / 75.6 dB | 0.24 ms |
+/// | **11, 0.92, 7** | **64 / 72 / 32** | **2.1e-4** | **-40.4 / -72.6 / -77.3 dB** | **62.5 / 63.2 / 77.1 dB** | **0.26 ms** |
+/// | 12, 0.92, 7 | 72 / 72 / 40 | 2.6e-4 | -51.6 / -92.2 / -84.6 dB | 62.7 / 63.2 / 76.6 dB | 0.29 ms |
+/// | 16, 0.94, 8 | 96 / 96 / 48 | 9.8e-5 | -59.5 / -83.2 / -88.5 dB | 65.1 / 66.1 / 80.6 dB | 0.36 ms |
+///
+/// 64 taps is the shortest filter that keeps every tone from 9 kHz up at least 70 dB down
+/// (10 dB of margin on the 60 dB bar) with the passband error 5x under the 1e-3 bar; 56 taps
+/// leaves 4 dB of margin at 9 kHz or misses the passband bar. The agreement with librosa's
+/// soxr_hq (62.5 dB worst, bar 40 dB) is flat across the sweep: it is set by the cutoff.
+/// Upsampling (8 kHz etc.) costs little, so it gets a longer filter: half-width 32 input
+/// samples (64 taps), cutoff 0.96, beta 8: passband error 4.2e-5 and 74.8 dB SNR vs librosa
+/// on the 8 kHz fixture (24 taps reached only 51.8 dB, 16 taps with cutoff 0.9 39.4 dB).
 pub const POLY: PolyParams = PolyParams {
     half_width: 11.0,
     cutoff: 0.92,
@@ -103,7 +126,7 @@ pub struct PolyFilter {
     q: usize,
     taps: usize,
     /// Row `r` (the filter for fractional position `r / p`) at `r * taps`.
-    coefs: Vec<f32>,
+    coefs: Aligned,
     /// For output `j` of a period (`0 <= j < p`, starting at phase 0): the offset of its
     /// window in the input (`floor(j q / p)`) and its row (`j q mod p`).
     offsets: Vec<usize>,
@@ -132,7 +155,7 @@ impl PolyFilter {
         // Cutoff in cycles per input sample.
         let fc = cutoff * 0.5 / scale;
         let i0_beta = bessel_i0(beta);
-        let mut coefs = vec![0f32; p * taps];
+        let mut coefs = Aligned::zeros(p * taps);
         let mut row = vec![0f64; taps];
         for r in 0..p {
             // Tap j multiplies input sample floor(t) + 1 - half + j; its distance from t is
@@ -154,7 +177,10 @@ impl PolyFilter {
                 *c = sinc * w;
             }
             let sum: f64 = row.iter().sum();
-            for (dst, c) in coefs[r * taps..(r + 1) * taps].iter_mut().zip(&row) {
+            for (dst, c) in coefs.as_mut_slice()[r * taps..(r + 1) * taps]
+                .iter_mut()
+                .zip(&row)
+            {
                 *dst = (c / sum) as f32;
             }
         }
@@ -177,12 +203,43 @@ impl PolyFilter {
     }
 
     fn row(&self, r: usize) -> &[f32] {
-        &self.coefs[r * self.taps..(r + 1) * self.taps]
+        &self.coefs.as_slice()[r * self.taps..(r + 1) * self.taps]
     }
 
     /// Input samples a block of `R p` outputs spans (from the first window's start).
     fn block_span(&self) -> usize {
         R * self.q + self.taps
+    }
+}
+
+/// A 64-byte aligned f32 buffer: rows are `taps` (a multiple of 8) floats, so every 32-byte
+/// coefficient load stays within one cache line.
+#[derive(Debug)]
+struct Aligned {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+impl Aligned {
+    fn zeros(len: usize) -> Aligned {
+        Aligned {
+            lines: vec![Line([0.0; 16]); len.div_ceil(16)],
+            len,
+        }
+    }
+
+    fn as_slice(&self) -> &[f32] {
+        // SAFETY: `Line` is `repr(C)` of 16 f32 (64 bytes, no padding); `len <= 16 * lines`.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>(), self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        // SAFETY: as above.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f32>(), self.len) }
     }
 }
 
@@ -469,7 +526,7 @@ mod avx2 {
     pub(super) unsafe fn block(f: &PolyFilter, buf: &[f32], out: &mut [f32]) {
         let (p, q, taps) = (f.p, f.q, f.taps);
         assert!(buf.len() >= f.block_span() && out.len() >= R * p && R == 8);
-        assert!(f.offsets.len() == p && f.rows.len() == p && f.coefs.len() == p * taps);
+        assert!(f.offsets.len() == p && f.rows.len() == p && f.coefs.as_slice().len() == p * taps);
         assert!(taps % 8 == 0);
         let bp = buf.as_ptr();
         for j in 0..p {

@@ -1,4 +1,10 @@
-//! Streaming sinc resampling of a mono signal to 16 kHz, sample-exact in time and length.
+//! Streaming resampling of a mono signal to 16 kHz, sample-exact in time and length.
+//!
+//! Rates whose ratio `16000 / sr = p / q` has `p <= poly::MAX_PHASES` (every common rate:
+//! 8, 11.025, 22.05, 24, 32, 44.1, 48, 96 kHz ...) use the hand-written polyphase filter in
+//! `poly.rs` (its module docs have the design and measured figures). The rubato sinc
+//! resampler described below serves the other rates (an odd rate such as 44 101 Hz) and the
+//! parameter sweep of the previous design (`benches/decode_resample.rs -- sweep`).
 //!
 //! # How the output lines up with the input
 //!
