@@ -683,7 +683,7 @@ mod tests {
 
     #[test]
     fn fused_update_equals_separate_passes() {
-        let (in_dim, out_dim) = (13, 3); // not a multiple of LANES: exercises the tail
+        let (in_dim, out_dim) = (29, 3); // 3 chunks + a tail of 5
         let w0: Vec<f32> = (0..in_dim * out_dim)
             .map(|i| (i as f32 * 0.37).sin())
             .collect();
