@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 
 use crate::{Error, Result};
 
@@ -42,28 +42,72 @@ impl RawTensor {
 }
 
 /// Writes `tensors` and `metadata` to `path` atomically (temporary file + rename).
+///
+/// The file is byte-for-byte deterministic: metadata keys are sorted and tensors are laid out
+/// in the given order (safetensors' own serializer emits metadata in hash-map order, which
+/// differs between processes; resumable extraction relies on identical bytes).
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(String, RawTensor)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let views = tensors
-        .iter()
-        .map(|(name, t)| {
-            TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::Checkpoint {
-                    path: path.to_path_buf(),
-                    msg: format!("tensor `{name}`: {e}"),
-                })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let bytes =
-        safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| Error::Checkpoint {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
+    let bytes = serialize_safetensors(tensors, &metadata).map_err(|msg| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    })?;
     atomic_write(path, &bytes)
+}
+
+/// The safetensors encoding of `tensors` with sorted `metadata`: an 8-byte little-endian header
+/// length, the JSON header (padded with spaces to a multiple of 8), then the tensor bytes.
+pub fn serialize_safetensors(
+    tensors: &[(String, RawTensor)],
+    metadata: &HashMap<String, String>,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut header = serde_json::Map::new();
+    let sorted: std::collections::BTreeMap<&String, &String> = metadata.iter().collect();
+    header.insert(
+        "__metadata__".into(),
+        serde_json::to_value(sorted).map_err(|e| e.to_string())?,
+    );
+    let mut offset = 0usize;
+    for (name, t) in tensors {
+        let elems: usize = t.shape.iter().product();
+        let expected = elems * t.dtype.bitsize() / 8;
+        if t.bytes.len() != expected {
+            return Err(format!(
+                "tensor `{name}`: {} bytes for shape {:?} of {:?} ({expected} expected)",
+                t.bytes.len(),
+                t.shape,
+                t.dtype
+            ));
+        }
+        if name == "__metadata__" || header.contains_key(name) {
+            return Err(format!("tensor name `{name}` is reserved or repeated"));
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({
+                "dtype": format!("{:?}", t.dtype),
+                "shape": t.shape,
+                "data_offsets": [offset, offset + t.bytes.len()],
+            }),
+        );
+        offset += t.bytes.len();
+    }
+    // serde_json's Map keeps insertion order only with `preserve_order`; without it keys are
+    // sorted, which is deterministic too.
+    let mut json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for (_, t) in tensors {
+        out.extend_from_slice(&t.bytes);
+    }
+    Ok(out)
 }
 
 /// Writes `bytes` to `path` through a temporary sibling file and a rename.
@@ -118,5 +162,31 @@ mod tests {
         assert_eq!(st.tensor("b").unwrap().dtype(), Dtype::I64);
         let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn output_is_deterministic_whatever_the_map_order() {
+        let tensors = vec![("x".to_string(), RawTensor::f32(vec![1], &[1.0]))];
+        let keys = ["b", "a", "zz", "m", "c", "q", "e"];
+        let first: HashMap<String, String> =
+            keys.iter().map(|k| (k.to_string(), k.repeat(3))).collect();
+        let second: HashMap<String, String> = keys
+            .iter()
+            .rev()
+            .map(|k| (k.to_string(), k.repeat(3)))
+            .collect();
+        assert_eq!(
+            serialize_safetensors(&tensors, &first).unwrap(),
+            serialize_safetensors(&tensors, &second).unwrap()
+        );
+        let bad = vec![(
+            "x".to_string(),
+            RawTensor {
+                dtype: Dtype::F32,
+                shape: vec![2],
+                bytes: vec![0; 4],
+            },
+        )];
+        assert!(serialize_safetensors(&bad, &first).is_err());
     }
 }

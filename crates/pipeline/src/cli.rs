@@ -1,0 +1,425 @@
+//! The command line every task binary shares: `download`, `extract`, `train`, `run`, `merge`,
+//! with the flags of DESIGN.md's interface section. A task binary is one call:
+//!
+//! ```ignore
+//! fn main() {
+//!     pipeline::cli::main::<Esc50Options, _>("esc50", "ESC-50 environmental sounds", Esc50::new);
+//! }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, FromArgMatches, Subcommand};
+use hubert_core::LayerSelection;
+use probe_heads::TrainConfig;
+
+use crate::download::{fetch, DownloadOptions, MirrorArgs};
+use crate::extract::{extract, merge, store_path, ExtractOptions, ExtractOutcome, Shard};
+use crate::protocol::Protocol;
+use crate::store::FeatureStore;
+use crate::task::Task;
+use crate::train::{train, ProbeChoice, TrainOptions};
+
+/// Where things live.
+#[derive(Debug, Clone, Args)]
+pub struct PathArgs {
+    /// Dataset root (the folder the official archive unpacks into); default per task.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Feature stores.
+    #[arg(long, value_name = "DIR", default_value = "features")]
+    pub features_dir: PathBuf,
+    /// Results (`<DIR>/<task>/results.json`, report.md, CSVs).
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    pub results_dir: PathBuf,
+    /// Saved probes (`<DIR>/<task>_{linear,three}_classifier.safetensors`).
+    #[arg(long, value_name = "DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+}
+
+/// `extract` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ExtractArgs {
+    /// Model directory or hub id (`owner/name[@revision]`).
+    #[arg(long, default_value = "facebook/hubert-base-ls960")]
+    pub model: String,
+    /// Hidden states to store: last, all, or indices like 0,6,12.
+    #[arg(long, default_value = "last")]
+    pub layers: LayerSelection,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Model dtype: f32, f16, bf16 (features are stored as f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Clips per model batch (only clips of equal length share a batch).
+    #[arg(long, default_value_t = 8)]
+    pub extract_batch_size: usize,
+    /// Extract only the K-th of N slices (for job arrays); `merge` or the last shard assembles.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+    /// Leave undecodable files out (listed in the store) instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Items per resumable chunk.
+    #[arg(long, default_value_t = 256)]
+    pub chunk_size: usize,
+}
+
+/// `train` flags.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Probe(s) to train.
+    #[arg(long, value_enum, default_value = "both")]
+    pub probe: ProbeChoice,
+    /// Training epochs.
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    /// Probe mini-batch size.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Seed of the first run (run r uses seed + r).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// `official` (the dataset's protocol), `random` (the original study's stratified split),
+    /// or a task-specific name.
+    #[arg(long, default_value = "official")]
+    pub split: String,
+    /// Test fraction of `--split random`.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Seeds per fold.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Features to train on: last, a hidden-state index N, or all (one probe per layer).
+    #[arg(long, default_value = "last")]
+    pub layer: String,
+    /// Hold out this fraction of each training part (group-disjoint) for best-epoch selection
+    /// (0: train for all epochs, as the original study did).
+    #[arg(long, default_value_t = 0.0)]
+    pub val_fraction: f64,
+    /// Feature store to read (default: the one `extract` writes for the chosen layers).
+    #[arg(long, value_name = "FILE")]
+    pub features: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command<O: Args> {
+    /// Fetch and unpack the official archives (resumable; checksums verified when known).
+    Download {
+        #[command(flatten)]
+        paths: PathArgs,
+        #[command(flatten)]
+        task: O,
+        #[command(flatten)]
+        mirror: MirrorArgs,
+    },
+    /// Embed every item with HuBERT into the feature store (resumable, shardable).
+    Extract {
+        #[command(flatten)]
+        paths: PathArgs,
+        #[command(flatten)]
+        task: O,
+        #[command(flatten)]
+        extract: ExtractArgs,
+    },
+    /// Train and evaluate probes on the feature store; write results.json and report.md.
+    Train {
+        #[command(flatten)]
+        paths: PathArgs,
+        #[command(flatten)]
+        task: O,
+        #[command(flatten)]
+        train: TrainArgs,
+    },
+    /// Download if missing, extract, train, report.
+    Run {
+        #[command(flatten)]
+        paths: PathArgs,
+        #[command(flatten)]
+        task: O,
+        #[command(flatten)]
+        mirror: MirrorArgs,
+        #[command(flatten)]
+        extract: ExtractArgs,
+        #[command(flatten)]
+        train: TrainArgs,
+    },
+    /// Join shard outputs into the feature store (optionally copying parts from other folders).
+    Merge {
+        #[command(flatten)]
+        paths: PathArgs,
+        #[command(flatten)]
+        task: O,
+        /// Hidden states of the store to merge (as given to extract).
+        #[arg(long, default_value = "last")]
+        layers: LayerSelection,
+        /// Other `<store>.parts` folders to copy chunks from.
+        parts: Vec<PathBuf>,
+    },
+}
+
+/// Parses the command line and runs the task; exits non-zero with the error chain on failure.
+pub fn main<O, T>(bin: &'static str, about: &'static str, make: impl Fn(&O) -> Result<T>)
+where
+    O: Args + std::fmt::Debug,
+    T: Task,
+{
+    let cmd = <Command<O> as Subcommand>::augment_subcommands(
+        clap::Command::new(bin)
+            .about(about)
+            .version(env!("CARGO_PKG_VERSION"))
+            .subcommand_required(true)
+            .arg_required_else_help(true),
+    );
+    let matches = cmd.get_matches();
+    let command = match Command::<O>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    if let Err(e) = dispatch(command, &make) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn data_dir(task: &dyn Task, paths: &PathArgs) -> PathBuf {
+    paths
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| task.default_data_dir())
+}
+
+fn dispatch<O: Args, T: Task>(command: Command<O>, make: &impl Fn(&O) -> Result<T>) -> Result<()> {
+    match command {
+        Command::Download {
+            paths,
+            task,
+            mirror,
+        } => {
+            let task = make(&task)?;
+            download(&task, &data_dir(&task, &paths), &mirror)
+        }
+        Command::Extract {
+            paths,
+            task,
+            extract: args,
+        } => {
+            let task = make(&task)?;
+            run_extract(&task, &paths, &args).map(|_| ())
+        }
+        Command::Train {
+            paths,
+            task,
+            train: args,
+        } => {
+            let task = make(&task)?;
+            run_train(&task, &paths, &args, None)
+        }
+        Command::Run {
+            paths,
+            task,
+            mirror,
+            extract: mut ex,
+            train: tr,
+        } => {
+            let task = make(&task)?;
+            let dir = data_dir(&task, &paths);
+            if !task.is_present(&dir) {
+                eprintln!("{} not found: downloading", dir.display());
+                download(&task, &dir, &mirror)?;
+            }
+            if tr.layer != "last" && ex.layers == LayerSelection::Last {
+                ex.layers = LayerSelection::All;
+            }
+            if ex.shard.is_some() {
+                bail!("`run` extracts everything; use `extract --shard` and `merge` for shards");
+            }
+            let store = match run_extract(&task, &paths, &ex)? {
+                ExtractOutcome::Complete(p) => p,
+                ExtractOutcome::ShardDone { .. } => unreachable!("no shard in run"),
+            };
+            run_train(&task, &paths, &tr, Some(store))
+        }
+        Command::Merge {
+            paths,
+            task,
+            layers,
+            parts,
+        } => {
+            let task = make(&task)?;
+            let dataset = task.load(&data_dir(&task, &paths))?;
+            let store = store_path(&paths.features_dir, &task.name(), &layers);
+            let out = merge(&dataset, &store, &parts)?;
+            eprintln!("merged into {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+/// `download`: fetch and unpack each official archive, or explain the manual download.
+pub fn download(task: &dyn Task, data_dir: &Path, mirror: &MirrorArgs) -> Result<()> {
+    let resources = task.resources();
+    let dest = task.unpack_dir(data_dir);
+    if resources.is_empty() {
+        match task.manual_download(data_dir) {
+            Some(instructions) => bail!("{instructions}"),
+            None => bail!("{} has no downloadable archive", task.name()),
+        }
+    }
+    let cache = dest.join(".downloads");
+    let opts = DownloadOptions::from_env_and_flag(mirror.mirror.clone(), &cache, &dest);
+    for resource in &resources {
+        let result = fetch(resource, &opts);
+        if let Err(e) = result {
+            let manual = task
+                .manual_download(data_dir)
+                .map(|m| format!("\n\n{m}"))
+                .unwrap_or_default();
+            bail!("{e}{manual}");
+        }
+    }
+    if !task.is_present(data_dir) {
+        bail!(
+            "downloaded and unpacked into {}, but {} still does not hold the dataset; pass --data-dir to where it is",
+            dest.display(),
+            data_dir.display()
+        );
+    }
+    eprintln!("{} ready in {}", task.name(), data_dir.display());
+    Ok(())
+}
+
+fn run_extract(task: &dyn Task, paths: &PathArgs, args: &ExtractArgs) -> Result<ExtractOutcome> {
+    let dir = data_dir(task, paths);
+    let dataset = task.load(&dir)?;
+    for note in &dataset.notes {
+        eprintln!("note: {note}");
+    }
+    let store = store_path(&paths.features_dir, &task.name(), &args.layers);
+    let opts = ExtractOptions {
+        model: args.model.clone(),
+        layers: args.layers.clone(),
+        device: args.device.clone(),
+        dtype: args.dtype.clone(),
+        batch_size: args.extract_batch_size,
+        shard: args.shard,
+        skip_bad: args.skip_bad,
+        chunk_size: args.chunk_size,
+    };
+    let outcome = extract(task, &dataset, &store, &opts)?;
+    match &outcome {
+        ExtractOutcome::Complete(p) => eprintln!("features: {}", p.display()),
+        ExtractOutcome::ShardDone { done, total } => eprintln!(
+            "shard done: {done} of {total} chunks present; the store is assembled when all are (or run `merge`)"
+        ),
+    }
+    Ok(outcome)
+}
+
+fn protocol_for(task: &dyn Task, args: &TrainArgs) -> Result<Protocol> {
+    match args.split.as_str() {
+        "official" => Ok(task.official_protocol()),
+        "random" => Ok(Protocol::Random {
+            test_fraction: args.test_fraction,
+            seed: args.seed,
+        }),
+        other => task
+            .custom_protocol(other, args.test_fraction, args.seed)
+            .with_context(|| {
+                format!(
+                    "unknown --split {other:?} for {} (official, random)",
+                    task.name()
+                )
+            }),
+    }
+}
+
+fn find_store(task: &dyn Task, paths: &PathArgs, args: &TrainArgs) -> Result<PathBuf> {
+    if let Some(p) = &args.features {
+        return Ok(p.clone());
+    }
+    let last = store_path(&paths.features_dir, &task.name(), &LayerSelection::Last);
+    let all = store_path(&paths.features_dir, &task.name(), &LayerSelection::All);
+    let candidates = if args.layer == "last" {
+        vec![last, all]
+    } else {
+        vec![all]
+    };
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "{} not found; run `{} extract{}` first (or pass --features FILE)",
+                candidates[0].display(),
+                task.name(),
+                if args.layer == "last" {
+                    ""
+                } else {
+                    " --layers all"
+                }
+            )
+        })
+}
+
+fn run_train(
+    task: &dyn Task,
+    paths: &PathArgs,
+    args: &TrainArgs,
+    store: Option<PathBuf>,
+) -> Result<()> {
+    let store_path = match store {
+        Some(p) => p,
+        None => find_store(task, paths, args)?,
+    };
+    let store = FeatureStore::open(&store_path)?;
+    if store.provenance.task != task.name() {
+        bail!(
+            "{} holds features of task {:?}, not {:?}",
+            store_path.display(),
+            store.provenance.task,
+            task.name()
+        );
+    }
+    let opts = TrainOptions {
+        probe: args.probe,
+        config: TrainConfig {
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            learning_rate: args.lr,
+            seed: args.seed,
+            ..TrainConfig::default()
+        },
+        protocol: protocol_for(task, args)?,
+        runs: args.runs,
+        layer: args.layer.clone(),
+        val_fraction: args.val_fraction,
+        results_dir: paths.results_dir.join(task.name()),
+        models_dir: paths.models_dir.clone(),
+    };
+    let outcome = train(task, &store, &opts)?;
+    println!("{} ({})", task.name(), opts.protocol.describe());
+    if let Some(probes) = outcome.results["probes"].as_object() {
+        for (k, r) in probes {
+            println!(
+                "  {k:<7} accuracy {:.4} ± {:.4}   macro-F1 {:.4} ± {:.4}",
+                r["accuracy"]["mean"].as_f64().unwrap_or(f64::NAN),
+                r["accuracy"]["std"].as_f64().unwrap_or(f64::NAN),
+                r["macro_f1"]["mean"].as_f64().unwrap_or(f64::NAN),
+                r["macro_f1"]["std"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+    }
+    println!(
+        "results: {}\nreport:  {}",
+        outcome.results_path.display(),
+        outcome.report_path.display()
+    );
+    Ok(())
+}

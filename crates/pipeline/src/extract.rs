@@ -1,0 +1,601 @@
+//! Extraction: decode in parallel ahead of the model, bucket clips by length, run HuBERT in
+//! batches, mean-pool the chosen layers, and write the feature store, resumably and in shards.
+//!
+//! Work is cut into fixed chunks of items (`--chunk-size`, default 256). Each finished chunk is
+//! written atomically to `<store>.parts/chunk-NNNNN.safetensors`; a killed run (Ctrl-C,
+//! `kill -9`, a SLURM time limit) loses at most the chunks in flight and resumes from the rest.
+//! `--shard K/N` extracts the K-th of N contiguous ranges of chunks, so N machines (a SLURM job
+//! array) can share one dataset; when every chunk exists, the store is assembled (by the last
+//! shard to finish, or by `merge`). Chunks are keyed by a fingerprint of the task, model,
+//! revision, layers, dtype and item list, so a changed dataset or model never reuses stale work.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use hubert_core::store::{atomic_write, write_safetensors, RawTensor};
+use hubert_core::{Hubert, LayerSelection, LengthBuckets, ModelFiles};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{fingerprint, write_store, FeatureStore, Provenance, Skipped, StoreContents};
+use crate::task::{Dataset, Task};
+
+/// `--shard K/N`: the K-th (1-based) of N slices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based index.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+impl FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err = || format!("--shard expects K/N with 1 <= K <= N, got {s:?}");
+        let (k, n) = s.split_once('/').ok_or_else(err)?;
+        let (index, count): (usize, usize) = (
+            k.trim().parse().map_err(|_| err())?,
+            n.trim().parse().map_err(|_| err())?,
+        );
+        if index == 0 || count == 0 || index > count {
+            return Err(err());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+/// Extraction settings.
+#[derive(Debug, Clone)]
+pub struct ExtractOptions {
+    /// Model directory or hub id.
+    pub model: String,
+    /// Hidden states to store.
+    pub layers: LayerSelection,
+    /// `cpu`, `cuda`, `cuda:N`.
+    pub device: String,
+    /// `f32`, `f16`, `bf16`.
+    pub dtype: String,
+    /// Clips per model batch (equal lengths only).
+    pub batch_size: usize,
+    /// Extract only this slice.
+    pub shard: Option<Shard>,
+    /// Leave undecodable items out (recorded in the store) instead of stopping.
+    pub skip_bad: bool,
+    /// Items per resumable chunk.
+    pub chunk_size: usize,
+}
+
+/// What [`extract`] achieved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExtractOutcome {
+    /// The store is complete at this path.
+    Complete(PathBuf),
+    /// This shard is done; other chunks are still missing.
+    ShardDone {
+        /// Chunks present.
+        done: usize,
+        /// Chunks in all.
+        total: usize,
+    },
+}
+
+/// `features/<name>_features_hubert.safetensors` for `last`, `..._hubert_<layers>.safetensors`
+/// otherwise.
+pub fn store_path(features_dir: &Path, task_name: &str, layers: &LayerSelection) -> PathBuf {
+    let suffix = match layers {
+        LayerSelection::Last => String::new(),
+        other => format!("_{}", other.name().replace(',', "-")),
+    };
+    features_dir.join(format!("{task_name}_features_hubert{suffix}.safetensors"))
+}
+
+/// `<store>.parts`.
+pub fn parts_dir(store: &Path) -> PathBuf {
+    let mut name = store.file_name().unwrap_or_default().to_os_string();
+    name.push(".parts");
+    store.with_file_name(name)
+}
+
+/// Written into the parts directory: what the chunks belong to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Manifest {
+    fingerprint: String,
+    provenance: Provenance,
+    num_items: usize,
+    chunk_size: usize,
+    num_layers: usize,
+    dim: usize,
+}
+
+impl Manifest {
+    fn num_chunks(&self) -> usize {
+        self.num_items.div_ceil(self.chunk_size)
+    }
+}
+
+fn chunk_path(parts: &Path, chunk: usize) -> PathBuf {
+    parts.join(format!("chunk-{chunk:05}.safetensors"))
+}
+
+fn items_fingerprint(provenance: &Provenance, dataset: &Dataset) -> Result<String> {
+    let items = serde_json::to_string(&dataset.items)?;
+    let names = serde_json::to_string(&dataset.class_names)?;
+    Ok(fingerprint(&[
+        &provenance.task,
+        &provenance.model,
+        provenance.revision.as_deref().unwrap_or(""),
+        &provenance.layers,
+        &provenance.dtype,
+        &names,
+        &items,
+    ]))
+}
+
+/// Extracts (the shard of) `dataset` into the store at `store`, resuming from finished chunks.
+pub fn extract(
+    task: &dyn Task,
+    dataset: &Dataset,
+    store: &Path,
+    opts: &ExtractOptions,
+) -> Result<ExtractOutcome> {
+    if dataset.items.is_empty() {
+        bail!("{}: the dataset has no items", dataset.root.display());
+    }
+    let files = ModelFiles::resolve(&opts.model)
+        .with_context(|| format!("cannot find model {:?}", opts.model))?;
+    let config = hubert_core::HubertConfig::from_file(&files.config)?;
+    let layer_indices: Vec<serde_json::Value> = match &opts.layers {
+        LayerSelection::Last => vec!["last_hidden_state".into()],
+        LayerSelection::All => (0..=config.num_hidden_layers).map(Into::into).collect(),
+        LayerSelection::Indices(v) => v.iter().map(|&i| i.into()).collect(),
+    };
+    let provenance = Provenance {
+        task: task.name(),
+        model: files.id.clone(),
+        revision: files.revision.clone(),
+        layers: opts.layers.name(),
+        layer_indices,
+        dtype: opts.dtype.clone(),
+    };
+    let fp = items_fingerprint(&provenance, dataset)?;
+
+    if store.is_file() {
+        match FeatureStore::open(store) {
+            Ok(existing)
+                if existing.provenance == provenance
+                    && existing.class_names == dataset.class_names
+                    && items_match(&existing, dataset) =>
+            {
+                eprintln!("{} is up to date", store.display());
+                return Ok(ExtractOutcome::Complete(store.to_path_buf()));
+            }
+            _ => eprintln!(
+                "{} was made from another model, layer set or item list: extracting again",
+                store.display()
+            ),
+        }
+    }
+
+    let manifest = Manifest {
+        fingerprint: fp,
+        provenance,
+        num_items: dataset.items.len(),
+        chunk_size: opts.chunk_size.max(1),
+        num_layers: opts.layers.len(config.num_hidden_layers),
+        dim: config.hidden_size,
+    };
+    let parts = parts_dir(store);
+    prepare_parts(&parts, &manifest)?;
+
+    let total_chunks = manifest.num_chunks();
+    let (first, last) = match opts.shard {
+        Some(s) => (
+            (s.index - 1) * total_chunks / s.count,
+            s.index * total_chunks / s.count,
+        ),
+        None => (0, total_chunks),
+    };
+    let todo: Vec<usize> = (first..last)
+        .filter(|&c| !chunk_path(&parts, c).is_file())
+        .collect();
+    if !todo.is_empty() {
+        let device = hubert_core::parse_device(&opts.device)?;
+        let dtype = hubert_core::parse_dtype(&opts.dtype)?;
+        let hubert = Hubert::from_files(files, &device, dtype)
+            .with_context(|| format!("cannot load model {:?}", opts.model))?;
+        run_chunks(task, dataset, &hubert, &manifest, &parts, &todo, opts)?;
+    }
+
+    let done = (0..total_chunks)
+        .filter(|&c| chunk_path(&parts, c).is_file())
+        .count();
+    if done == total_chunks {
+        assemble(dataset, &parts, store)?;
+        Ok(ExtractOutcome::Complete(store.to_path_buf()))
+    } else {
+        Ok(ExtractOutcome::ShardDone {
+            done,
+            total: total_chunks,
+        })
+    }
+}
+
+fn items_match(store: &FeatureStore, dataset: &Dataset) -> bool {
+    let skipped: std::collections::HashSet<usize> = store.skipped.iter().map(|s| s.index).collect();
+    let expected: Vec<&crate::task::Item> = dataset
+        .items
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !skipped.contains(i))
+        .map(|(_, it)| it)
+        .collect();
+    expected.len() == store.items.len() && expected.iter().zip(&store.items).all(|(a, b)| *a == b)
+}
+
+/// Creates the parts directory with its manifest, clearing chunks of another configuration.
+fn prepare_parts(parts: &Path, manifest: &Manifest) -> Result<()> {
+    let manifest_path = parts.join("manifest.json");
+    if let Ok(text) = std::fs::read_to_string(&manifest_path) {
+        match serde_json::from_str::<Manifest>(&text) {
+            Ok(old) if old == *manifest => return Ok(()),
+            _ => {
+                eprintln!(
+                    "{}: chunks from another model, layer set, chunk size or item list: starting over",
+                    parts.display()
+                );
+                std::fs::remove_dir_all(parts)
+                    .with_context(|| format!("cannot clear {}", parts.display()))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(parts).with_context(|| format!("cannot create {}", parts.display()))?;
+    atomic_write(
+        &manifest_path,
+        serde_json::to_string_pretty(manifest)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// One chunk being filled.
+struct ChunkState {
+    chunk: usize,
+    start: usize,
+    rows: Vec<Option<Vec<f32>>>,
+    skipped: Vec<Skipped>,
+    padded: Vec<String>,
+}
+
+fn run_chunks(
+    task: &dyn Task,
+    dataset: &Dataset,
+    hubert: &Hubert,
+    manifest: &Manifest,
+    parts: &Path,
+    todo: &[usize],
+    opts: &ExtractOptions,
+) -> Result<()> {
+    let cs = manifest.chunk_size;
+    let n = dataset.items.len();
+    // Items of the chunks to do, in order; consecutive items of one file are decoded once.
+    let item_ids: Vec<usize> = todo
+        .iter()
+        .flat_map(|&c| c * cs..((c + 1) * cs).min(n))
+        .collect();
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut file_items: Vec<Vec<usize>> = Vec::new();
+    for &i in &item_ids {
+        let path = dataset.path_of(&dataset.items[i]);
+        let same_file = files.last() == Some(&path)
+            && file_items
+                .last()
+                .and_then(|v| v.last())
+                .is_some_and(|&prev| prev / cs == i / cs);
+        if same_file {
+            file_items.last_mut().expect("non-empty").push(i);
+        } else {
+            files.push(path);
+            file_items.push(vec![i]);
+        }
+    }
+
+    let progress = progress_bar(item_ids.len() as u64);
+    let started = Instant::now();
+    let mut audio_seconds = 0f64;
+    let min_samples = hubert.config().min_samples();
+    let mut buckets = LengthBuckets::new(opts.batch_size)
+        .with_max_batch_samples(opts.batch_size.max(1) * 16_000 * 30);
+    let mut state: Option<ChunkState> = None;
+
+    let embed = |batch: hubert_core::Batch, state: &mut ChunkState| -> Result<()> {
+        let pooled = hubert.embed(&batch.clip_refs(), &opts.layers)?;
+        let rows = pooled.flatten_from(1)?.to_vec2::<f32>()?;
+        for (&i, row) in batch.indices.iter().zip(rows) {
+            state.rows[i - state.start] = Some(row);
+        }
+        Ok(())
+    };
+
+    for (file_idx, decoded) in audio_io::load_many(files.clone(), 2 * opts.batch_size.max(4)) {
+        for &i in &file_items[file_idx] {
+            let chunk = i / cs;
+            if state.as_ref().is_none_or(|s| s.chunk != chunk) {
+                if let Some(mut done) = state.take() {
+                    for batch in buckets.flush() {
+                        embed(batch, &mut done)?;
+                    }
+                    write_chunk(parts, manifest, done)?;
+                }
+                let start = chunk * cs;
+                state = Some(ChunkState {
+                    chunk,
+                    start,
+                    rows: vec![None; ((chunk + 1) * cs).min(n) - start],
+                    skipped: Vec::new(),
+                    padded: Vec::new(),
+                });
+            }
+            let st = state.as_mut().expect("set above");
+            let item = &dataset.items[i];
+            match &decoded {
+                Ok(samples) => {
+                    let mut clip = task.prepare(item, samples.clone());
+                    if clip.len() < min_samples {
+                        clip.resize(min_samples, 0.0);
+                        st.padded.push(item.path.clone());
+                    }
+                    audio_seconds += clip.len() as f64 / 16_000.0;
+                    for batch in buckets.push(i, clip) {
+                        let k = batch.indices.len() as u64;
+                        embed(batch, st)?;
+                        progress.inc(k);
+                    }
+                }
+                Err(e) if opts.skip_bad => {
+                    progress.suspend(|| eprintln!("skipped: {e}"));
+                    st.skipped.push(Skipped {
+                        index: i,
+                        path: item.path.clone(),
+                        error: e.to_string(),
+                    });
+                    progress.inc(1);
+                }
+                Err(e) => {
+                    progress.abandon();
+                    bail!("{e}\n(pass --skip-bad to leave undecodable files out)");
+                }
+            }
+        }
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        progress.set_message(format!("{:.1} audio-s/s", audio_seconds / secs));
+        // Batches still waiting are counted when they run.
+        progress.set_position(progress.position().min(item_ids.len() as u64));
+    }
+    if let Some(mut done) = state.take() {
+        for batch in buckets.flush() {
+            embed(batch, &mut done)?;
+        }
+        write_chunk(parts, manifest, done)?;
+    }
+    progress.finish_and_clear();
+    eprintln!(
+        "embedded {} items ({:.0} s of audio) in {:.1} s",
+        item_ids.len(),
+        audio_seconds,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn write_chunk(parts: &Path, manifest: &Manifest, state: ChunkState) -> Result<()> {
+    let mut rows = Vec::new();
+    let mut features = Vec::new();
+    for (offset, row) in state.rows.into_iter().enumerate() {
+        if let Some(row) = row {
+            rows.push(state.start + offset);
+            features.extend(row);
+        }
+    }
+    let meta = std::collections::HashMap::from([
+        ("fingerprint".to_string(), manifest.fingerprint.clone()),
+        ("chunk".to_string(), state.chunk.to_string()),
+        ("rows".to_string(), serde_json::to_string(&rows)?),
+        (
+            "skipped".to_string(),
+            serde_json::to_string(&state.skipped)?,
+        ),
+        ("padded".to_string(), serde_json::to_string(&state.padded)?),
+    ]);
+    let tensors = vec![(
+        "features".to_string(),
+        RawTensor::f32(
+            vec![rows.len(), manifest.num_layers, manifest.dim],
+            &features,
+        ),
+    )];
+    write_safetensors(&chunk_path(parts, state.chunk), &tensors, meta)?;
+    // A testing aid: `HUBERT_PROBE_THROTTLE_MS` pauses after each chunk so the interruption
+    // tests can kill an extraction midway on any machine.
+    if let Some(ms) = std::env::var("HUBERT_PROBE_THROTTLE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    Ok(())
+}
+
+/// Joins every chunk into the final store (atomically) and removes the parts directory.
+fn assemble(dataset: &Dataset, parts: &Path, store: &Path) -> Result<()> {
+    let manifest: Manifest = serde_json::from_str(
+        &std::fs::read_to_string(parts.join("manifest.json"))
+            .with_context(|| format!("{}: manifest.json missing", parts.display()))?,
+    )
+    .with_context(|| format!("{}: bad manifest.json", parts.display()))?;
+    if manifest.num_items != dataset.items.len() {
+        bail!(
+            "{}: chunks are for {} items, the dataset has {}",
+            parts.display(),
+            manifest.num_items,
+            dataset.items.len()
+        );
+    }
+    let mut features = Vec::new();
+    let mut items = Vec::new();
+    let mut skipped = Vec::new();
+    let mut padded = Vec::new();
+    let missing: Vec<usize> = (0..manifest.num_chunks())
+        .filter(|&c| !chunk_path(parts, c).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}: {} of {} chunks missing (first: {}); run the remaining shards or copy their parts here",
+            parts.display(),
+            missing.len(),
+            manifest.num_chunks(),
+            missing[0]
+        );
+    }
+    for c in 0..manifest.num_chunks() {
+        let path = chunk_path(parts, c);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .with_context(|| format!("{}: corrupt chunk (delete it to redo)", path.display()))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        if meta.get("fingerprint") != Some(&manifest.fingerprint) {
+            bail!(
+                "{}: chunk from another configuration (delete it to redo)",
+                path.display()
+            );
+        }
+        let rows: Vec<usize> = serde_json::from_str(meta.get("rows").map_or("[]", |s| s))?;
+        skipped.extend(serde_json::from_str::<Vec<Skipped>>(
+            meta.get("skipped").map_or("[]", |s| s),
+        )?);
+        padded.extend(serde_json::from_str::<Vec<String>>(
+            meta.get("padded").map_or("[]", |s| s),
+        )?);
+        let t = st.tensor("features")?;
+        features.extend(
+            t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+        items.extend(rows.iter().map(|&r| dataset.items[r].clone()));
+    }
+    if items.is_empty() {
+        bail!("no item could be embedded (all were skipped)");
+    }
+    write_store(
+        store,
+        &StoreContents {
+            provenance: &manifest.provenance,
+            class_names: &dataset.class_names,
+            items: &items,
+            features: &features,
+            num_layers: manifest.num_layers,
+            dim: manifest.dim,
+            skipped: &skipped,
+            padded: &padded,
+        },
+    )?;
+    std::fs::remove_dir_all(parts).with_context(|| format!("cannot remove {}", parts.display()))?;
+    Ok(())
+}
+
+/// `merge`: copies chunk files from other parts directories (e.g. fetched from the machines of a
+/// job array) into this store's parts directory and assembles the store.
+pub fn merge(dataset: &Dataset, store: &Path, other_parts: &[PathBuf]) -> Result<PathBuf> {
+    let parts = parts_dir(store);
+    let own: Option<Manifest> = std::fs::read_to_string(parts.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    for other in other_parts {
+        let text = std::fs::read_to_string(other.join("manifest.json"))
+            .with_context(|| format!("{}: manifest.json missing", other.display()))?;
+        let theirs: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("{}: bad manifest.json", other.display()))?;
+        match &own {
+            Some(m) if *m != theirs => bail!(
+                "{} holds chunks of another configuration than {}",
+                other.display(),
+                parts.display()
+            ),
+            Some(_) => {}
+            None => {
+                std::fs::create_dir_all(&parts)?;
+                atomic_write(&parts.join("manifest.json"), text.as_bytes())?;
+            }
+        }
+        for c in 0..theirs.num_chunks() {
+            let (src, dst) = (chunk_path(other, c), chunk_path(&parts, c));
+            if src.is_file() && !dst.is_file() {
+                let bytes = std::fs::read(&src)?;
+                atomic_write(&dst, &bytes)?;
+            }
+        }
+    }
+    if !parts.join("manifest.json").is_file() {
+        if store.is_file() {
+            return Ok(store.to_path_buf());
+        }
+        bail!(
+            "{}: nothing to merge (no extraction parts)",
+            parts.display()
+        );
+    }
+    assemble(dataset, &parts, store)?;
+    Ok(store.to_path_buf())
+}
+
+fn progress_bar(len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "extract {spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} clips ({per_sec}, {msg}) ETA {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_parsing() {
+        assert_eq!(
+            "2/4".parse::<Shard>().unwrap(),
+            Shard { index: 2, count: 4 }
+        );
+        for bad in ["0/4", "5/4", "x/2", "3", "1/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn store_names() {
+        let d = Path::new("features");
+        assert_eq!(
+            store_path(d, "esc50", &LayerSelection::Last),
+            Path::new("features/esc50_features_hubert.safetensors")
+        );
+        assert_eq!(
+            store_path(d, "esc50", &LayerSelection::All),
+            Path::new("features/esc50_features_hubert_all.safetensors")
+        );
+        assert_eq!(
+            parts_dir(Path::new("features/x.safetensors")),
+            Path::new("features/x.safetensors.parts")
+        );
+    }
+}

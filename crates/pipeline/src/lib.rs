@@ -1,0 +1,26 @@
+//! The shared task runner: what every dataset binary (`esc50`, `urbansound8k`, ...) is made of.
+//!
+//! A task crate implements [`Task`] (layout parsing, labels, official protocol, archives) and
+//! calls [`cli::main`]; everything else lives here:
+//!
+//! - [`extract`]: parallel decode ahead of the model, length bucketing, batched HuBERT,
+//!   mean pooling per layer, resumable chunks, `--shard K/N`, `merge`;
+//! - [`store`]: the feature store (safetensors, readable from Python);
+//! - [`protocol`]: predefined folds, predefined splits, seeded stratified random splits;
+//! - [`train`]: scaler fit on the training part only, linear and MLP probes per fold and run,
+//!   metrics, results.json, report.md, saved probes;
+//! - [`download`]: official archives with resume, checksums and unpacking.
+
+pub mod cli;
+pub mod download;
+pub mod extract;
+pub mod protocol;
+pub mod store;
+pub mod table;
+pub mod task;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod train;
+
+pub use protocol::{FoldSplit, Protocol};
+pub use task::{Dataset, Item, Partition, Task};

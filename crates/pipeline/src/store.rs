@@ -1,0 +1,314 @@
+//! The feature store: `features/<task>_features_hubert.safetensors`, readable from Python with
+//! `safetensors`:
+//!
+//! - `features` `[N, L, D]` f32: the frame mean of each stored hidden state of each item;
+//! - `labels` `[N]` i64;
+//! - metadata (all values are strings; JSON where structured): `format`, `task`, `model`,
+//!   `revision`, `layers`, `layer_indices`, `pooling`, `dtype`, `class_names`, `items` (path,
+//!   label, split, group, segment per row), `skipped`, `padded`.
+//!
+//! ```python
+//! from safetensors import safe_open
+//! with safe_open("features/esc50_features_hubert.safetensors", "np") as f:
+//!     x, y = f.get_tensor("features"), f.get_tensor("labels")
+//!     items = json.loads(f.metadata()["items"])
+//! ```
+//!
+//! While extracting, finished work lives in `<store>.parts/chunk-NNNNN.safetensors` files, each
+//! written atomically; an interrupted run resumes from them, and the final file is assembled from
+//! them in item order, so it equals an uninterrupted run's byte for byte.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use hubert_core::store::{write_safetensors, RawTensor};
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+
+use crate::task::Item;
+
+/// Format tag written into every store.
+pub const FORMAT: &str = "hubert-probe.features/1";
+
+/// What produced a store: everything that must match for cached work to be reused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Task name.
+    pub task: String,
+    /// Model id or local path.
+    pub model: String,
+    /// Hub revision, when known.
+    pub revision: Option<String>,
+    /// `last`, `all`, or indices.
+    pub layers: String,
+    /// The hidden-state index of each stored layer (`"last_hidden_state"` for `last`).
+    pub layer_indices: Vec<serde_json::Value>,
+    /// Model dtype.
+    pub dtype: String,
+}
+
+/// An item that could not be embedded (`--skip-bad`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Index into the dataset's items.
+    pub index: usize,
+    /// The item's path.
+    pub path: String,
+    /// Why.
+    pub error: String,
+}
+
+/// A finished extraction, in memory or opened from disk.
+#[derive(Debug)]
+pub struct FeatureStore {
+    /// Where it lives.
+    pub path: PathBuf,
+    /// What produced it.
+    pub provenance: Provenance,
+    /// Class names by label.
+    pub class_names: Vec<String>,
+    /// One entry per row of `features`.
+    pub items: Vec<Item>,
+    /// Items left out because they could not be decoded.
+    pub skipped: Vec<Skipped>,
+    /// Paths of items shorter than the model's receptive field, zero-padded to it.
+    pub padded: Vec<String>,
+    /// Stored layers `L`.
+    pub num_layers: usize,
+    /// Feature width `D`.
+    pub dim: usize,
+    mmap: memmap2::Mmap,
+    features_offset: usize,
+}
+
+impl FeatureStore {
+    /// Opens a store written by [`write_store`] (memory-mapped: only the layers used are read).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open feature store {}", path.display()))?;
+        // SAFETY: read-only map of a file this process does not modify; stores are replaced by
+        // atomic renames, never rewritten in place.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }
+            .with_context(|| format!("cannot map {}", path.display()))?;
+        let bad = |msg: String| anyhow::anyhow!("{}: not a feature store: {msg}", path.display());
+        let (header_len, header) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| bad(e.to_string()))?;
+        let meta = header
+            .metadata()
+            .clone()
+            .ok_or_else(|| bad("no metadata".into()))?;
+        if meta.get("format").map(String::as_str) != Some(FORMAT) {
+            bail!(bad(format!(
+                "format is {:?}, expected {FORMAT}",
+                meta.get("format")
+            )));
+        }
+        let get = |k: &str| {
+            meta.get(k)
+                .ok_or_else(|| bad(format!("metadata key `{k}` missing")))
+        };
+        let json = |k: &str| -> Result<serde_json::Value> {
+            serde_json::from_str(get(k)?).map_err(|e| bad(format!("metadata `{k}`: {e}")))
+        };
+        let provenance = Provenance {
+            task: get("task")?.clone(),
+            model: get("model")?.clone(),
+            revision: meta.get("revision").filter(|r| !r.is_empty()).cloned(),
+            layers: get("layers")?.clone(),
+            layer_indices: serde_json::from_value(json("layer_indices")?)?,
+            dtype: get("dtype")?.clone(),
+        };
+        let class_names: Vec<String> = serde_json::from_value(json("class_names")?)?;
+        let items: Vec<Item> = serde_json::from_value(json("items")?)?;
+        let skipped: Vec<Skipped> = serde_json::from_value(json("skipped")?)?;
+        let padded: Vec<String> = serde_json::from_value(json("padded")?)?;
+        let info = header
+            .tensors()
+            .get("features")
+            .cloned()
+            .ok_or_else(|| bad("tensor `features` missing".into()))?;
+        let (n, num_layers, dim) = match info.shape[..] {
+            [n, l, d] => (n, l, d),
+            _ => bail!(bad(format!(
+                "`features` has shape {:?}, expected [N, L, D]",
+                info.shape
+            ))),
+        };
+        if info.dtype != safetensors::Dtype::F32 || n != items.len() {
+            bail!(bad(format!(
+                "`features` is {:?} {:?} for {} items",
+                info.dtype,
+                info.shape,
+                items.len()
+            )));
+        }
+        let features_offset = 8 + header_len + info.data_offsets.0;
+        Ok(Self {
+            path: path.to_path_buf(),
+            provenance,
+            class_names,
+            items,
+            skipped,
+            padded,
+            num_layers,
+            dim,
+            mmap,
+            features_offset,
+        })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the store has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Labels by row.
+    pub fn labels(&self) -> Vec<usize> {
+        self.items.iter().map(|it| it.label).collect()
+    }
+
+    /// The features of stored layer `layer` (`0..num_layers`), `[N, D]` row-major.
+    pub fn layer(&self, layer: usize) -> Result<Vec<f32>> {
+        if layer >= self.num_layers {
+            bail!(
+                "{}: stored layer {layer} requested, the store has {}",
+                self.path.display(),
+                self.num_layers
+            );
+        }
+        let (l, d) = (self.num_layers, self.dim);
+        let bytes = &self.mmap[self.features_offset..];
+        let mut out = Vec::with_capacity(self.len() * d);
+        for row in 0..self.len() {
+            let start = ((row * l + layer) * d) * 4;
+            out.extend(
+                bytes[start..start + d * 4]
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The stored-layer position of `selector`: `last` (the `last_hidden_state` entry, else the
+    /// highest hidden-state index), or a hidden-state index `N`.
+    pub fn resolve_layer(&self, selector: &str) -> Result<usize> {
+        let idx = &self.provenance.layer_indices;
+        if selector == "last" {
+            if let Some(p) = idx.iter().position(|v| v == "last_hidden_state") {
+                return Ok(p);
+            }
+            return idx
+                .iter()
+                .enumerate()
+                .filter_map(|(p, v)| v.as_u64().map(|i| (i, p)))
+                .max()
+                .map(|(_, p)| p)
+                .context("the store has no layers");
+        }
+        let want: u64 = selector.parse().with_context(|| {
+            format!("--layer expects last, all, weighted or a number, got {selector:?}")
+        })?;
+        idx.iter()
+            .position(|v| v.as_u64() == Some(want))
+            .with_context(|| {
+                format!(
+                    "{}: hidden state {want} is not stored (stored: {}); extract with --layers all",
+                    self.path.display(),
+                    self.provenance.layers
+                )
+            })
+    }
+
+    /// sha256 of the file, hex.
+    pub fn sha256(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(&self.mmap[..]);
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Everything [`write_store`] writes.
+pub struct StoreContents<'a> {
+    /// Provenance.
+    pub provenance: &'a Provenance,
+    /// Class names.
+    pub class_names: &'a [String],
+    /// One per row.
+    pub items: &'a [Item],
+    /// `[N * L * D]`.
+    pub features: &'a [f32],
+    /// `L`.
+    pub num_layers: usize,
+    /// `D`.
+    pub dim: usize,
+    /// Left-out items.
+    pub skipped: &'a [Skipped],
+    /// Zero-padded items.
+    pub padded: &'a [String],
+}
+
+/// Writes a store atomically.
+pub fn write_store(path: &Path, c: &StoreContents<'_>) -> Result<()> {
+    let n = c.items.len();
+    if c.features.len() != n * c.num_layers * c.dim {
+        bail!(
+            "internal: {} feature values for {n} items x {} layers x {}",
+            c.features.len(),
+            c.num_layers,
+            c.dim
+        );
+    }
+    let labels: Vec<i64> = c.items.iter().map(|it| it.label as i64).collect();
+    let tensors = vec![
+        (
+            "features".to_string(),
+            RawTensor::f32(vec![n, c.num_layers, c.dim], c.features),
+        ),
+        ("labels".to_string(), RawTensor::i64(vec![n], &labels)),
+    ];
+    let p = c.provenance;
+    let meta = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("task".to_string(), p.task.clone()),
+        ("model".to_string(), p.model.clone()),
+        (
+            "revision".to_string(),
+            p.revision.clone().unwrap_or_default(),
+        ),
+        ("layers".to_string(), p.layers.clone()),
+        (
+            "layer_indices".to_string(),
+            serde_json::to_string(&p.layer_indices)?,
+        ),
+        ("pooling".to_string(), "mean".to_string()),
+        ("dtype".to_string(), p.dtype.clone()),
+        (
+            "class_names".to_string(),
+            serde_json::to_string(c.class_names)?,
+        ),
+        ("items".to_string(), serde_json::to_string(c.items)?),
+        ("skipped".to_string(), serde_json::to_string(c.skipped)?),
+        ("padded".to_string(), serde_json::to_string(c.padded)?),
+    ]);
+    write_safetensors(path, &tensors, meta)
+        .with_context(|| format!("cannot write feature store {}", path.display()))
+}
+
+/// FNV-1a, 64-bit: a stable fingerprint (std's hasher may change between Rust releases).
+pub fn fingerprint(parts: &[&str]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for part in parts {
+        for &b in part.as_bytes().iter().chain(std::iter::once(&0u8)) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{h:016x}")
+}
