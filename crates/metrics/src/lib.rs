@@ -39,6 +39,8 @@
 //! assert!((folds.mean - 0.85).abs() < 1e-12);
 //! ```
 
+#![warn(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 
 /// Errors from metric computation: all are caller mistakes in the inputs.

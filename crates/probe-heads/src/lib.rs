@@ -73,6 +73,8 @@
 //! assert_eq!(loaded.probe.predict_proba(&features[..2]).unwrap().len(), 2);
 //! ```
 
+#![warn(missing_docs)]
+
 use std::path::PathBuf;
 
 mod checkpoint;

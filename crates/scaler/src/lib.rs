@@ -39,6 +39,8 @@
 //! assert_eq!(StandardScaler::load(&path).unwrap(), scaler);
 //! ```
 
+#![warn(missing_docs)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
