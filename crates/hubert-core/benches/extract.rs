@@ -19,7 +19,9 @@ fn arg(args: &[String], name: &str, default: &str) -> String {
 }
 
 fn list(s: &str) -> Vec<f64> {
-    s.split(',').map(|x| x.trim().parse().expect("a number")).collect()
+    s.split(',')
+        .map(|x| x.trim().parse().expect("a number"))
+        .collect()
 }
 
 /// Peak resident set size of this process, from /proc (Linux), in MiB.
@@ -32,7 +34,9 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// Deterministic noise (a 64-bit LCG), the same kind of input the Python side uses.
 fn clip(samples: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..samples)
         .map(|_| {
             state = state
