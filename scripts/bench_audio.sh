@@ -4,11 +4,13 @@
 #
 #   scripts/bench_audio.sh            # 200 clips of 5 s, 44.1 kHz, 16-bit mono
 #   N=50 scripts/bench_audio.sh       # fewer clips
+#   PASSES=9 scripts/bench_audio.sh   # best of 9 passes on each side (default 5)
 #
 # 1. generates the clips into bench-out/audio_clips/ (git-ignored; speech-like, seeded),
 # 2. runs crates/audio-io/benches/decode_resample.rs (`run` mode: audio_io::load on one
 #    thread, then load_many on rayon's pool),
 # 3. runs scripts/bench_librosa.py (one process, BLAS/OpenMP threads pinned to 1),
+#    both sides reporting the best of PASSES passes over all clips,
 # 4. prints a Markdown table: clips/s and audio-seconds/s, per core, and the ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."

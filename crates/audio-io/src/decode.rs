@@ -575,20 +575,26 @@ fn decode_fast_wav(raw: Raw, fast: wav::FastWav, path: &Path) -> Result<Vec<f32>
     let (mut bytes, mut mono) = FAST_BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
     let mut decoded = 0u64;
     let mut step = |data: &[u8], decoded: &mut u64| -> Result<(), AudioError> {
-        mono.clear();
-        wav::frames_to_mono(data, fast.encoding, fast.channels, &mut mono);
-        if fast.encoding.is_float() {
-            if let Some(i) = mono.iter().position(|v| !v.is_finite()) {
-                return Err(AudioError::NonFinite {
-                    path: path.to_path_buf(),
-                    frame: *decoded + i as u64,
-                    value: mono[i],
-                });
-            }
-        }
-        sink.push(&mono).map_err(decoder_err)?;
-        *decoded += mono.len() as u64;
-        Ok(())
+        sink.push_with(
+            &mut mono,
+            |dst: &mut Vec<f32>| {
+                let start = dst.len();
+                wav::frames_to_mono(data, fast.encoding, fast.channels, dst);
+                let new = &dst[start..];
+                if fast.encoding.is_float() {
+                    if let Some(i) = new.iter().position(|v| !v.is_finite()) {
+                        return Err(AudioError::NonFinite {
+                            path: path.to_path_buf(),
+                            frame: *decoded + i as u64,
+                            value: new[i],
+                        });
+                    }
+                }
+                *decoded += new.len() as u64;
+                Ok(())
+            },
+            decoder_err,
+        )
     };
     let total = fast.frames as usize * frame_bytes;
     let result = match raw {

@@ -313,8 +313,26 @@ impl PolyStream {
 
     /// Append input samples and resample every complete block.
     pub fn push(&mut self, samples: &[f32]) {
-        self.frames_in += samples.len() as u64;
-        self.buf.extend_from_slice(samples);
+        let _: Result<(), ()> = self.push_with(|buf| {
+            buf.extend_from_slice(samples);
+            Ok(())
+        });
+    }
+
+    /// Let `fill` append input samples straight into the staging buffer (no intermediate
+    /// copy), then resample every complete block. On `Err` nothing is resampled.
+    pub(crate) fn push_with<E>(
+        &mut self,
+        fill: impl FnOnce(&mut Vec<f32>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let before = self.buf.len();
+        fill(&mut self.buf)?;
+        self.frames_in += (self.buf.len() - before) as u64;
+        self.run_blocks();
+        Ok(())
+    }
+
+    fn run_blocks(&mut self) {
         let f = &*self.filter;
         let span = f.block_span();
         if self.buf.len() < span {

@@ -274,6 +274,25 @@ impl MonoTo16k {
         }
     }
 
+    /// Append input samples written by `fill` into the sink's own buffer where it has one
+    /// (polyphase and pass-through: no intermediate copy), else into `scratch`.
+    pub(crate) fn push_with<E>(
+        &mut self,
+        scratch: &mut Vec<f32>,
+        fill: impl FnOnce(&mut Vec<f32>) -> Result<(), E>,
+        resampler_err: impl FnOnce(String) -> E,
+    ) -> Result<(), E> {
+        match self {
+            MonoTo16k::PassThrough(out) => fill(out),
+            MonoTo16k::Poly(stream) => stream.push_with(fill),
+            MonoTo16k::Resample(stream) => {
+                scratch.clear();
+                fill(scratch)?;
+                stream.push(scratch).map_err(resampler_err)
+            }
+        }
+    }
+
     /// Flush and return exactly `round(n * 16000 / sr)` samples.
     pub(crate) fn finish(self) -> Result<Vec<f32>, String> {
         match self {
