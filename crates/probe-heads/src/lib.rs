@@ -30,7 +30,7 @@
 //! |---|---|---|
 //! | plain Rust loops (LLVM did not vectorise them: scalar code) | 344 µs | 2287 µs |
 //! | explicit AVX2+FMA kernels, separate passes | ~85 µs | ~660 µs |
-//! | + register-blocked gradient rows, fused row passes (this crate) | 50 µs | 316 µs |
+//! | + register-blocked gradient rows, fused row passes (this crate) | 41-50 µs | 286-316 µs |
 //!
 //! Of the MLP step (~290 µs of CPU time), ~100 µs is Adam, bound by the `sqrt` and division units (one each per
 //! 8 parameters; hardware reciprocal estimates with Newton steps measured no faster in cache, so
