@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{fingerprint, write_store, FeatureStore, Provenance, Skipped, StoreContents};
-use crate::task::{Dataset, Task};
+use crate::task::{Dataset, Item, Partition, Task};
 
 /// `--shard K/N`: the K-th (1-based) of N slices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,14 +191,27 @@ pub fn extract(
     prepare_parts(&parts, &manifest)?;
 
     let total_chunks = manifest.num_chunks();
+    // Chunks this call may do: all, or those holding items of `Task::extract_only`.
+    let candidates: Vec<usize> = match task.extract_only() {
+        Some(p) => {
+            let c = chunks_holding(&dataset.items, manifest.chunk_size, p);
+            if c.is_empty() {
+                bail!("{}: no item belongs to {p}", dataset.root.display());
+            }
+            c
+        }
+        None => (0..total_chunks).collect(),
+    };
     let (first, last) = match opts.shard {
         Some(s) => (
-            (s.index - 1) * total_chunks / s.count,
-            s.index * total_chunks / s.count,
+            (s.index - 1) * candidates.len() / s.count,
+            s.index * candidates.len() / s.count,
         ),
-        None => (0, total_chunks),
+        None => (0, candidates.len()),
     };
-    let todo: Vec<usize> = (first..last)
+    let todo: Vec<usize> = candidates[first..last]
+        .iter()
+        .copied()
         .filter(|&c| !chunk_path(&parts, c).is_file())
         .collect();
     if !todo.is_empty() {
@@ -221,6 +234,20 @@ pub fn extract(
             total: total_chunks,
         })
     }
+}
+
+/// The chunks (of `chunk_size` items, in item order) holding at least one item of `partition`,
+/// ascending.
+pub fn chunks_holding(items: &[Item], chunk_size: usize, partition: Partition) -> Vec<usize> {
+    let cs = chunk_size.max(1);
+    let mut chunks: Vec<usize> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, it)| it.split == partition)
+        .map(|(i, _)| i / cs)
+        .collect();
+    chunks.dedup();
+    chunks
 }
 
 fn items_match(store: &FeatureStore, dataset: &Dataset) -> bool {
@@ -580,6 +607,28 @@ mod tests {
         for bad in ["0/4", "5/4", "x/2", "3", "1/0"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn chunks_holding_a_partition() {
+        let item = |split| Item {
+            path: String::new(),
+            label: 0,
+            split,
+            group: None,
+            segment: None,
+        };
+        let items: Vec<Item> = [Partition::Train; 5]
+            .into_iter()
+            .chain([Partition::Valid; 2])
+            .chain([Partition::Test; 3])
+            .map(item)
+            .collect();
+        assert_eq!(chunks_holding(&items, 4, Partition::Train), [0, 1]);
+        assert_eq!(chunks_holding(&items, 4, Partition::Valid), [1]);
+        assert_eq!(chunks_holding(&items, 4, Partition::Test), [1, 2]);
+        assert!(chunks_holding(&items, 4, Partition::Fold(1)).is_empty());
+        assert_eq!(chunks_holding(&items, 0, Partition::Valid), [5, 6]);
     }
 
     #[test]

@@ -134,6 +134,19 @@ pub trait Task: Send + Sync {
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     }
 
+    /// Called by `download` after each resource is fetched, verified and unpacked, with the path
+    /// of the downloaded file (in the download cache): a task whose layout needs a plain file (a
+    /// split list, a metadata table) inside `data_dir` copies it there. Does nothing by default.
+    fn after_fetch(
+        &self,
+        data_dir: &Path,
+        resource: &Resource,
+        downloaded: &Path,
+    ) -> anyhow::Result<()> {
+        let _ = (data_dir, resource, downloaded);
+        Ok(())
+    }
+
     /// Whether `data_dir` looks complete enough to skip `download` in `run`.
     fn is_present(&self, data_dir: &Path) -> bool;
 
@@ -156,6 +169,15 @@ pub trait Task: Send + Sync {
             Some((start, end)) => cut_segment(&samples, start, end),
             None => samples,
         }
+    }
+
+    /// Restricts `extract` to the chunks that hold items of this partition (NSynth's
+    /// `extract --part train|valid|test`). The store still covers every item: extracting each
+    /// partition in turn, in any order, fills the same chunks as one full extraction (a chunk
+    /// straddling two partitions is done by whichever comes first), and the store is assembled
+    /// once every chunk exists. `None` (the default): every chunk.
+    fn extract_only(&self) -> Option<Partition> {
+        None
     }
 
     /// Extra metrics for results.json (ICBHI: sensitivity, specificity, score).
