@@ -53,9 +53,9 @@
 //!
 //! # Download
 //!
-//! `https://www.openslr.org/resources/12/train-clean-100.tar.gz` (6.3 GB, 6,387,309,499 bytes),
-//! md5 `2a93770f6d5c6c964bc36631d331a522` as published in OpenSLR's md5 list and pinned by
-//! several public loaders (DATASETS.md does not list it; it is checked after download).
+//! `https://www.openslr.org/resources/12/train-clean-100.tar.gz` (6.3 GB), md5
+//! `2a93770f6d5c6c964bc36631d331a522`, the value OpenSLR publishes and several public loaders pin
+//! (DATASETS.md does not list it); it is checked after download. The size is not pinned.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -238,7 +238,8 @@ impl Task for LibriSpeech {
             url: ARCHIVE_URL.into(),
             file_name: "train-clean-100.tar.gz".into(),
             md5: Some(ARCHIVE_MD5.into()),
-            size: Some(6_387_309_499),
+            // The size (6,387,309,499 bytes) comes from a single public source: not pinned.
+            size: None,
             unpack: Unpack::TarGz,
         }]
     }
