@@ -8,7 +8,45 @@
 
 use std::time::Instant;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use hubert_core::{parse_dtype, Device, Hubert, LayerSelection};
+use tracing::span::{Attributes, Id};
+use tracing::Subscriber;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+/// Accumulates wall time per span name (inclusive of nested spans): `--profile` prints where a
+/// forward pass spends its time, stage by stage.
+#[derive(Default)]
+struct StageTimes {
+    totals: Mutex<HashMap<&'static str, (f64, u64)>>,
+}
+
+struct Entered(Instant);
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for &'static StageTimes {
+    fn on_new_span(&self, _attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {}
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().replace(Entered(Instant::now()));
+        }
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(Entered(t)) = span.extensions_mut().remove::<Entered>() {
+                let mut totals = self.totals.lock().expect("not poisoned");
+                let e = totals.entry(span.name()).or_insert((0.0, 0));
+                e.0 += t.elapsed().as_secs_f64();
+                e.1 += 1;
+            }
+        }
+    }
+}
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
     args.iter()
@@ -63,6 +101,14 @@ fn main() {
         .collect();
     let reps: usize = arg(&args, "--reps", "3").parse().expect("--reps N");
     let dtype = parse_dtype(&arg(&args, "--dtype", "f32")).expect("--dtype");
+    let profile: Option<&'static StageTimes> = args
+        .iter()
+        .any(|a| a == "--profile")
+        .then(|| &*Box::leak(Box::<StageTimes>::default()));
+    if let Some(times) = profile {
+        let subscriber = tracing_subscriber::registry().with(times);
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+    }
 
     let load_start = Instant::now();
     let hubert = Hubert::load(&model, &Device::Cpu, dtype).expect("load model");
@@ -89,6 +135,15 @@ fn main() {
                 "{{\"impl\": \"hubert-probe\", \"dtype\": \"{dtype:?}\", \"clip_seconds\": {secs}, \"batch\": {batch}, \"median_s\": {median:.4}, \"audio_s_per_s\": {:.2}}}",
                 audio / median
             );
+        }
+    }
+    if let Some(times) = profile {
+        let totals = times.totals.lock().expect("not poisoned");
+        let mut rows: Vec<_> = totals.iter().collect();
+        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        eprintln!("stage (inclusive wall time over all timed and warm-up passes)");
+        for (name, (secs, calls)) in rows {
+            eprintln!("{name:>20} {:>9.1} ms {calls:>6} calls", secs * 1e3);
         }
     }
     println!(

@@ -28,6 +28,7 @@
 
 mod bucket;
 mod config;
+mod cpu;
 mod error;
 mod model;
 mod source;

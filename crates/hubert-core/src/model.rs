@@ -9,6 +9,7 @@ use candle_nn::{Conv1d, Conv1dConfig, GroupNorm, LayerNorm, Linear};
 use tracing::{span, Level};
 
 use crate::config::{Activation, FeatExtractNorm, HubertConfig};
+use crate::cpu::{self, PackedConv, PackedGroupedConv};
 use crate::weights::Weights;
 use crate::{Error, Result};
 
@@ -121,28 +122,100 @@ impl ConvLayer {
 #[derive(Debug)]
 struct FeatureEncoder {
     conv_layers: Vec<ConvLayer>,
+    /// Channels-last GEMM kernels for CPU fp32 with GELU (see [`crate::cpu`]).
+    fast: Option<Vec<(PackedConv, FastNorm)>>,
     span: tracing::Span,
 }
 
+/// The normalisation after a fast conv layer, with its affine parameters.
+#[derive(Debug)]
+enum FastNorm {
+    None,
+    Group(Vec<f32>, Vec<f32>),
+    Layer(Vec<f32>, Vec<f32>),
+}
+
+fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+}
+
 impl FeatureEncoder {
-    fn load(w: &Weights, cfg: &HubertConfig) -> Result<Self> {
-        let conv_layers = (0..cfg.conv_dim.len())
+    fn load(w: &Weights, cfg: &HubertConfig, device: &Device, dtype: DType) -> Result<Self> {
+        let conv_layers: Vec<ConvLayer> = (0..cfg.conv_dim.len())
             .map(|i| ConvLayer::load(w, cfg, i))
             .collect::<Result<_>>()?;
+        let fast_ok = device.is_cpu()
+            && dtype == DType::F32
+            && Activation::from_name(&cfg.feat_extract_activation)? == Activation::Gelu;
+        let fast = if fast_ok {
+            let mut layers = Vec::with_capacity(conv_layers.len());
+            for (i, layer) in conv_layers.iter().enumerate() {
+                let c_in = if i == 0 { 1 } else { cfg.conv_dim[i - 1] };
+                let packed = PackedConv::new(
+                    &to_vec(layer.conv.weight())?,
+                    layer.conv.bias().map(to_vec).transpose()?,
+                    cfg.conv_dim[i],
+                    c_in,
+                    cfg.conv_kernel[i],
+                    cfg.conv_stride[i],
+                );
+                let norm = match &layer.norm {
+                    None => FastNorm::None,
+                    Some(ConvNorm::Group(_)) => {
+                        let p = format!("feature_extractor.conv_layers.{i}.layer_norm");
+                        FastNorm::Group(
+                            to_vec(&w.get(&format!("{p}.weight"), &[cfg.conv_dim[i]])?)?,
+                            to_vec(&w.get(&format!("{p}.bias"), &[cfg.conv_dim[i]])?)?,
+                        )
+                    }
+                    Some(ConvNorm::Layer(ln)) => FastNorm::Layer(
+                        to_vec(ln.weight())?,
+                        to_vec(ln.bias().expect("loaded with a bias"))?,
+                    ),
+                };
+                layers.push((packed, norm));
+            }
+            Some(layers)
+        } else {
+            None
+        };
         Ok(Self {
             conv_layers,
+            fast,
             span: span!(Level::TRACE, "feature-encoder"),
         })
     }
 
-    /// `[B, samples]` -> `[B, C, T]`.
+    /// `[B, samples]` -> `[B, T, C]` (channels last, as the projection wants it).
     fn forward(&self, input_values: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
+        if let Some(layers) = &self.fast {
+            let (b, n) = input_values.dims2()?;
+            let mut outputs = Vec::with_capacity(b);
+            for row in 0..b {
+                let mut x = input_values.get(row)?.to_vec1::<f32>()?;
+                let mut t = n;
+                let mut c = 1;
+                for (i, (conv, norm)) in layers.iter().enumerate() {
+                    let _layer = span!(Level::TRACE, "conv-layer", i).entered();
+                    x = conv.forward(&x, t);
+                    t = conv.out_len(t);
+                    c = conv.c_out;
+                    match norm {
+                        FastNorm::None => cpu::gelu_erf_inplace(&mut x),
+                        FastNorm::Group(w, b) => cpu::group_norm_gelu(&mut x, t, c, w, b, 1e-5),
+                        FastNorm::Layer(w, b) => cpu::layer_norm_gelu(&mut x, c, w, b, 1e-5),
+                    }
+                }
+                outputs.push(Tensor::from_vec(x, (t, c), input_values.device())?);
+            }
+            return Ok(Tensor::stack(&outputs, 0)?);
+        }
         let mut xs = input_values.unsqueeze(1)?;
         for layer in &self.conv_layers {
             xs = layer.forward(&xs)?;
         }
-        Ok(xs)
+        Ok(xs.transpose(1, 2)?)
     }
 }
 
@@ -226,6 +299,8 @@ impl BatchNorm1d {
 #[derive(Debug)]
 struct PositionalConvEmbedding {
     conv: Conv1d,
+    /// Per-group strided GEMMs for CPU fp32 with GELU (see [`crate::cpu`]).
+    fast: Option<PackedGroupedConv>,
     batch_norm: Option<BatchNorm1d>,
     num_pad_remove: usize,
     activation: Activation,
@@ -233,7 +308,7 @@ struct PositionalConvEmbedding {
 }
 
 impl PositionalConvEmbedding {
-    fn load(w: &Weights, cfg: &HubertConfig) -> Result<Self> {
+    fn load(w: &Weights, cfg: &HubertConfig, device: &Device, dtype: DType) -> Result<Self> {
         let d = cfg.hidden_size;
         let k = cfg.num_conv_pos_embeddings;
         let groups = cfg.num_conv_pos_embedding_groups;
@@ -252,6 +327,21 @@ impl PositionalConvEmbedding {
         } else {
             None
         };
+        let activation = Activation::from_name(&cfg.feat_extract_activation)?;
+        let fast = (device.is_cpu()
+            && dtype == DType::F32
+            && batch_norm.is_none()
+            && activation == Activation::Gelu)
+            .then(|| -> Result<PackedGroupedConv> {
+                Ok(PackedGroupedConv::new(
+                    &to_vec(&weight)?,
+                    to_vec(&bias)?,
+                    d,
+                    groups,
+                    k,
+                ))
+            })
+            .transpose()?;
         let conv = Conv1d::new(
             weight,
             Some(bias),
@@ -263,6 +353,7 @@ impl PositionalConvEmbedding {
         );
         Ok(Self {
             conv,
+            fast,
             batch_norm,
             num_pad_remove: usize::from(k % 2 == 0),
             activation: Activation::from_name(&cfg.feat_extract_activation)?,
@@ -273,6 +364,17 @@ impl PositionalConvEmbedding {
     /// `[B, T, D]` -> `[B, T, D]`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
+        if let Some(conv) = &self.fast {
+            let (b, t, d) = xs.dims3()?;
+            let mut outputs = Vec::with_capacity(b);
+            for row in 0..b {
+                let x = xs.get(row)?.flatten_all()?.to_vec1::<f32>()?;
+                let mut y = conv.forward(&x, t);
+                cpu::gelu_erf_inplace(&mut y);
+                outputs.push(Tensor::from_vec(y, (t, d), xs.device())?);
+            }
+            return Ok(Tensor::stack(&outputs, 0)?);
+        }
         let mut xs = xs.transpose(1, 2)?.contiguous()?;
         if let Some(bn) = &self.batch_norm {
             xs = bn.forward(&xs)?;
@@ -512,9 +614,9 @@ impl std::str::FromStr for LayerSelection {
 }
 
 impl Encoder {
-    fn load(w: &Weights, cfg: &HubertConfig) -> Result<Self> {
+    fn load(w: &Weights, cfg: &HubertConfig, device: &Device, dtype: DType) -> Result<Self> {
         Ok(Self {
-            pos_conv_embed: PositionalConvEmbedding::load(w, cfg)?,
+            pos_conv_embed: PositionalConvEmbedding::load(w, cfg, device, dtype)?,
             layer_norm: layer_norm(w, "encoder.layer_norm", cfg.hidden_size, cfg.layer_norm_eps)?,
             layers: (0..cfg.num_hidden_layers)
                 .map(|i| EncoderLayer::load(w, cfg, i))
@@ -570,9 +672,9 @@ impl HubertModel {
     ) -> Result<Self> {
         config.validate()?;
         Ok(Self {
-            feature_extractor: FeatureEncoder::load(weights, &config)?,
+            feature_extractor: FeatureEncoder::load(weights, &config, device, dtype)?,
             feature_projection: FeatureProjection::load(weights, &config)?,
-            encoder: Encoder::load(weights, &config)?,
+            encoder: Encoder::load(weights, &config, device, dtype)?,
             config,
             device: device.clone(),
             dtype,
@@ -603,8 +705,7 @@ impl HubertModel {
         }
         let input_values = input_values.to_device(&self.device)?.to_dtype(self.dtype)?;
         let conv_features = self.feature_extractor.forward(&input_values)?;
-        self.feature_projection
-            .forward(&conv_features.transpose(1, 2)?)
+        self.feature_projection.forward(&conv_features)
     }
 
     /// The full forward pass over a batch of equal-length, already preprocessed clips
