@@ -91,6 +91,7 @@ struct InfoArgs {
 }
 
 fn main() {
+    hubert_core::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("HUBERT_LOG"))
         .with_writer(std::io::stderr)

@@ -86,6 +86,7 @@ fn clip(samples: usize, seed: u64) -> Vec<f32> {
 }
 
 fn main() {
+    hubert_core::tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--model") {
         // `cargo bench --workspace` runs every bench target: without a model there is nothing

@@ -76,6 +76,24 @@ fn cuda_device(ordinal: usize) -> Result<Device> {
     )))
 }
 
+/// Keeps freed memory in the process for reuse instead of returning it to the kernel (glibc).
+///
+/// A forward pass allocates and frees activations of tens of megabytes per op; with glibc's
+/// defaults every such allocation is a fresh `mmap`, and the kernel zeroes each page on first
+/// touch (about 10% of a hubert-base forward pass in a profile). Raising the mmap and trim
+/// thresholds makes the allocator reuse that memory: measured 8.3 -> 9.7 audio-s/s on a 5 s
+/// clip (2 threads). Peak RSS is unchanged (the same peak, now kept). Binaries call this once at
+/// start; it is a no-op on other C libraries.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
 /// Parses a model dtype: `f32`, `f16` or `bf16`.
 pub fn parse_dtype(spec: &str) -> Result<DType> {
     match spec {

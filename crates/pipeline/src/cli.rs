@@ -169,6 +169,7 @@ where
     O: Args + std::fmt::Debug,
     T: Task,
 {
+    hubert_core::tune_allocator();
     let cmd = <Command<O> as Subcommand>::augment_subcommands(
         clap::Command::new(bin)
             .about(about)
