@@ -263,7 +263,10 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let done = chunks(&parts);
-    assert!((2..13).contains(&done), "killed midway: {done} of 13 chunks");
+    assert!(
+        (2..13).contains(&done),
+        "killed midway: {done} of 13 chunks"
+    );
     assert!(!dir.join("esc50_features_hubert.safetensors").exists());
     let out = ok(Command::new(env!("CARGO_BIN_EXE_esc50"))
         .arg("extract")
