@@ -32,12 +32,17 @@ def main():
     ap.add_argument("--batch", default="1,8")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
+    ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    dtype = torch.float32 if args.dtype == "f32" else torch.bfloat16
+    dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    device = torch.device(args.device)
+    # On a GPU, kernels run asynchronously: wait for them before reading the clock.
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
-    model = HubertModel.from_pretrained(args.model, dtype=dtype).eval()
+    model = HubertModel.from_pretrained(args.model, dtype=dtype).to(device).eval()
+    sync()
     load_s = time.perf_counter() - t0
     for secs in [float(s) for s in args.seconds.split(",")]:
         n = int(round(secs * 16000))
@@ -45,24 +50,27 @@ def main():
             clips = [clip(n, i) for i in range(batch)]
 
             def run():
-                x = torch.from_numpy(np.stack([normalise(c) for c in clips])).to(dtype)
+                x = torch.from_numpy(np.stack([normalise(c) for c in clips])).to(device, dtype)
                 with torch.inference_mode():
-                    return model(x).last_hidden_state.mean(1).float()
+                    return model(x).last_hidden_state.float().mean(1).cpu()
 
             run()  # warm-up
             times = []
             for _ in range(args.reps):
+                sync()
                 t = time.perf_counter()
                 run()
+                sync()
                 times.append(time.perf_counter() - t)
             times.sort()
             median = times[len(times) // 2]
-            print(json.dumps({"impl": "pytorch", "dtype": args.dtype, "clip_seconds": secs, "batch": batch,
+            print(json.dumps({"impl": "pytorch", "device": args.device, "dtype": args.dtype, "clip_seconds": secs, "batch": batch,
                               "median_s": round(median, 4), "audio_s_per_s": round(secs * batch / median, 2)}),
                   flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    extra = {"peak_gpu_mib": round(torch.cuda.max_memory_allocated(device) / 2**20)} if device.type == "cuda" else {}
     print(json.dumps({"impl": "pytorch", "peak_rss_mib": round(peak), "load_s": round(load_s, 2),
-                      "torch": torch.__version__}))
+                      "torch": torch.__version__, **extra}))
 
 
 if __name__ == "__main__":
