@@ -15,6 +15,22 @@ pub fn tiny_model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../hubert-core/tests/fixtures/tiny-base")
 }
 
+/// [`tiny_model_dir`] as a command-line argument (`--model`).
+pub fn tiny_model_arg() -> String {
+    tiny_model_dir().display().to_string()
+}
+
+/// Asserts that a finished command succeeded, showing its stdout and stderr when it did not.
+pub fn assert_success(out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "command failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A file server on 127.0.0.1 for download tests; stops when dropped.
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use pipeline::testing::{class_tone, tiny_model_dir, write_wav, zip_dir, TestServer, WavEncoding};
+use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
+use pipeline::testing::{class_tone, write_wav, zip_dir, TestServer, WavEncoding};
 
 const CATEGORIES: [(&str, bool); 5] = [
     ("dog", true),
@@ -54,20 +55,6 @@ fn esc50(dir: &Path, args: &[&str]) -> Command {
         .env_remove("HUBERT_PROBE_MIRROR")
         .env_remove("HUBERT_PROBE_THROTTLE_MS");
     cmd
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "command failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn model() -> String {
-    tiny_model_dir().display().to_string()
 }
 
 #[test]

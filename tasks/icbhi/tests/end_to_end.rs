@@ -16,7 +16,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pipeline::testing::{class_tone, tiny_model_dir, write_wav, zip_dir, TestServer, WavEncoding};
+use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
+use pipeline::testing::{class_tone, write_wav, zip_dir, TestServer, WavEncoding};
 use pipeline::Task;
 use serde_json::Value;
 
@@ -114,10 +115,6 @@ fn make_corpus(data_dir: &Path) -> PathBuf {
     data_dir.to_path_buf()
 }
 
-fn model() -> String {
-    tiny_model_dir().display().to_string()
-}
-
 fn icbhi(tmp: &Path, data: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_icbhi"));
     cmd.args(args)
@@ -134,16 +131,6 @@ fn icbhi(tmp: &Path, data: &Path, args: &[&str]) -> Command {
             .arg(tmp.join("models"));
     }
     cmd
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "command failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn results(tmp: &Path, task: &str) -> Value {

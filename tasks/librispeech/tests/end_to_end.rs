@@ -10,7 +10,8 @@ use std::process::{Command, Output};
 
 use flacenc::component::BitRepr;
 use flacenc::error::Verify;
-use pipeline::testing::{class_tone, tar_gz_dir, tiny_model_dir, TestServer};
+use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
+use pipeline::testing::{class_tone, tar_gz_dir, TestServer};
 
 /// (speaker, sex, subset in SPEAKERS.TXT, name, chapters).
 const SPEAKERS: [(u32, &str, &str, &str, [u32; 2]); 4] = [
@@ -115,20 +116,6 @@ fn librispeech(dir: &Path, args: &[&str]) -> Command {
         .env_remove("HUBERT_PROBE_THROTTLE_MS")
         .env_remove("HUBERT_PROBE_SKIP_CHECKSUMS");
     cmd
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "command failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn model() -> String {
-    tiny_model_dir().display().to_string()
 }
 
 fn results(dir: &Path) -> serde_json::Value {

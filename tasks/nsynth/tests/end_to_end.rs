@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pipeline::testing::{
-    class_tone, tar_gz_dir, tiny_model_dir, write_wav, TestServer, WavEncoding,
-};
+use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
+use pipeline::testing::{class_tone, tar_gz_dir, write_wav, TestServer, WavEncoding};
 
 /// (family index, family, source index): bass, guitar, keyboard everywhere, synth_lead in train
 /// only.
@@ -112,20 +111,6 @@ fn nsynth(dir: &Path, args: &[&str]) -> Command {
         .env_remove("HUBERT_PROBE_THROTTLE_MS")
         .env_remove("HUBERT_PROBE_SKIP_CHECKSUMS");
     cmd
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "command failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn model() -> String {
-    tiny_model_dir().display().to_string()
 }
 
 #[test]

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pipeline::testing::{class_tone, tiny_model_dir, write_wav, TestServer, WavEncoding};
+use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
+use pipeline::testing::{class_tone, write_wav, TestServer, WavEncoding};
 
 /// Speaker hashes; the first four train, the fifth is in validation_list.txt, the sixth in
 /// testing_list.txt (the official lists assign whole speakers).
@@ -97,20 +98,6 @@ fn speechcommands(dir: &Path, args: &[&str]) -> Command {
         .env_remove("HUBERT_PROBE_THROTTLE_MS")
         .env_remove("HUBERT_PROBE_SKIP_CHECKSUMS");
     cmd
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "command failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn model() -> String {
-    tiny_model_dir().display().to_string()
 }
 
 fn results(dir: &Path, task: &str) -> serde_json::Value {

@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pipeline::testing::{
-    class_tone, tar_gz_dir, tiny_model_dir, write_wav, TestServer, WavEncoding,
-};
+use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
+use pipeline::testing::{class_tone, tar_gz_dir, write_wav, TestServer, WavEncoding};
 
 /// (classID, class): three of the ten classes, so labels are renumbered 0..3 in classID order.
 const CLASSES: [(usize, &str); 3] = [(1, "car_horn"), (3, "dog_bark"), (6, "gun_shot")];
@@ -67,20 +66,6 @@ fn us8k(dir: &Path, args: &[&str]) -> Command {
         .env_remove("HUBERT_PROBE_MIRROR")
         .env_remove("HUBERT_PROBE_THROTTLE_MS");
     cmd
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "command failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn model() -> String {
-    tiny_model_dir().display().to_string()
 }
 
 fn read_results(dir: &Path) -> serde_json::Value {
