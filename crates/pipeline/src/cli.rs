@@ -102,6 +102,9 @@ pub struct TrainArgs {
     /// (0: train for all epochs, as the original study did).
     #[arg(long, default_value_t = 0.0)]
     pub val_fraction: f64,
+    /// Skip the PNG plots (confusion matrices, t-SNE, per-layer accuracy).
+    #[arg(long)]
+    pub no_plots: bool,
     /// Feature store to read (default: the one `extract` writes for the chosen layers).
     #[arg(long, value_name = "FILE")]
     pub features: Option<PathBuf>,
@@ -424,6 +427,7 @@ fn run_train(
         val_fraction: args.val_fraction,
         results_dir: paths.results_dir.join(task.name()),
         models_dir: paths.models_dir.clone(),
+        plots: !args.no_plots,
     };
     let outcome = train(task, &store, &opts)?;
     println!("{} ({})", task.name(), opts.protocol.describe());

@@ -9,11 +9,13 @@
 //! - [`protocol`]: predefined folds, predefined splits, seeded stratified random splits;
 //! - [`train`]: scaler fit on the training part only, linear and MLP probes per fold and run,
 //!   metrics, results.json, report.md, saved probes;
+//! - [`figures`]: the PNG plots next to results.json (confusion, t-SNE, per layer);
 //! - [`download`]: official archives with resume, checksums and unpacking.
 
 pub mod cli;
 pub mod download;
 pub mod extract;
+pub mod figures;
 pub mod protocol;
 pub mod store;
 pub mod table;

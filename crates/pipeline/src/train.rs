@@ -70,6 +70,8 @@ pub struct TrainOptions {
     pub results_dir: PathBuf,
     /// Where the probes are saved (`models/`).
     pub models_dir: PathBuf,
+    /// Draw the PNG plots (confusion matrices, t-SNE, per-layer accuracy) next to results.json.
+    pub plots: bool,
 }
 
 /// One probe's aggregated results (the `results.json` schema).
@@ -250,22 +252,28 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
         }
     }
 
-    let results_json = results_json(task, store, opts, &folds, &per_layer, &saved)?;
     std::fs::create_dir_all(&opts.results_dir)
         .with_context(|| format!("cannot create {}", opts.results_dir.display()))?;
+    let (final_pos, final_layer) = &per_layer[reported];
+    for (key, r) in final_layer {
+        write_confusion_csv(&opts.results_dir.join(format!("confusion_{key}.csv")), r)?;
+    }
+    let figures = if opts.plots {
+        write_figures(task, store, opts, &per_layer, *final_pos)?
+    } else {
+        Vec::new()
+    };
+    let mut results_json = results_json(task, store, opts, &folds, &per_layer, &saved)?;
+    results_json["plots"] = serde_json::json!(figures);
     let results_path = opts.results_dir.join("results.json");
     hubert_core::store::atomic_write(
         &results_path,
         serde_json::to_string_pretty(&results_json)?.as_bytes(),
     )?;
-    let (_, final_layer) = &per_layer[reported];
-    for (key, r) in final_layer {
-        write_confusion_csv(&opts.results_dir.join(format!("confusion_{key}.csv")), r)?;
-    }
     let report_path = opts.results_dir.join("report.md");
     hubert_core::store::atomic_write(
         &report_path,
-        crate::train::report_markdown(task, store, opts, &per_layer, &saved).as_bytes(),
+        crate::train::report_markdown(task, store, opts, &per_layer, &saved, &figures).as_bytes(),
     )?;
     Ok(TrainOutcome {
         results: results_json,
@@ -399,6 +407,51 @@ fn aggregate(
     })
 }
 
+/// Draws the plots of the module docs of [`crate::figures`]; returns their file names.
+fn write_figures(
+    task: &dyn Task,
+    store: &FeatureStore,
+    opts: &TrainOptions,
+    per_layer: &[(usize, LayerResults)],
+    reported_pos: usize,
+) -> Result<Vec<String>> {
+    let dir = &opts.results_dir;
+    let name = task.name();
+    let (_, final_layer) = per_layer.last().context("no layer trained")?;
+    let layer = layer_label(store, reported_pos).to_string();
+    let probes: Vec<crate::figures::Confusion<'_>> = final_layer
+        .iter()
+        .map(|(k, r)| crate::figures::Confusion {
+            key: k,
+            classes: &r.classes,
+            counts: &r.confusion_matrix,
+        })
+        .collect();
+    let mut written = crate::figures::confusion_plots(dir, &name, &layer, &probes)?;
+    if per_layer.len() > 1 {
+        let labels: Vec<String> = per_layer
+            .iter()
+            .map(|(pos, _)| layer_label(store, *pos).to_string())
+            .collect();
+        let series = final_layer
+            .iter()
+            .enumerate()
+            .map(|(k, (key, _))| {
+                let acc = |f: fn(&MeanStd) -> f64| {
+                    per_layer
+                        .iter()
+                        .map(|(_, l)| f(&l[k].1.accuracy))
+                        .collect::<Vec<f64>>()
+                };
+                (key.clone(), acc(|m| m.mean), acc(|m| m.std))
+            })
+            .collect();
+        written.push(crate::figures::per_layer_plot(dir, &name, &labels, series)?);
+    }
+    written.push(crate::figures::tsne_plot(dir, &name, store, reported_pos)?);
+    Ok(written)
+}
+
 fn layer_label(store: &FeatureStore, pos: usize) -> serde_json::Value {
     store
         .provenance
@@ -521,6 +574,7 @@ pub fn report_markdown(
     opts: &TrainOptions,
     per_layer: &[(usize, LayerResults)],
     saved: &[String],
+    figures: &[String],
 ) -> String {
     use std::fmt::Write;
     let mut s = String::new();
@@ -626,6 +680,12 @@ pub fn report_markdown(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if !figures.is_empty() {
+        let _ = writeln!(s, "\n## Plots\n");
+        for f in figures {
+            let _ = writeln!(s, "![{f}]({f})");
+        }
+    }
     if !saved.is_empty() {
         let _ = writeln!(
             s,

@@ -1,0 +1,157 @@
+//! Per-layer probes, the learned layer weighting, every plot, and the cross-task report, end to
+//! end on a generated ESC-50 corpus (official layout) with the tiny fixture model.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pipeline::testing::{class_tone, tiny_model_dir, write_wav, WavEncoding};
+
+const CATEGORIES: [&str; 5] = ["dog", "rooster", "pig", "cow", "frog"];
+
+/// Writes `ESC-50-master/` under `parent`: 5 classes x 5 folds x 2 takes of one source clip,
+/// as in `end_to_end.rs`.
+fn make_corpus(parent: &Path) -> PathBuf {
+    let root = parent.join("ESC-50-master");
+    let mut csv = String::from("filename,fold,target,category,esc10,src_file,take\n");
+    for fold in 1..=5u32 {
+        for (target, category) in CATEGORIES.iter().enumerate() {
+            let src = 100_000 + fold as usize * 100 + target;
+            for (t, take) in ["A", "B"].iter().enumerate() {
+                let name = format!("{fold}-{src}-{take}-{target}.wav");
+                let seed = (fold as u64) * 1000 + target as u64 * 10 + t as u64;
+                let audio = class_tone(target, seed, 5.0, 44_100);
+                write_wav(
+                    &root.join("audio").join(&name),
+                    44_100,
+                    1,
+                    WavEncoding::Pcm16,
+                    &audio,
+                );
+                csv.push_str(&format!(
+                    "{name},{fold},{target},{category},False,{src},{take}\n"
+                ));
+            }
+        }
+    }
+    std::fs::create_dir_all(root.join("meta")).unwrap();
+    std::fs::write(root.join("meta/esc50.csv"), csv).unwrap();
+    root
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "command failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `esc50 <args>` with every folder under `dir`.
+fn esc50(dir: &Path, data: &Path, args: &[&str]) -> Output {
+    ok(Command::new(env!("CARGO_BIN_EXE_esc50"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--features-dir")
+        .arg(dir.join("features"))
+        .arg("--results-dir")
+        .arg(dir.join("results"))
+        .arg("--models-dir")
+        .arg(dir.join("models"))
+        .env_remove("HUBERT_PROBE_MIRROR")
+        .output()
+        .unwrap())
+}
+
+/// Width and height of a PNG, after checking its signature, IHDR and IEND.
+fn png_size(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{} missing: {e}", path.display()));
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", path.display());
+    assert_eq!(&bytes[12..16], b"IHDR", "{}", path.display());
+    assert_eq!(&bytes[bytes.len() - 8..bytes.len() - 4], b"IEND");
+    let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+    let (w, h) = (be(16), be(20));
+    assert!(
+        (300..4000).contains(&w) && (300..4000).contains(&h),
+        "{}: {w}x{h}",
+        path.display()
+    );
+    assert!(
+        bytes.len() > 5_000,
+        "{}: {} bytes",
+        path.display(),
+        bytes.len()
+    );
+    (w, h)
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn per_layer_weighted_plots_and_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_corpus(tmp.path());
+    let dir = tmp.path();
+    let model = tiny_model_dir().display().to_string();
+    let results = dir.join("results/esc50");
+
+    // One probe per stored layer.
+    esc50(
+        dir,
+        &data,
+        &[
+            "run", "--model", &model, "--layers", "all", "--layer", "all", "--epochs", "20",
+        ],
+    );
+    let r = read_json(&results.join("results.json"));
+    let per_layer = r["per_layer"].as_array().unwrap();
+    let stored = r["features"]["layers_stored"].as_str().unwrap();
+    assert_eq!(stored, "all");
+    let n_layers = per_layer.len();
+    assert!(
+        n_layers >= 3,
+        "tiny model stores every hidden state: {n_layers}"
+    );
+    for (i, entry) in per_layer.iter().enumerate() {
+        assert_eq!(entry["layer"], i, "layers in order");
+        for probe in ["linear", "mlp"] {
+            let acc = entry[probe]["accuracy"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&acc), "layer {i} {probe}: {acc}");
+        }
+    }
+    // The reported probes are the last layer's.
+    assert_eq!(
+        per_layer[n_layers - 1]["linear"]["accuracy"],
+        r["probes"]["linear"]["accuracy"]["mean"]
+    );
+    let plots: Vec<String> = serde_json::from_value(r["plots"].clone()).unwrap();
+    for f in [
+        "confusion_linear.png",
+        "confusion_mlp.png",
+        "per_layer.png",
+        "tsne.png",
+    ] {
+        assert!(plots.contains(&f.to_string()), "{f} listed in {plots:?}");
+        png_size(&results.join(f));
+    }
+    let report = std::fs::read_to_string(results.join("report.md")).unwrap();
+    assert!(report.contains("## Per layer") && report.contains("![per_layer.png](per_layer.png)"));
+    keep_for_docs(&results, "esc50-layers");
+}
+
+/// With `HUBERT_PROBE_KEEP_PLOTS=DIR`, copies the results folder to `DIR/<name>` to look at
+/// the plots (the docs' pictures come from such a run).
+fn keep_for_docs(results: &Path, name: &str) {
+    if let Some(keep) = std::env::var_os("HUBERT_PROBE_KEEP_PLOTS") {
+        let to = Path::new(&keep).join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(results).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
