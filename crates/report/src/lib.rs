@@ -1,0 +1,589 @@
+//! The cross-task report: reads every `<results-dir>/<task>/results.json` (the schema the
+//! task binaries write, see DESIGN.md) and writes
+//!
+//! - `summary.md`, `summary.csv`, `summary.json`: one row per task and probe with accuracy and
+//!   macro-F1 as mean ± std over folds x runs, the best probe per task (highest mean accuracy),
+//!   and each task's protocol, layer and item count, like the original study's table;
+//! - `task_similarity.md`, `task_similarity.png`: for tasks trained with `--layer all`, the
+//!   Pearson correlation of their per-layer accuracy profiles (the probes' mean accuracy at
+//!   each hidden state): two tasks correlate when the same layers serve them well, whatever their
+//!   absolute accuracy.
+//!
+//! ```no_run
+//! let written = report::write_report(std::path::Path::new("results")).unwrap();
+//! assert!(written.iter().any(|p| p.ends_with("summary.md")));
+//! ```
+
+#![warn(missing_docs)]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One probe of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeSummary {
+    /// `linear`, `mlp`.
+    pub probe: String,
+    /// Mean test accuracy over folds x runs.
+    pub accuracy_mean: f64,
+    /// Sample standard deviation of the test accuracy over folds x runs.
+    pub accuracy_std: f64,
+    /// Mean macro-F1.
+    pub macro_f1_mean: f64,
+    /// Sample standard deviation of macro-F1.
+    pub macro_f1_std: f64,
+    /// Number of fold x run evaluations behind the figures.
+    pub evaluations: usize,
+    /// Task-specific metrics (ICBHI Se / Sp / score), when the task reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_metrics: Option<Value>,
+}
+
+/// One task's row group of the summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    /// Task name (`esc50`).
+    pub task: String,
+    /// One-line description of the task.
+    pub description: String,
+    /// `official`, `random`, ...
+    pub protocol: String,
+    /// The protocol in words (`5-fold CV over ...`).
+    pub protocol_description: String,
+    /// Hidden state the probes were trained on (an index, `"weighted"`, ...).
+    pub layer: Value,
+    /// Items in the feature store.
+    pub items: u64,
+    /// Model id or path.
+    pub model: String,
+    /// Every probe, in results.json order.
+    pub probes: Vec<ProbeSummary>,
+    /// The probe with the highest mean accuracy.
+    pub best_probe: String,
+    /// Per-layer profile (mean over the probes of the accuracy at each hidden state), with
+    /// `--layer all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_layer: Option<Vec<f64>>,
+    /// Learned softmax layer weights per probe, with `--layer weighted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_weights: Option<Value>,
+    /// The task's PNG plots, relative to the results folder.
+    pub plots: Vec<String>,
+}
+
+/// Reads one results.json.
+pub fn read_task(path: &Path) -> Result<TaskSummary> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let r: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let task = r["task"]
+        .as_str()
+        .with_context(|| format!("{}: no \"task\"", path.display()))?
+        .to_string();
+    let probes_obj = r["probes"]
+        .as_object()
+        .with_context(|| format!("{}: no \"probes\" object", path.display()))?;
+    let num = |v: &Value, what: &str| -> Result<f64> {
+        v.as_f64()
+            .with_context(|| format!("{}: {what} is not a number", path.display()))
+    };
+    let mut probes = Vec::new();
+    for (name, p) in probes_obj {
+        probes.push(ProbeSummary {
+            probe: name.clone(),
+            accuracy_mean: num(&p["accuracy"]["mean"], "accuracy.mean")?,
+            accuracy_std: num(&p["accuracy"]["std"], "accuracy.std")?,
+            macro_f1_mean: num(&p["macro_f1"]["mean"], "macro_f1.mean")?,
+            macro_f1_std: num(&p["macro_f1"]["std"], "macro_f1.std")?,
+            evaluations: p["evaluations"].as_array().map_or(0, Vec::len),
+            task_metrics: p.get("task_metrics").filter(|v| !v.is_null()).cloned(),
+        });
+    }
+    if probes.is_empty() {
+        bail!("{}: no probe results", path.display());
+    }
+    let best_probe = probes
+        .iter()
+        .max_by(|a, b| a.accuracy_mean.total_cmp(&b.accuracy_mean))
+        .map(|p| p.probe.clone())
+        .unwrap_or_default();
+    let per_layer = r["per_layer"].as_array().map(|layers| {
+        layers
+            .iter()
+            .map(|entry| {
+                let accs: Vec<f64> = probes
+                    .iter()
+                    .filter_map(|p| entry[&p.probe]["accuracy"].as_f64())
+                    .collect();
+                accs.iter().sum::<f64>() / accs.len() as f64
+            })
+            .collect()
+    });
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    Ok(TaskSummary {
+        task,
+        description: s(&r["description"]),
+        protocol: s(&r["protocol"]["name"]),
+        protocol_description: s(&r["protocol"]["description"]),
+        layer: r["features"]["layer"].clone(),
+        items: r["features"]["items"].as_u64().unwrap_or(0),
+        model: s(&r["features"]["model"]),
+        probes,
+        best_probe,
+        per_layer,
+        layer_weights: r.get("layer_weights").filter(|v| !v.is_null()).cloned(),
+        plots: serde_json::from_value(r["plots"].clone()).unwrap_or_default(),
+    })
+}
+
+/// Every `<dir>/<task>/results.json`, sorted by task name. Errors when there is none.
+pub fn collect(results_dir: &Path) -> Result<Vec<TaskSummary>> {
+    let entries = std::fs::read_dir(results_dir).with_context(|| {
+        format!(
+            "cannot read {} (run a task's `train` or `run` first, or pass --results-dir)",
+            results_dir.display()
+        )
+    })?;
+    let mut tasks = Vec::new();
+    for entry in entries {
+        let path = entry?.path().join("results.json");
+        if path.is_file() {
+            tasks.push(read_task(&path)?);
+        }
+    }
+    if tasks.is_empty() {
+        bail!(
+            "no <task>/results.json under {}; run e.g. `esc50 run` first",
+            results_dir.display()
+        );
+    }
+    tasks.sort_by(|a, b| a.task.cmp(&b.task));
+    Ok(tasks)
+}
+
+fn layer_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "?".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The summary table as Markdown: one column pair per probe, the best probe in bold.
+pub fn summary_markdown(tasks: &[TaskSummary]) -> String {
+    let mut probe_names: Vec<String> = Vec::new();
+    for t in tasks {
+        for p in &t.probes {
+            if !probe_names.contains(&p.probe) {
+                probe_names.push(p.probe.clone());
+            }
+        }
+    }
+    let mut s = String::from("# Results across tasks\n\n");
+    let _ = writeln!(
+        s,
+        "Accuracy and macro-F1 are mean ± sample std over every fold x run evaluation of the \
+         task's protocol; the best probe (highest mean accuracy) is in bold.\n"
+    );
+    let _ = write!(s, "| task | protocol | layer |");
+    for p in &probe_names {
+        let _ = write!(s, " {p} accuracy | {p} macro-F1 |");
+    }
+    let _ = writeln!(s, " best probe |");
+    let _ = writeln!(
+        s,
+        "|---|---|---|{}---|",
+        "---|---|".repeat(probe_names.len())
+    );
+    for t in tasks {
+        let _ = write!(
+            s,
+            "| {} | {} | {} |",
+            t.task,
+            t.protocol,
+            layer_text(&t.layer)
+        );
+        for name in &probe_names {
+            match t.probes.iter().find(|p| &p.probe == name) {
+                Some(p) => {
+                    let bold = if p.probe == t.best_probe { "**" } else { "" };
+                    let _ = write!(
+                        s,
+                        " {bold}{:.4} ± {:.4}{bold} | {:.4} ± {:.4} |",
+                        p.accuracy_mean, p.accuracy_std, p.macro_f1_mean, p.macro_f1_std
+                    );
+                }
+                None => s.push_str(" — | — |"),
+            }
+        }
+        let _ = writeln!(s, " {} |", t.best_probe);
+    }
+    let _ = writeln!(s, "\n## Protocols\n");
+    for t in tasks {
+        let evaluations = t.probes.first().map_or(0, |p| p.evaluations);
+        let _ = writeln!(
+            s,
+            "- **{}** ({}): {} — {} items, {} evaluations per probe, model `{}`",
+            t.task, t.description, t.protocol_description, t.items, evaluations, t.model
+        );
+    }
+    let metrics: Vec<&TaskSummary> = tasks
+        .iter()
+        .filter(|t| t.probes.iter().any(|p| p.task_metrics.is_some()))
+        .collect();
+    if !metrics.is_empty() {
+        let _ = writeln!(s, "\n## Task-specific metrics\n");
+        for t in metrics {
+            for p in &t.probes {
+                if let Some(m) = &p.task_metrics {
+                    let _ = writeln!(s, "- {} {}: `{m}`", t.task, p.probe);
+                }
+            }
+        }
+    }
+    let weighted: Vec<&TaskSummary> = tasks.iter().filter(|t| t.layer_weights.is_some()).collect();
+    if !weighted.is_empty() {
+        let _ = writeln!(s, "\n## Learned layer weights (`--layer weighted`)\n");
+        for t in weighted {
+            if let Some(w) = &t.layer_weights {
+                let _ = writeln!(s, "- {}: `{w}`", t.task);
+            }
+        }
+    }
+    let _ = writeln!(s, "\n## Plots\n");
+    for t in tasks {
+        if t.plots.is_empty() {
+            continue;
+        }
+        let links: Vec<String> = t
+            .plots
+            .iter()
+            .map(|p| format!("[{p}]({}/{p})", t.task))
+            .collect();
+        let _ = writeln!(s, "- {}: {}", t.task, links.join(", "));
+    }
+    s
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The summary as CSV, one row per task and probe.
+pub fn summary_csv(tasks: &[TaskSummary]) -> String {
+    let mut s = String::from(
+        "task,protocol,protocol_description,layer,items,probe,accuracy_mean,accuracy_std,macro_f1_mean,macro_f1_std,evaluations,best\n",
+    );
+    for t in tasks {
+        for p in &t.probes {
+            let _ = writeln!(
+                s,
+                "{},{},{},{},{},{},{},{},{},{},{},{}",
+                csv_field(&t.task),
+                csv_field(&t.protocol),
+                csv_field(&t.protocol_description),
+                csv_field(&layer_text(&t.layer)),
+                t.items,
+                csv_field(&p.probe),
+                p.accuracy_mean,
+                p.accuracy_std,
+                p.macro_f1_mean,
+                p.macro_f1_std,
+                p.evaluations,
+                p.probe == t.best_probe
+            );
+        }
+    }
+    s
+}
+
+/// Pearson correlation of two equally long profiles; `None` when either is constant or the
+/// lengths differ.
+pub fn profile_correlation(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.len() != b.len() || a.len() < 2 || a.iter().chain(b).any(|v| !v.is_finite()) {
+        return None;
+    }
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    if va <= 1e-12 || vb <= 1e-12 {
+        return None;
+    }
+    Some((cov / (va * vb).sqrt()).clamp(-1.0, 1.0))
+}
+
+/// Task x task correlation of per-layer profiles, over the tasks that have one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Similarity {
+    /// Tasks with a per-layer profile, in matrix order.
+    pub tasks: Vec<String>,
+    /// `matrix[i][j]`: Pearson correlation, `None` where a profile is constant or the layer
+    /// counts differ.
+    pub matrix: Vec<Vec<Option<f64>>>,
+    /// Tasks without a per-layer profile (not trained with `--layer all`).
+    pub without_profile: Vec<String>,
+}
+
+/// The similarity of the module docs.
+pub fn similarity(tasks: &[TaskSummary]) -> Similarity {
+    let with: Vec<&TaskSummary> = tasks.iter().filter(|t| t.per_layer.is_some()).collect();
+    let matrix = with
+        .iter()
+        .map(|a| {
+            with.iter()
+                .map(|b| {
+                    profile_correlation(
+                        a.per_layer.as_deref().unwrap_or_default(),
+                        b.per_layer.as_deref().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    Similarity {
+        tasks: with.iter().map(|t| t.task.clone()).collect(),
+        matrix,
+        without_profile: tasks
+            .iter()
+            .filter(|t| t.per_layer.is_none())
+            .map(|t| t.task.clone())
+            .collect(),
+    }
+}
+
+fn similarity_markdown(sim: &Similarity, tasks: &[TaskSummary]) -> String {
+    let mut s = String::from("# Task similarity\n\n");
+    let _ = writeln!(
+        s,
+        "Pearson correlation between tasks' per-layer accuracy profiles (the probes' mean test \
+         accuracy at each hidden state, from `train --layer all`): 1 means the same layers \
+         serve both tasks best, whatever their absolute accuracy. `n/a`: a constant profile \
+         (e.g. every layer at 100 %) or different layer counts.\n"
+    );
+    if sim.tasks.is_empty() {
+        let _ = writeln!(
+            s,
+            "No task has a per-layer profile yet: run `<task> run --layers all --layer all`."
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "| | {} |\n|---|{}",
+            sim.tasks.join(" | "),
+            "---|".repeat(sim.tasks.len())
+        );
+        for (task, row) in sim.tasks.iter().zip(&sim.matrix) {
+            let cells: Vec<String> = row
+                .iter()
+                .map(|v| v.map_or("n/a".into(), |v| format!("{v:.3}")))
+                .collect();
+            let _ = writeln!(s, "| {task} | {} |", cells.join(" | "));
+        }
+        let _ = writeln!(s, "\nProfiles (accuracy per hidden state):\n");
+        for t in tasks {
+            if let Some(p) = &t.per_layer {
+                let v: Vec<String> = p.iter().map(|a| format!("{a:.3}")).collect();
+                let _ = writeln!(s, "- {}: {}", t.task, v.join(", "));
+            }
+        }
+        let _ = writeln!(s, "\n![task similarity](task_similarity.png)");
+    }
+    if !sim.without_profile.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nWithout a per-layer profile: {}.",
+            sim.without_profile.join(", ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nLinear CKA between tasks' features needs the same items embedded for both tasks; the \
+         six datasets share no audio files, so it is not computed here."
+    );
+    s
+}
+
+/// Writes the summary and similarity files into `results_dir`; returns their paths.
+pub fn write_report(results_dir: &Path) -> Result<Vec<PathBuf>> {
+    let tasks = collect(results_dir)?;
+    let mut written = Vec::new();
+    let mut write = |name: &str, contents: String| -> Result<()> {
+        let path = results_dir.join(name);
+        std::fs::write(&path, contents)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+        Ok(())
+    };
+    write("summary.md", summary_markdown(&tasks))?;
+    write("summary.csv", summary_csv(&tasks))?;
+    write(
+        "summary.json",
+        serde_json::to_string_pretty(&serde_json::json!({ "tasks": tasks }))?,
+    )?;
+    let sim = similarity(&tasks);
+    write("task_similarity.md", similarity_markdown(&sim, &tasks))?;
+    if !sim.tasks.is_empty() {
+        let path = results_dir.join("task_similarity.png");
+        let values: Vec<Vec<f64>> = sim
+            .matrix
+            .iter()
+            .map(|row| row.iter().map(|v| v.unwrap_or(0.0)).collect())
+            .collect();
+        let annotations: Vec<Vec<String>> = sim
+            .matrix
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|v| v.map_or("n/a".into(), |v| format!("{v:.2}")))
+                    .collect()
+            })
+            .collect();
+        plots::heat_map(
+            &path,
+            &plots::HeatMap {
+                title: "task similarity: correlation of per-layer accuracy profiles",
+                rows: &sim.tasks,
+                cols: &sim.tasks,
+                values: &values,
+                range: (-1.0, 1.0),
+                annotations: Some(&annotations),
+                row_title: "task",
+                col_title: "task",
+                colorbar_label: "Pearson r",
+            },
+        )
+        .context("cannot plot task_similarity.png")?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results(task: &str, lin: f64, mlp: f64, profile: Option<&[f64]>) -> Value {
+        let probe = |acc: f64| {
+            serde_json::json!({
+                "accuracy": {"mean": acc, "std": 0.01, "per_fold": [acc]},
+                "macro_f1": {"mean": acc - 0.05, "std": 0.02, "per_fold": [acc]},
+                "evaluations": [{}, {}],
+            })
+        };
+        let mut v = serde_json::json!({
+            "task": task, "description": "d, with comma",
+            "protocol": {"name": "official", "description": "5-fold CV"},
+            "features": {"layer": 12, "items": 100, "model": "m"},
+            "probes": {"linear": probe(lin), "mlp": probe(mlp)},
+            "plots": ["tsne.png"],
+        });
+        if let Some(p) = profile {
+            v["per_layer"] = p
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    serde_json::json!({"layer": i, "linear": {"accuracy": a - 0.1}, "mlp": {"accuracy": a}})
+                })
+                .collect();
+        }
+        v
+    }
+
+    fn write(dir: &Path, task: &str, v: &Value) {
+        std::fs::create_dir_all(dir.join(task)).unwrap();
+        std::fs::write(dir.join(task).join("results.json"), v.to_string()).unwrap();
+    }
+
+    #[test]
+    fn table_similarity_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "esc50",
+            &results("esc50", 0.7, 0.8, Some(&[0.5, 0.6, 0.7])),
+        );
+        write(
+            dir.path(),
+            "nsynth",
+            &results("nsynth", 0.6, 0.5, Some(&[0.7, 0.6, 0.5])),
+        );
+        write(
+            dir.path(),
+            "icbhi",
+            &results("icbhi", 0.6, 0.5, Some(&[0.4, 0.5, 0.6])),
+        );
+        write(
+            dir.path(),
+            "librispeech",
+            &results("librispeech", 0.9, 0.95, None),
+        );
+        std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+        let written = write_report(dir.path()).unwrap();
+        assert_eq!(written.len(), 5);
+
+        let tasks = collect(dir.path()).unwrap();
+        let names: Vec<&str> = tasks.iter().map(|t| t.task.as_str()).collect();
+        assert_eq!(names, ["esc50", "icbhi", "librispeech", "nsynth"]);
+        assert_eq!(tasks[0].best_probe, "mlp");
+        assert_eq!(tasks[1].best_probe, "linear");
+        let profile = tasks[0].per_layer.as_ref().unwrap();
+        for (got, want) in profile.iter().zip([0.45, 0.55, 0.65]) {
+            assert!((got - want).abs() < 1e-12, "{profile:?}");
+        }
+
+        let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+        assert!(md.contains("| esc50 | official | 12 | 0.7000 ± 0.0100 | 0.6500 ± 0.0200 | **0.8000 ± 0.0100** |"), "{md}");
+        assert!(md.contains("5-fold CV") && md.contains("[tsne.png](esc50/tsne.png)"));
+        let csv = std::fs::read_to_string(dir.path().join("summary.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 8);
+        assert!(
+            csv.contains("esc50,official,5-fold CV,12,100,mlp,0.8,0.01,0.75"),
+            "{csv}"
+        );
+        let json: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["tasks"].as_array().unwrap().len(), 4);
+
+        let sim = similarity(&tasks);
+        assert_eq!(sim.tasks, ["esc50", "icbhi", "nsynth"]);
+        assert_eq!(sim.without_profile, ["librispeech"]);
+        let r = |i: usize, j: usize| sim.matrix[i][j].unwrap();
+        assert!((r(0, 1) - 1.0).abs() < 1e-9, "same shape");
+        assert!((r(0, 2) + 1.0).abs() < 1e-9, "opposite shape");
+        let sim_md = std::fs::read_to_string(dir.path().join("task_similarity.md")).unwrap();
+        assert!(
+            sim_md.contains("| esc50 | 1.000 | 1.000 | -1.000 |"),
+            "{sim_md}"
+        );
+        let png = std::fs::read(dir.path().join("task_similarity.png")).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    }
+
+    #[test]
+    fn constant_profiles_and_missing_results() {
+        assert_eq!(profile_correlation(&[1.0, 1.0], &[0.5, 0.7]), None);
+        assert_eq!(profile_correlation(&[1.0, 2.0], &[0.5]), None);
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_report(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("no <task>/results.json"), "{err}");
+        write(
+            dir.path(),
+            "bad",
+            &serde_json::json!({"task": "bad", "probes": {}}),
+        );
+        assert!(collect(dir.path()).is_err());
+    }
+}
