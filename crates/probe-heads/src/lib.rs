@@ -11,6 +11,9 @@
 //!   are the study's: batch 8, lr 1e-3, 100 epochs, seed 42. With a validation set, the weights
 //!   of the best validation-accuracy epoch are kept. A per-epoch hook receives [`EpochStats`]
 //!   (train loss, validation accuracy) for progress bars and can stop training early.
+//! * **Layer weighting** ([`Trainer::train_weighted`], [`WeightedProbe`]): SUPERB's learned
+//!   softmax-weighted sum of hidden states in front of either probe, trained jointly by the
+//!   same Adam from uniform weights (plain f32 code, gradient checked by finite differences).
 //! * **Determinism**: one `ChaCha8Rng` seeded with `seed` drives initialisation and shuffles; a
 //!   seed gives bit-identical probes on a given CPU (single-threaded, fixed summation order).
 //!
@@ -81,10 +84,12 @@ mod checkpoint;
 mod kernels;
 mod model;
 mod train;
+mod weighted;
 
 pub use checkpoint::{Checkpoint, CheckpointMetadata, FORMAT, FORMAT_VERSION};
 pub use model::{Dense, LinearClassifier, Probe, ProbeKind, ThreeLayerClassifier, DEFAULT_HIDDEN};
 pub use train::{evaluate, Dataset, EpochStats, TrainConfig, TrainedProbe, Trainer};
+pub use weighted::{evaluate_weighted, TrainedWeightedProbe, WeightedProbe};
 
 /// Errors from building datasets, training, inference and checkpoint I/O.
 #[derive(Debug, thiserror::Error)]

@@ -65,7 +65,7 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |what: &str| Err(ProbeError::Config(what.to_string()));
         if self.epochs == 0 {
             return bad("epochs must be at least 1");
@@ -152,7 +152,7 @@ impl<'a> Dataset<'a> {
         self.labels
     }
 
-    fn check_labels(&self, n_classes: usize) -> Result<()> {
+    pub(crate) fn check_labels(&self, n_classes: usize) -> Result<()> {
         match self.labels.iter().position(|&y| y >= n_classes) {
             None => Ok(()),
             Some(index) => Err(ProbeError::Label {
