@@ -95,7 +95,8 @@ pub struct TrainArgs {
     /// Seeds per fold.
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
-    /// Features to train on: last, a hidden-state index N, or all (one probe per layer).
+    /// Features to train on: last, a hidden-state index N, all (one probe per layer), or
+    /// weighted (a learned softmax-weighted sum of every stored layer, SUPERB's featurizer).
     #[arg(long, default_value = "last")]
     pub layer: String,
     /// Hold out this fraction of each training part (group-disjoint) for best-epoch selection

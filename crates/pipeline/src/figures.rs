@@ -4,9 +4,11 @@
 //!   fraction (recall), class names on both axes;
 //! - `per_layer.png` (when several layers were trained): accuracy per hidden state, one line
 //!   per probe with a ± std band, the best layer circled;
-//! - `layer_weights.png` (`--layer weighted`): the learned softmax weight of each hidden state;
-//! - `tsne.png`: exact t-SNE of the reported layer's features (every item, or a seeded sample
-//!   of [`TSNE_MAX_POINTS`]), standardised over the plotted items, coloured by class.
+//! - `layer_weights_<probe>.png` (`--layer weighted`): the learned softmax weight of each hidden
+//!   state (mean over folds and runs);
+//! - `tsne.png`: exact t-SNE of the reported layer's features (with `--layer weighted`, the
+//!   per-layer standardised features summed with the learned weights; every item, or a seeded
+//!   sample of [`TSNE_MAX_POINTS`]), standardised over the plotted items, coloured by class.
 
 use std::path::Path;
 
@@ -111,10 +113,16 @@ pub fn layer_weights_plot(
     Ok(name)
 }
 
-/// Writes `tsne.png` for stored layer `layer_pos`; returns the file name.
-pub fn tsne_plot(dir: &Path, task: &str, store: &FeatureStore, layer_pos: usize) -> Result<String> {
+/// Writes `tsne.png` of `features` (`[store.len(), store.dim]`, described by `what`, e.g.
+/// "layer 12"), coloured by the store's labels; returns the file name.
+pub fn tsne_plot(
+    dir: &Path,
+    task: &str,
+    store: &FeatureStore,
+    features: &[f32],
+    what: &str,
+) -> Result<String> {
     let name = "tsne.png".to_string();
-    let features = store.layer(layer_pos)?;
     let labels = store.labels();
     let dim = store.dim;
     let n = labels.len();
@@ -140,12 +148,6 @@ pub fn tsne_plot(dir: &Path, task: &str, store: &FeatureStore, layer_pos: usize)
     )
     .context("t-SNE failed")?;
     let y: Vec<usize> = chosen.iter().map(|&i| labels[i]).collect();
-    let layer = store
-        .provenance
-        .layer_indices
-        .get(layer_pos)
-        .map(|v| v.to_string())
-        .unwrap_or_default();
     let sampled = if n > chosen.len() {
         format!(", {} of {n} items", chosen.len())
     } else {
@@ -153,7 +155,7 @@ pub fn tsne_plot(dir: &Path, task: &str, store: &FeatureStore, layer_pos: usize)
     };
     plots::scatter(
         &dir.join(&name),
-        &format!("{task}: t-SNE of layer {layer} features{sampled}"),
+        &format!("{task}: t-SNE of {what}{sampled}"),
         &points,
         &y,
         &store.class_names,

@@ -62,7 +62,8 @@ pub struct TrainOptions {
     pub protocol: Protocol,
     /// Seeds per fold.
     pub runs: usize,
-    /// `last`, a hidden-state index, or `all` (one probe per stored layer).
+    /// `last`, a hidden-state index, `all` (one probe per stored layer), or `weighted` (a
+    /// learned softmax-weighted sum of every stored layer, each standardised by its own scaler).
     pub layer: String,
     /// Fraction of each training part held out (group-disjoint) for best-epoch selection.
     pub val_fraction: f64,
@@ -148,7 +149,13 @@ struct JobResult {
     eval: Evaluation,
     seconds: f64,
     checkpoint: Option<(Checkpoint, StandardScaler)>,
+    /// Learned softmax layer weights (`--layer weighted`).
+    layer_weights: Option<Vec<f32>>,
 }
+
+/// The position standing for `--layer weighted` in the per-layer results (labelled
+/// `"weighted"`).
+pub const WEIGHTED_LAYER: usize = usize::MAX;
 
 /// Trains and evaluates, writes `results.json`, `report.md`, confusion CSVs and the probes.
 pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Result<TrainOutcome> {
@@ -163,7 +170,8 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
         opts.val_fraction,
         opts.config.seed,
     )?;
-    let layer_positions: Vec<usize> = if opts.layer == "all" {
+    let weighted = opts.layer == "weighted";
+    let layer_positions: Vec<usize> = if opts.layer == "all" || weighted {
         (0..store.num_layers).collect()
     } else {
         vec![store.resolve_layer(&opts.layer)?]
@@ -174,8 +182,14 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
         .map(|&p| store.layer(p))
         .collect::<Result<_>>()?;
 
+    // One job slot per trained "layer": each stored layer, or the single weighted combination.
+    let job_layers: Vec<usize> = if weighted {
+        vec![WEIGHTED_LAYER]
+    } else {
+        layer_positions.clone()
+    };
     let mut jobs = Vec::new();
-    for (li, _) in layer_positions.iter().enumerate() {
+    for (li, _) in job_layers.iter().enumerate() {
         for (fold_index, fold) in folds.iter().enumerate() {
             for run in 0..opts.runs {
                 for &probe in &probes {
@@ -195,6 +209,17 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
     let results: Vec<JobResult> = jobs
         .par_iter()
         .map(|job| {
+            if weighted {
+                return run_weighted_job(
+                    job,
+                    &layer_features,
+                    &labels,
+                    dim,
+                    n_classes,
+                    opts,
+                    &progress,
+                );
+            }
             run_job(
                 job,
                 &layer_features[job.layer_pos],
@@ -211,7 +236,7 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
 
     // Aggregate per layer and probe.
     let mut per_layer: Vec<(usize, LayerResults)> = Vec::new();
-    for (li, &pos) in layer_positions.iter().enumerate() {
+    for (li, &pos) in job_layers.iter().enumerate() {
         let mut layer_results = Vec::new();
         for &(key, _, _) in &probes {
             let mine: Vec<&JobResult> = jobs
@@ -258,13 +283,63 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
     for (key, r) in final_layer {
         write_confusion_csv(&opts.results_dir.join(format!("confusion_{key}.csv")), r)?;
     }
+    // Learned layer weights per probe: mean and std over folds x runs.
+    let layer_weights: Vec<(String, Vec<f64>, Vec<f64>)> = if weighted {
+        probes
+            .iter()
+            .map(|&(key, _, _)| {
+                let all: Vec<&Vec<f32>> = jobs
+                    .iter()
+                    .zip(&results)
+                    .filter(|(j, _)| j.probe.0 == key)
+                    .filter_map(|(_, r)| r.layer_weights.as_ref())
+                    .collect();
+                let n = all.len().max(1) as f64;
+                let mean: Vec<f64> = (0..store.num_layers)
+                    .map(|l| all.iter().map(|w| f64::from(w[l])).sum::<f64>() / n)
+                    .collect();
+                let std: Vec<f64> = (0..store.num_layers)
+                    .map(|l| {
+                        let ss: f64 = all
+                            .iter()
+                            .map(|w| (f64::from(w[l]) - mean[l]).powi(2))
+                            .sum();
+                        (ss / (n - 1.0).max(1.0)).sqrt()
+                    })
+                    .collect();
+                (key.to_string(), mean, std)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let figures = if opts.plots {
-        write_figures(task, store, opts, &per_layer, *final_pos)?
+        write_figures(task, store, opts, &per_layer, *final_pos, &layer_weights)?
     } else {
         Vec::new()
     };
     let mut results_json = results_json(task, store, opts, &folds, &per_layer, &saved)?;
     results_json["plots"] = serde_json::json!(figures);
+    if weighted {
+        let labels: Vec<serde_json::Value> = (0..store.num_layers)
+            .map(|l| layer_label(store, l))
+            .collect();
+        results_json["layer_weights"] = layer_weights
+            .iter()
+            .map(|(key, mean, std)| {
+                (
+                    key.clone(),
+                    serde_json::json!({"layers": labels, "mean": mean, "std": std}),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        results_json["layer_weighting"] = serde_json::json!(
+            "softmax-weighted sum of every stored layer, weights learned jointly with the probe \
+             (Adam, logits initialised to 0); each layer standardised by its own StandardScaler \
+             fit on the training part, before the sum"
+        );
+    }
     let results_path = opts.results_dir.join("results.json");
     hubert_core::store::atomic_write(
         &results_path,
@@ -358,6 +433,102 @@ fn run_job(
         eval,
         seconds,
         checkpoint,
+        layer_weights: None,
+    })
+}
+
+/// A `--layer weighted` job: one StandardScaler per layer (fit on the training part), items as
+/// `[L * D]` rows, layer weights and probe trained jointly. Not saved as a checkpoint (the
+/// checkpoint format holds one probe on one layer).
+fn run_weighted_job(
+    job: &Job<'_>,
+    layers: &[Vec<f32>],
+    labels: &[usize],
+    dim: usize,
+    n_classes: usize,
+    opts: &TrainOptions,
+    progress: &ProgressBar,
+) -> Result<JobResult> {
+    let n_layers = layers.len();
+    let parts = [&job.fold.train, &job.fold.valid, &job.fold.test];
+    // stacked[p]: rows of part p, each its layers one after another.
+    let mut stacked: [Vec<f32>; 3] = Default::default();
+    for (p, idx) in parts.iter().enumerate() {
+        stacked[p] = vec![0.0; idx.len() * n_layers * dim];
+    }
+    for (l, features) in layers.iter().enumerate() {
+        let gather = |idx: &[usize]| -> Vec<f32> {
+            let mut x = Vec::with_capacity(idx.len() * dim);
+            for &i in idx {
+                x.extend_from_slice(&features[i * dim..(i + 1) * dim]);
+            }
+            x
+        };
+        let (scaler, train_x) = StandardScaler::fit_transform(&gather(parts[0]), dim)?;
+        for (p, idx) in parts.iter().enumerate() {
+            let scaled = if p == 0 {
+                train_x.clone()
+            } else {
+                scaler.transform(&gather(idx))?
+            };
+            for r in 0..idx.len() {
+                let to = (r * n_layers + l) * dim;
+                stacked[p][to..to + dim].copy_from_slice(&scaled[r * dim..(r + 1) * dim]);
+            }
+        }
+    }
+    let part_labels = |idx: &[usize]| -> Vec<usize> { idx.iter().map(|&i| labels[i]).collect() };
+    let (train_y, valid_y, test_y) = (
+        part_labels(parts[0]),
+        part_labels(parts[1]),
+        part_labels(parts[2]),
+    );
+    let seed = opts.config.seed + job.run as u64;
+    let config = TrainConfig {
+        seed,
+        threads: 1,
+        ..opts.config.clone()
+    };
+    let width = n_layers * dim;
+    let train_data = ProbeData::new(&stacked[0], &train_y, width)?;
+    let valid_data = if valid_y.is_empty() {
+        None
+    } else {
+        Some(ProbeData::new(&stacked[1], &valid_y, width)?)
+    };
+    let started = std::time::Instant::now();
+    let trained = Trainer::new(config).train_weighted(
+        job.probe.2,
+        n_layers,
+        n_classes,
+        &train_data,
+        valid_data.as_ref(),
+        |_| {
+            progress.inc(1);
+            ControlFlow::Continue(())
+        },
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    let y_pred = trained.model.predict(&stacked[2])?;
+    let report = ClassificationReport::compute(&test_y, &y_pred, n_classes)?;
+    let eval = Evaluation {
+        fold: job.fold.name.clone(),
+        run: job.run,
+        seed,
+        accuracy: report.accuracy,
+        macro_f1: report.macro_avg.f1,
+        balanced_accuracy: report.balanced_accuracy,
+        best_epoch: trained.best_epoch,
+        sizes: [train_y.len(), valid_y.len(), test_y.len()],
+    };
+    Ok(JobResult {
+        report,
+        y_true: test_y,
+        y_pred,
+        eval,
+        seconds,
+        checkpoint: None,
+        layer_weights: Some(trained.model.layer_weights()),
     })
 }
 
@@ -414,6 +585,7 @@ fn write_figures(
     opts: &TrainOptions,
     per_layer: &[(usize, LayerResults)],
     reported_pos: usize,
+    layer_weights: &[(String, Vec<f64>, Vec<f64>)],
 ) -> Result<Vec<String>> {
     let dir = &opts.results_dir;
     let name = task.name();
@@ -448,11 +620,53 @@ fn write_figures(
             .collect();
         written.push(crate::figures::per_layer_plot(dir, &name, &labels, series)?);
     }
-    written.push(crate::figures::tsne_plot(dir, &name, store, reported_pos)?);
+    let all_labels: Vec<String> = (0..store.num_layers)
+        .map(|l| layer_label(store, l).to_string())
+        .collect();
+    for (probe, mean, _) in layer_weights {
+        written.push(crate::figures::layer_weights_plot(
+            dir,
+            &name,
+            probe,
+            &all_labels,
+            mean,
+        )?);
+    }
+    let (features, what) = if reported_pos == WEIGHTED_LAYER {
+        let (probe, mean, _) = layer_weights.first().context("no layer weights")?;
+        (
+            weighted_features(store, mean)?,
+            format!("layers weighted as learned by the {probe} probe"),
+        )
+    } else {
+        (
+            store.layer(reported_pos)?,
+            format!("layer {}", layer_label(store, reported_pos)),
+        )
+    };
+    written.push(crate::figures::tsne_plot(
+        dir, &name, store, &features, &what,
+    )?);
     Ok(written)
 }
 
+/// Every item's `Σ_l w_l standardise(layer_l)` (each layer standardised over all items).
+fn weighted_features(store: &FeatureStore, weights: &[f64]) -> Result<Vec<f32>> {
+    let mut out = vec![0.0_f32; store.len() * store.dim];
+    for (l, &w) in weights.iter().enumerate() {
+        let layer = store.layer(l)?;
+        let (_, scaled) = StandardScaler::fit_transform(&layer, store.dim)?;
+        for (o, v) in out.iter_mut().zip(&scaled) {
+            *o += w as f32 * v;
+        }
+    }
+    Ok(out)
+}
+
 fn layer_label(store: &FeatureStore, pos: usize) -> serde_json::Value {
+    if pos == WEIGHTED_LAYER {
+        return serde_json::json!("weighted");
+    }
     store
         .provenance
         .layer_indices

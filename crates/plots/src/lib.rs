@@ -204,7 +204,8 @@ pub fn heat_map(path: &Path, map: &HeatMap<'_>) -> Result<()> {
     let left = 34 + row_w;
     let top = 48;
     let width = (left + grid_w + 110).max(480);
-    let height = top + grid_h + col_h + 40;
+    let bar_h = grid_h.clamp(120, 400);
+    let height = (top + grid_h + col_h + 40).max(top + bar_h + 40).max(320);
     let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
     let err = draw_err(path);
     root.fill(&WHITE).map_err(&err)?;
@@ -280,7 +281,7 @@ pub fn heat_map(path: &Path, map: &HeatMap<'_>) -> Result<()> {
     ))
     .map_err(&err)?;
     // Colour bar.
-    let (bx, bh) = (left + grid_w + 18, grid_h.clamp(120, 400));
+    let (bx, bh) = (left + grid_w + 18, bar_h);
     for i in 0..bh {
         let t = 1.0 - f64::from(i) / f64::from(bh - 1);
         root.draw(&Rectangle::new(
@@ -700,8 +701,11 @@ mod tests {
                 .collect();
             confusion_matrix(&p, "confusion", &names(n), &counts).unwrap();
             let (w, h) = png_size(&p);
-            assert!(w >= 480 && h >= 200 && w < 2000 && h < 2000, "{w}x{h}");
+            assert!(w >= 480 && h >= 320 && w < 2000 && h < 2000, "{w}x{h}");
         }
+        let p = dir.path().join("one.png");
+        confusion_matrix(&p, "one class", &names(1), &[vec![3]]).unwrap();
+        assert!(png_size(&p).1 >= 48 + 120 + 40, "the colour bar fits");
         let p = dir.path().join("scatter.png");
         let pts: Vec<[f32; 2]> = (0..40).map(|i| [i as f32, (i % 7) as f32]).collect();
         let labels: Vec<usize> = (0..40).map(|i| i % 4).collect();

@@ -141,6 +141,71 @@ fn per_layer_weighted_plots_and_report() {
     let report = std::fs::read_to_string(results.join("report.md")).unwrap();
     assert!(report.contains("## Per layer") && report.contains("![per_layer.png](per_layer.png)"));
     keep_for_docs(&results, "esc50-layers");
+
+    // The cross-task report over this results folder.
+    let written = report::write_report(&dir.join("results")).unwrap();
+    assert_eq!(written.len(), 5, "{written:?}");
+    let summary = std::fs::read_to_string(dir.join("results/summary.md")).unwrap();
+    assert!(summary.contains("| esc50 | official | 2 |"), "{summary}");
+    assert!(
+        summary.contains("cross-validation over the official folds"),
+        "{summary}"
+    );
+    let csv = std::fs::read_to_string(dir.join("results/summary.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "header + linear + mlp: {csv}");
+    let similarity = std::fs::read_to_string(dir.join("results/task_similarity.md")).unwrap();
+    assert!(similarity.contains("| | esc50 |"), "{similarity}");
+    png_size(&dir.join("results/task_similarity.png"));
+    keep_for_docs(&dir.join("results"), "report");
+
+    // The learned weighting of every layer (features already extracted: train only).
+    esc50(
+        dir,
+        &data,
+        &["train", "--layer", "weighted", "--epochs", "20"],
+    );
+    let r = read_json(&results.join("results.json"));
+    assert_eq!(r["features"]["layer"], "weighted");
+    assert!(r.get("per_layer").is_none());
+    for probe in ["linear", "mlp"] {
+        let acc = r["probes"][probe]["accuracy"]["mean"].as_f64().unwrap();
+        assert!(acc > 0.6, "{probe} on weighted layers: {acc}");
+        let w: Vec<f64> =
+            serde_json::from_value(r["layer_weights"][probe]["mean"].clone()).unwrap();
+        assert_eq!(w.len(), n_layers);
+        assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{w:?}");
+        assert!(w.iter().all(|&v| v > 0.0));
+        assert!(
+            w.iter().any(|&v| (v - 1.0 / n_layers as f64).abs() > 1e-3),
+            "{probe}: weights moved from uniform: {w:?}"
+        );
+        assert_eq!(
+            r["layer_weights"][probe]["layers"]
+                .as_array()
+                .unwrap()
+                .len(),
+            n_layers
+        );
+    }
+    let plots: Vec<String> = serde_json::from_value(r["plots"].clone()).unwrap();
+    for f in [
+        "confusion_linear.png",
+        "confusion_mlp.png",
+        "layer_weights_linear.png",
+        "layer_weights_mlp.png",
+        "tsne.png",
+    ] {
+        assert!(plots.contains(&f.to_string()), "{f} listed in {plots:?}");
+        png_size(&results.join(f));
+    }
+    keep_for_docs(&results, "esc50-weighted");
+    report::write_report(&dir.join("results")).unwrap();
+    let summary = std::fs::read_to_string(dir.join("results/summary.md")).unwrap();
+    assert!(
+        summary.contains("| esc50 | official | weighted |")
+            && summary.contains("Learned layer weights"),
+        "{summary}"
+    );
 }
 
 /// With `HUBERT_PROBE_KEEP_PLOTS=DIR`, copies the results folder to `DIR/<name>` to look at
@@ -151,7 +216,9 @@ fn keep_for_docs(results: &Path, name: &str) {
         std::fs::create_dir_all(&to).unwrap();
         for e in std::fs::read_dir(results).unwrap() {
             let e = e.unwrap();
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            if e.path().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
         }
     }
 }
