@@ -273,7 +273,12 @@ struct BatchNorm1d {
 
 impl BatchNorm1d {
     fn load(w: &Weights, prefix: &str, size: usize) -> Result<Self> {
-        let get = |n: &str| w.get(&format!("{prefix}.{n}"), &[size]);
+        // Folded in f32 (the running variance may be tiny), then cast to the model's dtype.
+        let get = |n: &str| -> Result<Tensor> {
+            Ok(w.get(&format!("{prefix}.{n}"), &[size])?
+                .to_dtype(DType::F32)?)
+        };
+        let dtype = w.get(&format!("{prefix}.weight"), &[size])?.dtype();
         let (weight, bias, mean, var) = (
             get("weight")?,
             get("bias")?,
@@ -283,8 +288,8 @@ impl BatchNorm1d {
         let scale = weight.div(&(var + 1e-5)?.sqrt()?)?;
         let shift = bias.sub(&mean.mul(&scale)?)?;
         Ok(Self {
-            scale: scale.reshape((1, size, 1))?,
-            shift: shift.reshape((1, size, 1))?,
+            scale: scale.to_dtype(dtype)?.reshape((1, size, 1))?,
+            shift: shift.to_dtype(dtype)?.reshape((1, size, 1))?,
         })
     }
 
@@ -430,8 +435,17 @@ impl Attention {
         let q = heads(&self.q_proj)?;
         let k = heads(&self.k_proj)?;
         let v = heads(&self.v_proj)?;
-        let scores = (q.matmul(&k.t()?)? * self.scaling)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = if q.dtype() == DType::F32 {
+            let scores = (q.matmul(&k.t()?)? * self.scaling)?;
+            candle_nn::ops::softmax_last_dim(&scores)?
+        } else {
+            // f16/bf16: scale q before the product (keeps the scores in f16's range), then the
+            // softmax in f32 as PyTorch's fused attention does; candle's half kernel runs
+            // exp and the normalisation in half precision.
+            let dtype = q.dtype();
+            let scores = (q * self.scaling)?.matmul(&k.t()?)?;
+            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?
+        };
         let out = probs
             .matmul(&v)?
             .transpose(1, 2)?
@@ -758,12 +772,13 @@ impl HubertModel {
         let mut kept: Vec<Option<Tensor>> = vec![None; n + 1];
         let last = self.encoder.forward_visit(&xs, &mut |i, h| {
             if wanted.contains(&i) {
-                kept[i] = Some(reduce(h)?.to_dtype(DType::F32)?);
+                kept[i] = Some(reduce(&h.to_dtype(DType::F32)?)?);
             }
             Ok(())
         })?;
+        // Cast before reducing: a mean over frames accumulated in f16/bf16 loses digits.
         let out: Vec<Tensor> = match layers {
-            LayerSelection::Last => vec![reduce(&last)?.to_dtype(DType::F32)?],
+            LayerSelection::Last => vec![reduce(&last.to_dtype(DType::F32)?)?],
             _ => wanted
                 .iter()
                 .map(|&i| kept[i].clone().expect("every wanted index is visited"))

@@ -237,3 +237,37 @@ fn full_size_hubert_base_when_available() {
         eprintln!("full-size {clip}: worst max abs diff {worst:e}");
     }
 }
+
+/// f16/bf16 take candle's generic path (the one CUDA runs; the CPU fast kernels are f32 only):
+/// norms, softmax and pooling are computed in f32 and the pooled features come back as f32,
+/// within half precision of the fp32 reference.
+#[test]
+fn half_precision_pooled_features_are_close_to_f32() {
+    let exp = expected();
+    for (dir, arch) in [("tiny-base", "base"), ("tiny-large", "large")] {
+        for (dtype, tol) in [(DType::F16, 5e-3f32), (DType::BF16, 2e-2)] {
+            let hubert =
+                Hubert::load(fixtures().join(dir).to_str().unwrap(), &Device::Cpu, dtype).unwrap();
+            for clip in ["half8000_pcm16", "one16000_float"] {
+                let samples = read_wav(&fixtures().join("audio").join(format!("{clip}.wav")));
+                let pooled = hubert.embed(&[&samples], &LayerSelection::All).unwrap();
+                assert_eq!(pooled.dtype(), DType::F32);
+                let exp_pooled = exp[&format!("{arch}.{clip}.hidden_states")]
+                    .mean(1)
+                    .unwrap();
+                let scale = exp_pooled
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let d = max_abs_diff(&pooled.squeeze(0).unwrap(), &exp_pooled) / scale;
+                eprintln!("{dir}/{clip} {dtype:?}: pooled max abs diff / max abs {d:e}");
+                assert!(d < tol, "{dir}/{clip} {dtype:?}: relative diff {d}");
+            }
+        }
+    }
+}
