@@ -5,6 +5,7 @@
 #   source scripts/cuda-toolchain.sh          # install if needed, export the build environment
 #   scripts/cuda-toolchain.sh --print-env     # install if needed, print `export ...` lines
 #   eval "$(scripts/cuda-toolchain.sh --print-env)"
+#   CUDA_TOOLCHAIN_LIBS=0 ...                 # compiler only (~300 MB): enough for `cargo check`
 #
 # Installs into <repo>/.cuda-toolchain/ (git-ignored; override with CUDA_TOOLCHAIN_DIR):
 # nvcc + headers (for candle-kernels' PTX), the libraries cudarc's `dynamic-linking` links
@@ -17,39 +18,33 @@
 # newer nvcc does not load there.
 
 _cuda_toolchain_main() {
-    local root dir cu13 stub py
+    local root dir cu13 libs stub py
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     dir="${CUDA_TOOLCHAIN_DIR:-$root/.cuda-toolchain}"
-    cu13="$dir/nvidia/cu13"
+    cu13="$dir/nvidia/cu13"         # nvcc, headers, nvvm, cudart
+    libs="$dir/libs/nvidia/cu13/lib" # what the link needs: nvrtc, cublas, cublasLt, curand
     stub="$dir/stub"
     py="${PYTHON:-python3}"
-    local pins=(
-        nvidia-cuda-nvcc==13.0.88
-        nvidia-cuda-crt==13.0.88
-        nvidia-nvvm==13.0.88
-        nvidia-cuda-runtime==13.0.96
-        nvidia-cuda-cccl==13.0.85
-        nvidia-cuda-nvrtc==13.0.88
-        nvidia-cublas==13.0.2.14
-        nvidia-curand==10.4.0.35
-    )
+    # --no-deps with every package pinned: otherwise pip pulls 13.5 crt/nvvm beside nvcc 13.0.
+    local pip=("$py" -m pip install --quiet --disable-pip-version-check --no-deps --upgrade)
 
-    if [[ ! -f "$dir/.installed" ]]; then
-        echo "cuda-toolchain: installing CUDA 13.0 wheels into $dir" >&2
+    if [[ ! -f "$dir/.compiler-installed" ]]; then
+        echo "cuda-toolchain: installing nvcc 13.0 into $dir" >&2
         mkdir -p "$dir" || return 1
-        # --no-deps with every package pinned: otherwise pip pulls 13.5 crt/nvvm beside nvcc 13.0.
-        "$py" -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
-            --target "$dir" "${pins[@]}" >&2 || return 1
+        "${pip[@]}" --target "$dir" nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 \
+            nvidia-nvvm==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 >&2 \
+            || return 1
         [[ -x "$cu13/bin/nvcc" ]] || { echo "cuda-toolchain: no nvcc in $cu13/bin" >&2; return 1; }
+        _cuda_toolchain_symlinks "$cu13/lib"
+        touch "$dir/.compiler-installed"
+    fi
 
-        # The linker wants unversioned names (-lcublas -> libcublas.so).
-        local lib base
-        for lib in "$cu13"/lib/lib*.so.*; do
-            [[ -e "$lib" ]] || continue
-            base="${lib##*/}"
-            base="${base%%.so.*}.so"
-            [[ -e "$cu13/lib/$base" ]] || ln -s "${lib##*/}" "$cu13/lib/$base"
-        done
+    if [[ "${CUDA_TOOLCHAIN_LIBS:-1}" != 0 && ! -f "$dir/.libs-installed" ]]; then
+        echo "cuda-toolchain: installing cuBLAS, NVRTC, cuRAND 13.0 into $dir/libs" >&2
+        # A separate --target: pip --upgrade replaces the whole top-level nvidia/ folder.
+        "${pip[@]}" --target "$dir/libs" nvidia-cuda-nvrtc==13.0.88 nvidia-cublas==13.0.2.14 \
+            nvidia-curand==10.4.0.35 >&2 || return 1
+        _cuda_toolchain_symlinks "$libs"
 
         # Stub driver library: every cu* entry point cudarc's driver bindings declare (a
         # superset of what the link asks for). Never called: the real driver replaces it.
@@ -67,7 +62,7 @@ _cuda_toolchain_main() {
         } >"$stub/libcuda_stub.c"
         gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub/libcuda.so" "$stub/libcuda_stub.c" \
             || return 1
-        touch "$dir/.installed"
+        touch "$dir/.libs-installed"
     fi
 
     CUDA_TOOLCHAIN_ENV=(
@@ -75,9 +70,20 @@ _cuda_toolchain_main() {
         "CUDA_ROOT=$cu13"
         "CUDA_PATH=$cu13"
         "CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}"
-        "LIBRARY_PATH=$cu13/lib:$stub${LIBRARY_PATH:+:$LIBRARY_PATH}"
-        "LD_LIBRARY_PATH=$cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        "LIBRARY_PATH=$libs:$cu13/lib:$stub${LIBRARY_PATH:+:$LIBRARY_PATH}"
+        "LD_LIBRARY_PATH=$libs:$cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     )
+}
+
+# The linker wants unversioned names (-lcublas -> libcublas.so).
+_cuda_toolchain_symlinks() {
+    local lib base
+    for lib in "$1"/lib*.so.*; do
+        [[ -e "$lib" ]] || continue
+        base="${lib##*/}"
+        base="${base%%.so.*}.so"
+        [[ -e "$1/$base" ]] || ln -s "${lib##*/}" "$1/$base"
+    done
 }
 
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
@@ -89,14 +95,14 @@ if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
     else
         echo "cuda-toolchain: failed" >&2
     fi
-    unset -f _cuda_toolchain_main
+    unset -f _cuda_toolchain_main _cuda_toolchain_symlinks
     unset CUDA_TOOLCHAIN_ENV
 else
     set -euo pipefail
     case "${1:-}" in
         --print-env | "") ;;
         -h | --help)
-            sed -n '2,17p' "$0"
+            sed -n '2,18p' "$0"
             exit 0
             ;;
         *)
