@@ -62,7 +62,7 @@ pub struct TaskSummary {
     pub model: String,
     /// Every probe, in results.json order.
     pub probes: Vec<ProbeSummary>,
-    /// The probe with the highest mean accuracy.
+    /// The probe with the highest mean accuracy (the first one on a tie).
     pub best_probe: String,
     /// Per-layer profile (mean over the probes of the accuracy at each hidden state), with
     /// `--layer all`.
@@ -107,9 +107,13 @@ pub fn read_task(path: &Path) -> Result<TaskSummary> {
     if probes.is_empty() {
         bail!("{}: no probe results", path.display());
     }
+    // Highest mean accuracy; on a tie, the first probe in results.json order.
     let best_probe = probes
         .iter()
-        .max_by(|a, b| a.accuracy_mean.total_cmp(&b.accuracy_mean))
+        .fold(None::<&ProbeSummary>, |best, p| match best {
+            Some(b) if b.accuracy_mean >= p.accuracy_mean => Some(b),
+            _ => Some(p),
+        })
         .map(|p| p.probe.clone())
         .unwrap_or_default();
     let per_layer = r["per_layer"].as_array().map(|layers| {
