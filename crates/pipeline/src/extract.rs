@@ -396,9 +396,8 @@ fn run_chunks(
             }
         }
         let secs = started.elapsed().as_secs_f64().max(1e-9);
+        // Clips count when their batch has run, so the bar never runs ahead of the model.
         progress.set_message(format!("{:.1} audio-s/s", audio_seconds / secs));
-        // Batches still waiting are counted when they run.
-        progress.set_position(progress.position().min(item_ids.len() as u64));
     }
     if let Some(mut done) = state.take() {
         for batch in buckets.flush() {
