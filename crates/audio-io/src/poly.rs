@@ -486,7 +486,7 @@ mod avx2 {
     /// AVX2 + FMA present; `c.len() == x.len()`, a multiple of 8.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(c: &[f32], x: &[f32]) -> f32 {
-        debug_assert!(c.len() == x.len() && c.len() % 8 == 0);
+        debug_assert!(c.len() == x.len() && c.len().is_multiple_of(8));
         let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let n = c.len();
         let (cp, xp) = (c.as_ptr(), x.as_ptr());

@@ -16,58 +16,18 @@
 
 use rayon::prelude::*;
 
-/// Threads for GEMM: candle's setting (RAYON_NUM_THREADS or the core count).
-fn threads() -> usize {
-    candle_core::utils::get_num_threads()
-}
+use crate::gemm::{gemm, gemm_raw, Init, Kernel, PackedB};
 
-/// `dst[m, n] (+)= lhs[m, k] * rhs[k, n]`: `lhs` rows start `lhs_rs` elements apart (they may
-/// overlap: that is the conv trick), `rhs` is row-major `[k, n]`, `dst` rows are `dst_rs` apart.
-/// With `accumulate`, `dst` is added to (it holds the bias).
-///
-/// # Safety
-/// `lhs` must be valid for reads of `(m - 1) * lhs_rs + k` elements, `rhs` for `k * n`, and
-/// `dst` for writes of `(m - 1) * dst_rs + n`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_rows(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: *const f32,
-    lhs_rs: usize,
-    rhs: *const f32,
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        accumulate,
-        lhs,
-        1,
-        lhs_rs as isize,
-        rhs,
-        1,
-        n as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::Rayon(threads()),
-    );
+/// Threads for GEMM: candle's setting (RAYON_NUM_THREADS or the core count).
+pub(crate) fn threads() -> usize {
+    candle_core::utils::get_num_threads()
 }
 
 /// A conv layer's weight prepacked for channels-last GEMM: `[k * c_in, c_out]`, row
 /// `j * c_in + c` holding tap `j` of input channel `c`.
 #[derive(Debug, Clone)]
 pub(crate) struct PackedConv {
-    weight: Vec<f32>,
+    weight: PackedB,
     bias: Option<Vec<f32>>,
     pub(crate) k: usize,
     pub(crate) stride: usize,
@@ -76,8 +36,9 @@ pub(crate) struct PackedConv {
 }
 
 impl PackedConv {
-    /// Packs a PyTorch `Conv1d` weight `[c_out, c_in, k]` (row-major values).
+    /// Packs a PyTorch `Conv1d` weight `[c_out, c_in, k]` (row-major values) for `kernel`.
     pub(crate) fn new(
+        kernel: Kernel,
         torch_weight: &[f32],
         bias: Option<Vec<f32>>,
         c_out: usize,
@@ -94,7 +55,7 @@ impl PackedConv {
             }
         }
         Self {
-            weight,
+            weight: PackedB::new(kernel, k * c_in, c_out, &weight, c_out, 1),
             bias,
             k,
             stride,
@@ -116,26 +77,24 @@ impl PackedConv {
     pub(crate) fn forward(&self, x: &[f32], t_in: usize) -> Vec<f32> {
         assert_eq!(x.len(), t_in * self.c_in, "input is [t_in, c_in]");
         let t_out = self.out_len(t_in);
-        let mut out = match &self.bias {
-            Some(b) => b.repeat(t_out),
-            None => vec![0f32; t_out * self.c_out],
-        };
+        let mut out = vec![0f32; t_out * self.c_out];
         if t_out > 0 {
-            // SAFETY: the last row read starts at (t_out-1)*stride*c_in and spans k*c_in
-            // elements, which ends at or before t_in*c_in because (t_out-1)*stride + k <= t_in.
-            unsafe {
-                gemm_rows(
-                    t_out,
-                    self.c_out,
-                    self.k * self.c_in,
-                    out.as_mut_ptr(),
-                    self.c_out,
-                    self.bias.is_some(),
-                    x.as_ptr(),
-                    self.stride * self.c_in,
-                    self.weight.as_ptr(),
-                );
-            }
+            // The last row read starts at (t_out-1)*stride*c_in and spans k*c_in values, which
+            // ends at or before t_in*c_in because (t_out-1)*stride + k <= t_in.
+            let init = match &self.bias {
+                Some(b) => Init::Bias(b),
+                None => Init::Zero,
+            };
+            gemm(
+                t_out,
+                x,
+                self.stride * self.c_in,
+                &self.weight,
+                &mut out,
+                self.c_out,
+                init,
+                threads(),
+            );
         }
         out
     }
@@ -145,7 +104,7 @@ impl PackedConv {
 /// dropped for even kernels), weights prepacked per group as `[kernel * cg, cg]`.
 #[derive(Debug, Clone)]
 pub(crate) struct PackedGroupedConv {
-    weights: Vec<Vec<f32>>,
+    weights: Vec<PackedB>,
     bias: Vec<f32>,
     kernel: usize,
     groups: usize,
@@ -153,8 +112,9 @@ pub(crate) struct PackedGroupedConv {
 }
 
 impl PackedGroupedConv {
-    /// Packs a PyTorch grouped `Conv1d` weight `[dim, dim / groups, kernel]`.
+    /// Packs a PyTorch grouped `Conv1d` weight `[dim, dim / groups, kernel]` for `gemm_kernel`.
     pub(crate) fn new(
+        gemm_kernel: Kernel,
         torch_weight: &[f32],
         bias: Vec<f32>,
         dim: usize,
@@ -173,7 +133,7 @@ impl PackedGroupedConv {
                         }
                     }
                 }
-                w
+                PackedB::new(gemm_kernel, kernel * cg, cg, &w, cg, 1)
             })
             .collect();
         Self {
@@ -190,9 +150,11 @@ impl PackedGroupedConv {
         let (d, cg, k) = (self.dim, self.dim / self.groups, self.kernel);
         let pad = k / 2;
         let padded = t + 2 * pad;
-        let mut out = self.bias.repeat(t);
-        let mut xg = vec![0f32; padded * cg];
-        for g in 0..self.groups {
+        let mut out = vec![0f32; t * d];
+        let dst = SendPtr(out.as_mut_ptr());
+        // One task per group (each a single-threaded GEMM): groups write disjoint columns.
+        (0..self.groups).into_par_iter().for_each(|g| {
+            let mut xg = vec![0f32; padded * cg];
             for (row, src) in x.chunks_exact(d).enumerate() {
                 xg[(row + pad) * cg..(row + pad + 1) * cg]
                     .copy_from_slice(&src[g * cg..(g + 1) * cg]);
@@ -201,22 +163,37 @@ impl PackedGroupedConv {
             // cg apart; frames 0..t cover every kept output (the extra frame of an even kernel
             // is never computed).
             // SAFETY: the last row read starts at (t-1)*cg and spans k*cg values, ending at
-            // (t-1+k)*cg <= padded*cg since t-1+k <= t+2*pad; dst writes stay inside `out`.
+            // (t-1+k)*cg <= padded*cg since t-1+k <= t+2*pad; the writes are the t x cg tile at
+            // column g*cg of `out` (row stride d), which no other group touches.
             unsafe {
-                gemm_rows(
+                gemm_raw(
                     t,
-                    cg,
-                    k * cg,
-                    out.as_mut_ptr().add(g * cg),
-                    d,
-                    true,
                     xg.as_ptr(),
                     cg,
-                    self.weights[g].as_ptr(),
+                    &self.weights[g],
+                    dst.get().add(g * cg),
+                    d,
+                    Init::Bias(&self.bias[g * cg..(g + 1) * cg]),
+                    1,
                 );
             }
-        }
+        });
         out
+    }
+}
+
+/// A pointer handed to rayon tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+// SAFETY: users write disjoint ranges (stated at each use).
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not the raw field).
+    pub(crate) fn get(self) -> *mut T {
+        self.0
     }
 }
 
@@ -251,13 +228,131 @@ fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf)
 }
 
-/// Applies exact GELU in place, in parallel chunks.
-pub(crate) fn gelu_erf_inplace(x: &mut [f32]) {
-    x.par_chunks_mut(1 << 15).for_each(|chunk| {
-        for v in chunk.iter_mut() {
+/// Which SIMD width the element-wise loops below are compiled for, chosen once per process:
+/// 2 = AVX-512, 1 = AVX2 + FMA, 0 = the build's baseline (SSE2 on x86-64).
+fn simd_level() -> u8 {
+    static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                return 2;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return 1;
+            }
+        }
+        0
+    })
+}
+
+/// Defines `fn $name(args)` whose body is compiled three times (AVX-512, AVX2+FMA, baseline)
+/// and picked at run time: LLVM vectorises the plain loops 16 or 8 wide instead of SSE2's 4.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    generic($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    generic($($arg),*)
+                }
+                match simd_level() {
+                    // SAFETY: the CPU has the features (checked by `simd_level`).
+                    2 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    1 => return unsafe { avx2($($arg),*) },
+                    _ => {}
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
+
+multiversion! {
+    /// Exact GELU over a slice.
+    fn gelu_slice(x: &mut [f32]) {
+        for v in x.iter_mut() {
             *v = gelu_erf(*v);
         }
-    });
+    }
+}
+
+/// Applies exact GELU in place, in parallel chunks.
+pub(crate) fn gelu_erf_inplace(x: &mut [f32]) {
+    x.par_chunks_mut(1 << 14).for_each(gelu_slice);
+}
+
+/// Sum of a slice in 16 independent lanes (vectorisable; f32 like PyTorch's reductions).
+#[inline(always)]
+fn sum_lanes(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rest: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+multiversion! {
+    /// LayerNorm of one row (two-pass mean and variance in f32), affine.
+    pub(crate) fn layer_norm_row(row: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+        let n = row.len() as f32;
+        let mean = sum_lanes(row, |v| v) / n;
+        let var = sum_lanes(row, |v| (v - mean) * (v - mean)) / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, &w), &b) in row.iter_mut().zip(weight).zip(bias) {
+            *v = (*v - mean) * inv * w + b;
+        }
+    }
+}
+
+multiversion! {
+    /// `x += y`.
+    pub(crate) fn add_inplace(x: &mut [f32], y: &[f32]) {
+        for (a, &b) in x.iter_mut().zip(y) {
+            *a += b;
+        }
+    }
+}
+
+multiversion! {
+    /// `softmax(row * scale)` in place (f32, max subtracted first).
+    pub(crate) fn softmax_row(row: &mut [f32], scale: f32) {
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        let chunks = row.chunks_exact(16);
+        let mut max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        for c in chunks {
+            for (m, &v) in lanes.iter_mut().zip(c) {
+                *m = m.max(v);
+            }
+        }
+        max = lanes.iter().fold(max, |m, &v| m.max(v));
+        for v in row.iter_mut() {
+            *v = exp_neg((*v - max) * scale);
+        }
+        let inv = 1.0 / sum_lanes(row, |v| v);
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
+    }
 }
 
 /// GroupNorm with one group per channel over `[t, c]` rows (statistics over time, per channel,
@@ -297,11 +392,18 @@ pub(crate) fn group_norm_gelu(
         .collect();
     x.par_chunks_mut(c * 64).for_each(|rows| {
         for row in rows.chunks_exact_mut(c) {
-            for ((v, &sc), &sh) in row.iter_mut().zip(&scale).zip(&shift) {
-                *v = gelu_erf(*v * sc + sh);
-            }
+            affine_gelu(row, &scale, &shift);
         }
     });
+}
+
+multiversion! {
+    /// `x = gelu(x * scale + shift)` per channel.
+    fn affine_gelu(row: &mut [f32], scale: &[f32], shift: &[f32]) {
+        for ((v, &sc), &sh) in row.iter_mut().zip(scale).zip(shift) {
+            *v = gelu_erf(*v * sc + sh);
+        }
+    }
 }
 
 /// LayerNorm over the channels of each `[c]` row (statistics in f64), affine, then GELU.
@@ -382,6 +484,13 @@ mod tests {
 
     #[test]
     fn strided_conv_equals_the_direct_sum() {
+        for kernel in Kernel::available() {
+            strided_conv_case(kernel);
+        }
+    }
+
+    fn strided_conv_case(kernel: Kernel) {
+        let tol = if kernel.is_bf16() { 3e-2 } else { 1e-5 };
         let (c_in, c_out, k, s, t) = (3, 4, 5, 2, 23);
         let w: Vec<f32> = (0..c_out * c_in * k)
             .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
@@ -390,7 +499,7 @@ mod tests {
         let x: Vec<f32> = (0..t * c_in)
             .map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.2)
             .collect();
-        let conv = PackedConv::new(&w, Some(b.clone()), c_out, c_in, k, s);
+        let conv = PackedConv::new(kernel, &w, Some(b.clone()), c_out, c_in, k, s);
         let y = conv.forward(&x, t);
         let t_out = (t - k) / s + 1;
         assert_eq!(y.len(), t_out * c_out);
@@ -402,14 +511,18 @@ mod tests {
                         acc += w[(o * c_in + c) * k + j] * x[(to * s + j) * c_in + c];
                     }
                 }
-                assert!((y[to * c_out + o] - acc).abs() < 1e-5);
+                assert!((y[to * c_out + o] - acc).abs() < tol, "{kernel:?}");
             }
         }
     }
 
     #[test]
     fn grouped_same_conv_equals_the_direct_sum() {
-        for kernel in [4usize, 5] {
+        for (gk, kernel) in Kernel::available()
+            .into_iter()
+            .flat_map(|gk| [(gk, 4usize), (gk, 5)])
+        {
+            let tol = if gk.is_bf16() { 3e-2 } else { 1e-5 };
             let (d, groups, t) = (6, 2, 9);
             let cg = d / groups;
             let w: Vec<f32> = (0..d * cg * kernel)
@@ -419,7 +532,7 @@ mod tests {
             let x: Vec<f32> = (0..t * d)
                 .map(|i| ((i * 17 % 9) as f32 - 4.0) * 0.3)
                 .collect();
-            let conv = PackedGroupedConv::new(&w, b.clone(), d, groups, kernel);
+            let conv = PackedGroupedConv::new(gk, &w, b.clone(), d, groups, kernel);
             let y = conv.forward(&x, t);
             let pad = kernel / 2;
             for to in 0..t {
@@ -436,8 +549,8 @@ mod tests {
                         }
                     }
                     assert!(
-                        (y[to * d + oc] - acc).abs() < 1e-5,
-                        "k={kernel} t={to} c={oc}"
+                        (y[to * d + oc] - acc).abs() < tol,
+                        "{gk:?} k={kernel} t={to} c={oc}"
                     );
                 }
             }

@@ -30,6 +30,8 @@ mod bucket;
 mod config;
 mod cpu;
 mod error;
+mod fast;
+pub mod gemm;
 mod model;
 mod source;
 pub mod store;
@@ -142,7 +144,8 @@ impl Hubert {
                 preprocessor.sampling_rate
             )));
         }
-        let weights = Weights::from_file(&files.weights, device, dtype)?;
+        let weights =
+            Weights::from_file(&files.weights, device, model::tensor_dtype(device, dtype))?;
         let model = HubertModel::new(config, &weights, device, dtype)?;
         let num_parameters = weights.elem_count();
         Ok(Self {

@@ -10,6 +10,8 @@ use tracing::{span, Level};
 
 use crate::config::{Activation, FeatExtractNorm, HubertConfig};
 use crate::cpu::{self, PackedConv, PackedGroupedConv};
+use crate::fast::{FastLayer, FastLinear, Norm};
+use crate::gemm::Kernel;
 use crate::weights::Weights;
 use crate::{Error, Result};
 
@@ -140,18 +142,19 @@ fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 impl FeatureEncoder {
-    fn load(w: &Weights, cfg: &HubertConfig, device: &Device, dtype: DType) -> Result<Self> {
+    fn load(w: &Weights, cfg: &HubertConfig, kernel: Option<Kernel>) -> Result<Self> {
         let conv_layers: Vec<ConvLayer> = (0..cfg.conv_dim.len())
             .map(|i| ConvLayer::load(w, cfg, i))
             .collect::<Result<_>>()?;
-        let fast_ok = device.is_cpu()
-            && dtype == DType::F32
-            && Activation::from_name(&cfg.feat_extract_activation)? == Activation::Gelu;
-        let fast = if fast_ok {
+        let fast_kernel = kernel.filter(|_| {
+            Activation::from_name(&cfg.feat_extract_activation).ok() == Some(Activation::Gelu)
+        });
+        let fast = if let Some(kernel) = fast_kernel {
             let mut layers = Vec::with_capacity(conv_layers.len());
             for (i, layer) in conv_layers.iter().enumerate() {
                 let c_in = if i == 0 { 1 } else { cfg.conv_dim[i - 1] };
                 let packed = PackedConv::new(
+                    kernel,
                     &to_vec(layer.conv.weight())?,
                     layer.conv.bias().map(to_vec).transpose()?,
                     cfg.conv_dim[i],
@@ -313,7 +316,7 @@ struct PositionalConvEmbedding {
 }
 
 impl PositionalConvEmbedding {
-    fn load(w: &Weights, cfg: &HubertConfig, device: &Device, dtype: DType) -> Result<Self> {
+    fn load(w: &Weights, cfg: &HubertConfig, kernel: Option<Kernel>) -> Result<Self> {
         let d = cfg.hidden_size;
         let k = cfg.num_conv_pos_embeddings;
         let groups = cfg.num_conv_pos_embedding_groups;
@@ -333,12 +336,11 @@ impl PositionalConvEmbedding {
             None
         };
         let activation = Activation::from_name(&cfg.feat_extract_activation)?;
-        let fast = (device.is_cpu()
-            && dtype == DType::F32
-            && batch_norm.is_none()
-            && activation == Activation::Gelu)
-            .then(|| -> Result<PackedGroupedConv> {
+        let fast = kernel
+            .filter(|_| batch_norm.is_none() && activation == Activation::Gelu)
+            .map(|kernel| -> Result<PackedGroupedConv> {
                 Ok(PackedGroupedConv::new(
+                    kernel,
                     &to_vec(&weight)?,
                     to_vec(&bias)?,
                     d,
@@ -360,7 +362,7 @@ impl PositionalConvEmbedding {
             conv,
             fast,
             batch_norm,
-            num_pad_remove: usize::from(k % 2 == 0),
+            num_pad_remove: usize::from(k.is_multiple_of(2)),
             activation: Activation::from_name(&cfg.feat_extract_activation)?,
             span: span!(Level::TRACE, "pos-conv"),
         })
@@ -552,8 +554,89 @@ impl EncoderLayer {
 struct Encoder {
     pos_conv_embed: PositionalConvEmbedding,
     layer_norm: LayerNorm,
+    /// candle's layers (empty when `fast` runs them).
     layers: Vec<EncoderLayer>,
+    /// The CPU layers (see [`crate::fast`]).
+    fast: Option<FastEncoder>,
     stable_layer_norm: bool,
+}
+
+/// The encoder's layers and LayerNorm on the CPU path.
+#[derive(Debug)]
+struct FastEncoder {
+    layers: Vec<FastLayer>,
+    layer_norm: Norm,
+}
+
+/// Loads `encoder.layers.{i}` packed for `kernel`, q/k/v fused into one product.
+fn fast_layer(w: &Weights, cfg: &HubertConfig, i: usize, kernel: Kernel) -> Result<FastLayer> {
+    let prefix = format!("encoder.layers.{i}");
+    let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+        to_vec(&w.get(&format!("{prefix}.{name}"), shape)?)
+    };
+    let linear = |name: &str, k: usize, n: usize| -> Result<FastLinear> {
+        Ok(FastLinear::new(
+            kernel,
+            &get(&format!("{name}.weight"), &[n, k])?,
+            get(&format!("{name}.bias"), &[n])?,
+            k,
+            n,
+        ))
+    };
+    let norm = |name: &str| -> Result<Norm> {
+        Ok(Norm::new(
+            get(&format!("{name}.weight"), &[d])?,
+            get(&format!("{name}.bias"), &[d])?,
+            cfg.layer_norm_eps,
+        ))
+    };
+    let (mut qkv_w, mut qkv_b) = (Vec::with_capacity(3 * d * d), Vec::with_capacity(3 * d));
+    for proj in ["q_proj", "k_proj", "v_proj"] {
+        qkv_w.extend(get(&format!("attention.{proj}.weight"), &[d, d])?);
+        qkv_b.extend(get(&format!("attention.{proj}.bias"), &[d])?);
+    }
+    Ok(FastLayer {
+        qkv: FastLinear::new(kernel, &qkv_w, qkv_b, d, 3 * d),
+        out_proj: linear("attention.out_proj", d, d)?,
+        layer_norm: norm("layer_norm")?,
+        intermediate: linear("feed_forward.intermediate_dense", d, f)?,
+        output: linear("feed_forward.output_dense", f, d)?,
+        final_layer_norm: norm("final_layer_norm")?,
+        heads: cfg.num_attention_heads,
+        head_dim: d / cfg.num_attention_heads,
+        stable_layer_norm: cfg.do_stable_layer_norm,
+        attention_kernel: Kernel::best_f32(),
+    })
+}
+
+/// The GEMM kernel of the CPU path for a requested dtype: fp32, or bf16 where the CPU has
+/// AVX512_BF16 (fp32 otherwise); `None` (candle's generic path) for f16 and for GPUs.
+pub(crate) fn cpu_kernel(device: &Device, dtype: DType) -> Option<Kernel> {
+    if !device.is_cpu() {
+        return None;
+    }
+    match dtype {
+        DType::F32 => Some(Kernel::best_f32()),
+        DType::BF16 => {
+            let kernel = Kernel::best_bf16();
+            if !kernel.is_bf16() {
+                tracing::warn!("this CPU has no AVX512_BF16: bf16 runs in fp32");
+            }
+            Some(kernel)
+        }
+        _ => None,
+    }
+}
+
+/// The dtype tensors are stored and computed in: f32 on the CPU path (bf16 there only rounds
+/// the matrix-product operands), the requested dtype elsewhere.
+pub(crate) fn tensor_dtype(device: &Device, dtype: DType) -> DType {
+    if device.is_cpu() && matches!(dtype, DType::F32 | DType::BF16) {
+        DType::F32
+    } else {
+        dtype
+    }
 }
 
 /// The output of [`HubertModel::forward`].
@@ -628,15 +711,70 @@ impl std::str::FromStr for LayerSelection {
 }
 
 impl Encoder {
-    fn load(w: &Weights, cfg: &HubertConfig, device: &Device, dtype: DType) -> Result<Self> {
+    fn load(w: &Weights, cfg: &HubertConfig, kernel: Option<Kernel>) -> Result<Self> {
+        let layer_norm = layer_norm(w, "encoder.layer_norm", cfg.hidden_size, cfg.layer_norm_eps)?;
+        let fast_kernel = kernel
+            .filter(|_| Activation::from_name(&cfg.hidden_act).ok() == Some(Activation::Gelu));
+        let (layers, fast) = match fast_kernel {
+            Some(kernel) => {
+                let layers = (0..cfg.num_hidden_layers)
+                    .map(|i| fast_layer(w, cfg, i, kernel))
+                    .collect::<Result<_>>()?;
+                let norm = Norm::new(
+                    to_vec(layer_norm.weight())?,
+                    to_vec(layer_norm.bias().expect("loaded with a bias"))?,
+                    cfg.layer_norm_eps,
+                );
+                (
+                    vec![],
+                    Some(FastEncoder {
+                        layers,
+                        layer_norm: norm,
+                    }),
+                )
+            }
+            None => (
+                (0..cfg.num_hidden_layers)
+                    .map(|i| EncoderLayer::load(w, cfg, i))
+                    .collect::<Result<_>>()?,
+                None,
+            ),
+        };
         Ok(Self {
-            pos_conv_embed: PositionalConvEmbedding::load(w, cfg, device, dtype)?,
-            layer_norm: layer_norm(w, "encoder.layer_norm", cfg.hidden_size, cfg.layer_norm_eps)?,
-            layers: (0..cfg.num_hidden_layers)
-                .map(|i| EncoderLayer::load(w, cfg, i))
-                .collect::<Result<_>>()?,
+            pos_conv_embed: PositionalConvEmbedding::load(w, cfg, kernel)?,
+            layer_norm,
+            layers,
+            fast,
             stable_layer_norm: cfg.do_stable_layer_norm,
         })
+    }
+
+    /// [`Encoder::forward_visit`] on the CPU path.
+    fn forward_visit_fast(
+        &self,
+        fast: &FastEncoder,
+        xs: &Tensor,
+        visit: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
+        let (b, t, d) = xs.dims3()?;
+        let device = xs.device();
+        let pos = self.pos_conv_embed.forward(xs)?;
+        let mut x = (xs + pos)?.flatten_all()?.to_vec1::<f32>()?;
+        if !self.stable_layer_norm {
+            fast.layer_norm.forward_inplace(&mut x);
+        }
+        visit(0, &Tensor::from_slice(&x, (b, t, d), device)?)?;
+        for (i, layer) in fast.layers.iter().enumerate() {
+            {
+                let _span = span!(Level::TRACE, "encoder-layer", i).entered();
+                layer.forward(&mut x, b, t);
+            }
+            visit(i + 1, &Tensor::from_slice(&x, (b, t, d), device)?)?;
+        }
+        if self.stable_layer_norm {
+            fast.layer_norm.forward_inplace(&mut x);
+        }
+        Ok(Tensor::from_vec(x, (b, t, d), device)?)
     }
 
     /// Runs the encoder, handing each hidden state `(index, tensor)` to `visit` as soon as it
@@ -646,6 +784,9 @@ impl Encoder {
         xs: &Tensor,
         visit: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<Tensor> {
+        if let Some(fast) = &self.fast {
+            return self.forward_visit_fast(fast, xs, visit);
+        }
         let pos = self.pos_conv_embed.forward(xs)?;
         let mut xs = (xs + pos)?;
         if !self.stable_layer_norm {
@@ -673,6 +814,9 @@ pub struct HubertModel {
     encoder: Encoder,
     device: Device,
     dtype: DType,
+    /// What tensors hold (f32 on the CPU path, see [`tensor_dtype`]).
+    tensor_dtype: DType,
+    kernel: Option<Kernel>,
 }
 
 impl HubertModel {
@@ -685,13 +829,18 @@ impl HubertModel {
         dtype: DType,
     ) -> Result<Self> {
         config.validate()?;
+        let kernel = cpu_kernel(device, dtype);
+        let tensor_dtype = tensor_dtype(device, dtype);
+        let weights = &weights.with_dtype(tensor_dtype);
         Ok(Self {
-            feature_extractor: FeatureEncoder::load(weights, &config, device, dtype)?,
+            feature_extractor: FeatureEncoder::load(weights, &config, kernel)?,
             feature_projection: FeatureProjection::load(weights, &config)?,
-            encoder: Encoder::load(weights, &config, device, dtype)?,
+            encoder: Encoder::load(weights, &config, kernel)?,
             config,
             device: device.clone(),
             dtype,
+            tensor_dtype,
+            kernel,
         })
     }
 
@@ -705,9 +854,17 @@ impl HubertModel {
         &self.device
     }
 
-    /// The dtype of weights and activations.
+    /// The dtype the model was loaded for. On the CPU, bf16 rounds the operands of the matrix
+    /// products (weights and activations) to bf16 and accumulates in f32; everything else,
+    /// hidden states included, stays f32 (see [`HubertModel::cpu_kernel`]).
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The matrix-product kernel of the CPU path (`None` on GPUs and for f16, which take
+    /// candle's generic path).
+    pub fn cpu_kernel(&self) -> Option<Kernel> {
+        self.kernel
     }
 
     /// Feature encoder and projection: `[B, samples]` -> `[B, T, D]` (encoder input).
@@ -717,7 +874,9 @@ impl HubertModel {
         if samples < min {
             return Err(Error::InputTooShort { samples, min });
         }
-        let input_values = input_values.to_device(&self.device)?.to_dtype(self.dtype)?;
+        let input_values = input_values
+            .to_device(&self.device)?
+            .to_dtype(self.tensor_dtype)?;
         let conv_features = self.feature_extractor.forward(&input_values)?;
         self.feature_projection.forward(&conv_features)
     }

@@ -96,6 +96,16 @@ impl Weights {
         Ok(weights)
     }
 
+    /// The same tensors, handed out in `dtype` (tensors are shared, not copied).
+    pub(crate) fn with_dtype(&self, dtype: DType) -> Self {
+        Self {
+            tensors: self.tensors.clone(),
+            path: self.path.clone(),
+            device: self.device.clone(),
+            dtype,
+        }
+    }
+
     /// The checkpoint file these weights came from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -45,7 +45,7 @@ impl Default for TsneConfig {
 /// parallel parts reduce in a fixed order). Errors on a ragged slice or non-finite values;
 /// fewer than 2 rows give points at the origin.
 pub fn tsne(x: &[f32], dim: usize, cfg: &TsneConfig) -> Result<Vec<[f32; 2]>> {
-    if dim == 0 || x.len() % dim != 0 {
+    if dim == 0 || !x.len().is_multiple_of(dim) {
         return Err(PlotError::Input(format!(
             "t-SNE: {} values are not rows of {dim}",
             x.len()

@@ -251,7 +251,7 @@ impl Probe {
     /// slice is not a whole number of rows; an empty slice gives an empty result.
     pub fn logits(&self, features: &[f32]) -> Result<Vec<f32>> {
         let in_dim = self.in_dim();
-        if features.len() % in_dim != 0 {
+        if !features.len().is_multiple_of(in_dim) {
             return Err(ProbeError::Shape {
                 what: "features",
                 len: features.len(),

@@ -64,7 +64,7 @@ impl WeightedProbe {
     /// `[n, n_layers * dim]` (each row its layers one after another) -> `[n, dim]`.
     pub fn combine(&self, features: &[f32]) -> Result<Vec<f32>> {
         let width = self.n_layers() * self.dim;
-        if features.len() % width != 0 {
+        if !features.len().is_multiple_of(width) {
             return Err(ProbeError::Shape {
                 what: "layer features",
                 len: features.len(),
@@ -304,7 +304,7 @@ impl Trainer {
     ) -> Result<TrainedWeightedProbe> {
         let cfg = self.config();
         cfg.validate()?;
-        if n_layers == 0 || train.n_features() % n_layers != 0 {
+        if n_layers == 0 || !train.n_features().is_multiple_of(n_layers) {
             return Err(ProbeError::Config(format!(
                 "{} features per item are not {n_layers} layers",
                 train.n_features()

@@ -122,7 +122,7 @@ fn check_shape(x: &[f32], n_features: usize) -> Result<usize> {
             n_features,
         });
     }
-    if x.len() % n_features != 0 {
+    if !x.len().is_multiple_of(n_features) {
         return Err(ScalerError::Ragged {
             len: x.len(),
             n_features,
@@ -227,7 +227,7 @@ impl StandardScaler {
 
     fn check_input(&self, x: &[f32]) -> Result<()> {
         let n_features = self.n_features();
-        if x.len() % n_features != 0 {
+        if !x.len().is_multiple_of(n_features) {
             return Err(ScalerError::Ragged {
                 len: x.len(),
                 n_features,
