@@ -22,13 +22,47 @@ use tracing_subscriber::Layer;
 /// forward pass spends its time, stage by stage.
 #[derive(Default)]
 struct StageTimes {
-    totals: Mutex<HashMap<&'static str, (f64, u64)>>,
+    totals: Mutex<HashMap<String, (f64, u64)>>,
 }
 
 struct Entered(Instant);
 
+/// The stage label: the span name, with the layer index for conv layers (they differ a lot).
+struct Label(String);
+
+struct IndexField(Option<u64>);
+
+impl tracing::field::Visit for IndexField {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == "i" {
+            self.0 = Some(value);
+        }
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        if field.name() == "i" {
+            self.0 = Some(value as u64);
+        }
+    }
+    fn record_debug(&mut self, _field: &tracing::field::Field, _value: &dyn std::fmt::Debug) {}
+}
+
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for &'static StageTimes {
-    fn on_new_span(&self, _attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {}
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let name = attrs.metadata().name();
+        let label = if name == "conv-layer" {
+            let mut index = IndexField(None);
+            attrs.record(&mut index);
+            match index.0 {
+                Some(i) => format!("{name} {i}"),
+                None => name.to_string(),
+            }
+        } else {
+            name.to_string()
+        };
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().replace(Label(label));
+        }
+    }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
@@ -38,9 +72,13 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for &'static StageTimes {
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
-            if let Some(Entered(t)) = span.extensions_mut().remove::<Entered>() {
+            let mut ext = span.extensions_mut();
+            if let Some(Entered(t)) = ext.remove::<Entered>() {
+                let label = ext
+                    .get_mut::<Label>()
+                    .map_or_else(|| span.name().to_string(), |l| l.0.clone());
                 let mut totals = self.totals.lock().expect("not poisoned");
-                let e = totals.entry(span.name()).or_insert((0.0, 0));
+                let e = totals.entry(label).or_insert((0.0, 0));
                 e.0 += t.elapsed().as_secs_f64();
                 e.1 += 1;
             }

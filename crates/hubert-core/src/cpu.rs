@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use crate::gemm::{gemm, gemm_raw, Init, Kernel, PackedB};
+use crate::gemm::{gemm_new, gemm_raw, Init, Kernel, PackedB};
 
 /// Threads for GEMM: candle's setting (RAYON_NUM_THREADS or the core count).
 pub(crate) fn threads() -> usize {
@@ -77,26 +77,20 @@ impl PackedConv {
     pub(crate) fn forward(&self, x: &[f32], t_in: usize) -> Vec<f32> {
         assert_eq!(x.len(), t_in * self.c_in, "input is [t_in, c_in]");
         let t_out = self.out_len(t_in);
-        let mut out = vec![0f32; t_out * self.c_out];
-        if t_out > 0 {
-            // The last row read starts at (t_out-1)*stride*c_in and spans k*c_in values, which
-            // ends at or before t_in*c_in because (t_out-1)*stride + k <= t_in.
-            let init = match &self.bias {
-                Some(b) => Init::Bias(b),
-                None => Init::Zero,
-            };
-            gemm(
-                t_out,
-                x,
-                self.stride * self.c_in,
-                &self.weight,
-                &mut out,
-                self.c_out,
-                init,
-                threads(),
-            );
-        }
-        out
+        // The last row read starts at (t_out-1)*stride*c_in and spans k*c_in values, which
+        // ends at or before t_in*c_in because (t_out-1)*stride + k <= t_in.
+        let init = match &self.bias {
+            Some(b) => Init::Bias(b),
+            None => Init::Zero,
+        };
+        gemm_new(
+            t_out,
+            x,
+            self.stride * self.c_in,
+            &self.weight,
+            init,
+            threads(),
+        )
     }
 }
 
@@ -365,20 +359,27 @@ pub(crate) fn group_norm_gelu(
     bias: &[f32],
     eps: f64,
 ) {
-    let mut mean = vec![0f64; c];
-    for row in x.chunks_exact(c) {
-        for (m, &v) in mean.iter_mut().zip(row) {
-            *m += v as f64;
-        }
-    }
+    // Per-channel sums over time, in parallel row blocks (f64 partial sums, vectorised).
+    let partial = |f: &(dyn Fn(usize, &[f32], &mut [f64]) + Sync)| -> Vec<f64> {
+        x.par_chunks(c * 256)
+            .map(|rows| {
+                let mut acc = vec![0f64; c];
+                for row in rows.chunks_exact(c) {
+                    f(c, row, &mut acc);
+                }
+                acc
+            })
+            .reduce(
+                || vec![0f64; c],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            )
+    };
+    let mut mean = partial(&|_, row, acc| accumulate_row(acc, row));
     mean.iter_mut().for_each(|m| *m /= t as f64);
-    let mut var = vec![0f64; c];
-    for row in x.chunks_exact(c) {
-        for ((s, &v), &m) in var.iter_mut().zip(row).zip(&mean) {
-            let d = v as f64 - m;
-            *s += d * d;
-        }
-    }
+    let var = partial(&|_, row, acc| accumulate_sq_dev(acc, row, &mean));
     let scale: Vec<f32> = var
         .iter()
         .zip(weight)
@@ -395,6 +396,25 @@ pub(crate) fn group_norm_gelu(
             affine_gelu(row, &scale, &shift);
         }
     });
+}
+
+multiversion! {
+    /// `acc[c] += row[c]` in f64.
+    fn accumulate_row(acc: &mut [f64], row: &[f32]) {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += v as f64;
+        }
+    }
+}
+
+multiversion! {
+    /// `acc[c] += (row[c] - mean[c])^2` in f64.
+    fn accumulate_sq_dev(acc: &mut [f64], row: &[f32], mean: &[f64]) {
+        for ((a, &v), &m) in acc.iter_mut().zip(row).zip(mean) {
+            let d = v as f64 - m;
+            *a += d * d;
+        }
+    }
 }
 
 multiversion! {

@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::{self, threads, SendPtr};
-use crate::gemm::{gemm, gemm_raw, Init, Kernel, PackedB};
+use crate::gemm::{gemm, gemm_new, gemm_raw, Init, Kernel, PackedB};
 
 /// `nn.LayerNorm` weights.
 #[derive(Debug, Clone)]
@@ -81,19 +81,14 @@ impl FastLinear {
 
     /// `x [m, k]` -> `[m, n]`.
     pub(crate) fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let n = self.weight.n();
-        let mut y = vec![0f32; m * n];
-        gemm(
+        gemm_new(
             m,
             x,
             self.weight.k(),
             &self.weight,
-            &mut y,
-            n,
             Init::Bias(&self.bias),
             threads(),
-        );
-        y
+        )
     }
 }
 

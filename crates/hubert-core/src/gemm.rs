@@ -20,7 +20,7 @@ const MR: usize = 14;
 /// Columns of the register tile (two zmm registers).
 const NR: usize = 32;
 /// Depth of a packed block (in k for f32, in k-pairs for bf16).
-const KC: usize = 192;
+const KC: usize = 256;
 /// Rows of a packed A block.
 const MC: usize = MR * 12;
 
@@ -268,6 +268,38 @@ pub fn gemm(
     assert!(c.len() >= (m - 1) * ldc + b.n, "C too short");
     // SAFETY: bounds checked just above.
     unsafe { gemm_raw(m, a.as_ptr(), lda, b, c.as_mut_ptr(), ldc, init, threads) }
+}
+
+/// `A·B (+ bias)` into a new `[m, n]` buffer (not zeroed first: the product writes every
+/// value).
+///
+/// # Panics
+/// As [`gemm`], and for [`Init::Accumulate`] (there is nothing to accumulate into).
+pub fn gemm_new(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    init: Init<'_>,
+    threads: usize,
+) -> Vec<f32> {
+    assert!(
+        !matches!(init, Init::Accumulate),
+        "a new buffer has nothing to accumulate"
+    );
+    let n = b.n;
+    if m == 0 || n == 0 {
+        return vec![0f32; m * n];
+    }
+    assert!(a.len() >= (m - 1) * lda + b.k, "A too short");
+    let mut c: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: A is checked above; C has capacity m*n and every value of the m x n tile is
+    // written (Zero and Bias store all of it) before the length is set.
+    unsafe {
+        gemm_raw(m, a.as_ptr(), lda, b, c.as_mut_ptr(), n, init, threads);
+        c.set_len(m * n);
+    }
+    c
 }
 
 /// [`gemm`] on raw pointers, for callers that write disjoint column ranges of one buffer from

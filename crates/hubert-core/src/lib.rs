@@ -146,8 +146,8 @@ impl Hubert {
         }
         let weights =
             Weights::from_file(&files.weights, device, model::tensor_dtype(device, dtype))?;
-        let model = HubertModel::new(config, &weights, device, dtype)?;
         let num_parameters = weights.elem_count();
+        let model = HubertModel::from_weights(config, weights, device, dtype)?;
         Ok(Self {
             model,
             preprocessor,

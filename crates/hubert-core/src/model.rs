@@ -572,8 +572,12 @@ struct FastEncoder {
 fn fast_layer(w: &Weights, cfg: &HubertConfig, i: usize, kernel: Kernel) -> Result<FastLayer> {
     let prefix = format!("encoder.layers.{i}");
     let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+    // Each tensor is copied out, then released from the store: it lives on in packed form only.
     let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-        to_vec(&w.get(&format!("{prefix}.{name}"), shape)?)
+        let full = format!("{prefix}.{name}");
+        let values = to_vec(&w.get(&full, shape)?)?;
+        w.release(&full);
+        Ok(values)
     };
     let linear = |name: &str, k: usize, n: usize| -> Result<FastLinear> {
         Ok(FastLinear::new(
@@ -828,10 +832,27 @@ impl HubertModel {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        Self::from_weights(
+            config,
+            weights.with_dtype(tensor_dtype(device, dtype)),
+            device,
+            dtype,
+        )
+    }
+
+    /// Like [`HubertModel::new`], consuming the weights: tensors the CPU path packs are freed
+    /// as it packs them, so loading never holds two copies of the model.
+    pub fn from_weights(
+        config: HubertConfig,
+        mut weights: Weights,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         config.validate()?;
         let kernel = cpu_kernel(device, dtype);
         let tensor_dtype = tensor_dtype(device, dtype);
-        let weights = &weights.with_dtype(tensor_dtype);
+        weights.set_dtype(tensor_dtype);
+        let weights = &weights;
         Ok(Self {
             feature_extractor: FeatureEncoder::load(weights, &config, kernel)?,
             feature_projection: FeatureProjection::load(weights, &config)?,

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -16,7 +17,7 @@ const PREFIXES: [&str; 2] = ["hubert.", "wav2vec2."];
 
 /// All tensors of a checkpoint, keyed by their base-model names, with weight norm folded.
 pub struct Weights {
-    tensors: HashMap<String, Tensor>,
+    tensors: Mutex<HashMap<String, Tensor>>,
     path: PathBuf,
     device: Device,
     dtype: DType,
@@ -26,7 +27,7 @@ impl std::fmt::Debug for Weights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Weights")
             .field("path", &self.path)
-            .field("tensors", &self.tensors.len())
+            .field("tensors", &self.len())
             .field("dtype", &self.dtype)
             .finish()
     }
@@ -87,7 +88,7 @@ impl Weights {
             tensors.insert(name, tensor);
         }
         let mut weights = Self {
-            tensors,
+            tensors: Mutex::new(tensors),
             path: path.to_path_buf(),
             device: device.clone(),
             dtype,
@@ -99,11 +100,27 @@ impl Weights {
     /// The same tensors, handed out in `dtype` (tensors are shared, not copied).
     pub(crate) fn with_dtype(&self, dtype: DType) -> Self {
         Self {
-            tensors: self.tensors.clone(),
+            tensors: Mutex::new(self.map().clone()),
             path: self.path.clone(),
             device: self.device.clone(),
             dtype,
         }
+    }
+
+    /// Hands tensors out in `dtype` from now on.
+    pub(crate) fn set_dtype(&mut self, dtype: DType) {
+        self.dtype = dtype;
+    }
+
+    /// Drops the store's reference to `name` (once its values are copied into packed form), so
+    /// a model does not hold two copies of its weights while it loads.
+    pub(crate) fn release(&self, name: &str) {
+        self.map().remove(name);
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tensor>> {
+        // A panic while the lock was held left the map itself consistent.
+        self.tensors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The checkpoint file these weights came from.
@@ -113,27 +130,29 @@ impl Weights {
 
     /// Number of tensors (after folding weight norm).
     pub fn len(&self) -> usize {
-        self.tensors.len()
+        self.map().len()
     }
 
     /// Whether the checkpoint held no base-model tensor.
     pub fn is_empty(&self) -> bool {
-        self.tensors.is_empty()
+        self.map().is_empty()
     }
 
     /// Total number of elements over all tensors.
     pub fn elem_count(&self) -> usize {
-        self.tensors.values().map(|t| t.elem_count()).sum()
+        self.map().values().map(|t| t.elem_count()).sum()
     }
 
     /// Whether a tensor is present.
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.map().contains_key(name)
     }
 
     /// Replaces each weight-norm pair by the weight it parametrises:
     /// `weight = g * v / ||v||`, the norm taken over every dim but the one `g` keeps.
     fn fold_weight_norm(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let tensors = self.tensors.get_mut().unwrap_or_else(|e| e.into_inner());
         let pairs = [
             (".weight_g", ".weight_v"),
             (
@@ -142,27 +161,26 @@ impl Weights {
             ),
         ];
         for (g_suffix, v_suffix) in pairs {
-            let bases: Vec<String> = self
-                .tensors
+            let bases: Vec<String> = tensors
                 .keys()
                 .filter_map(|k| k.strip_suffix(g_suffix).map(str::to_string))
                 .collect();
             for base in bases {
                 let g_name = format!("{base}{g_suffix}");
                 let v_name = format!("{base}{v_suffix}");
-                let g = self.tensors.remove(&g_name).expect("key listed above");
-                let Some(v) = self.tensors.remove(&v_name) else {
+                let g = tensors.remove(&g_name).expect("key listed above");
+                let Some(v) = tensors.remove(&v_name) else {
                     return Err(Error::MissingTensor {
-                        path: self.path.clone(),
+                        path: path.clone(),
                         name: v_name,
                         hint: format!(" (weight norm: `{g_name}` is present without it)"),
                     });
                 };
                 let weight = weight_norm(&g, &v).map_err(|e| Error::Checkpoint {
-                    path: self.path.clone(),
+                    path: path.clone(),
                     msg: format!("cannot fold weight norm of `{base}`: {e}"),
                 })?;
-                self.tensors.insert(format!("{base}.weight"), weight);
+                tensors.insert(format!("{base}.weight"), weight);
             }
         }
         Ok(())
@@ -175,11 +193,15 @@ impl Weights {
 
     /// Like [`Weights::get`], with a hint appended to the missing-tensor error.
     pub fn get_with_hint(&self, name: &str, expected: &[usize], hint: &str) -> Result<Tensor> {
-        let tensor = self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
-            path: self.path.clone(),
-            name: name.to_string(),
-            hint: hint.to_string(),
-        })?;
+        let tensor = self
+            .map()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+                hint: hint.to_string(),
+            })?;
         if tensor.dims() != expected {
             return Err(Error::ShapeMismatch {
                 path: self.path.clone(),
