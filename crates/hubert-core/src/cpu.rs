@@ -360,12 +360,12 @@ pub(crate) fn group_norm_gelu(
     eps: f64,
 ) {
     // Per-channel sums over time, in parallel row blocks (f64 partial sums, vectorised).
-    let partial = |f: &(dyn Fn(usize, &[f32], &mut [f64]) + Sync)| -> Vec<f64> {
+    let partial = |f: &(dyn Fn(&[f32], &mut [f64]) + Sync)| -> Vec<f64> {
         x.par_chunks(c * 256)
             .map(|rows| {
                 let mut acc = vec![0f64; c];
                 for row in rows.chunks_exact(c) {
-                    f(c, row, &mut acc);
+                    f(row, &mut acc);
                 }
                 acc
             })
@@ -377,9 +377,9 @@ pub(crate) fn group_norm_gelu(
                 },
             )
     };
-    let mut mean = partial(&|_, row, acc| accumulate_row(acc, row));
+    let mut mean = partial(&|row, acc| accumulate_row(acc, row));
     mean.iter_mut().for_each(|m| *m /= t as f64);
-    let var = partial(&|_, row, acc| accumulate_sq_dev(acc, row, &mean));
+    let var = partial(&|row, acc| accumulate_sq_dev(acc, row, &mean));
     let scale: Vec<f32> = var
         .iter()
         .zip(weight)
