@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side extraction benchmark: hubert-probe (candle, Rust) vs transformers (PyTorch), same
-# model, clips, batch sizes and 2 threads, one after the other in one run. Prints a Markdown
-# table for docs/PERFORMANCE.md.
+# Side-by-side extraction benchmark: hubert-probe (Rust) vs transformers (PyTorch), same model,
+# clips, batch sizes and 2 threads, in fp32 and bf16 (DTYPES=f32,bf16), one after the other in one
+# run. Prints a Markdown table for docs/PERFORMANCE.md.
 #
 #   scripts/bench_extract.sh [MODEL_DIR] [SECONDS] [BATCHES] [REPS]
 #
@@ -20,27 +20,33 @@ if [ ! -f "$MODEL/config.json" ]; then
 fi
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
 cargo bench -p hubert-core --bench extract --no-run >/dev/null 2>&1
-cargo bench -p hubert-core --bench extract -- --model "$MODEL" --seconds "$SECONDS_LIST" \
-  --batch "$BATCHES" --reps "$REPS" >"$OUT/rust.jsonl"
-python3 scripts/bench_torch.py --model "$MODEL" --seconds "$SECONDS_LIST" --batch "$BATCHES" \
-  --reps "$REPS" --threads "$THREADS" >"$OUT/torch.jsonl"
+DTYPES=${DTYPES:-f32,bf16}
+for dtype in ${DTYPES//,/ }; do
+  cargo bench -p hubert-core --bench extract -- --model "$MODEL" --seconds "$SECONDS_LIST" \
+    --batch "$BATCHES" --reps "$REPS" --dtype "$dtype" >>"$OUT/rust.jsonl"
+  python3 scripts/bench_torch.py --model "$MODEL" --seconds "$SECONDS_LIST" --batch "$BATCHES" \
+    --reps "$REPS" --threads "$THREADS" --dtype "$dtype" >>"$OUT/torch.jsonl"
+done
 python3 - "$OUT/rust.jsonl" "$OUT/torch.jsonl" <<'PY'
 import json, sys
 rows = {}
 peak = {}
 for path in sys.argv[1:]:
+    dtype = None
     for line in open(path):
         r = json.loads(line)
         if "peak_rss_mib" in r:
-            peak[r["impl"]] = r["peak_rss_mib"]
+            peak[(r["impl"], dtype)] = r["peak_rss_mib"]
             continue
-        rows.setdefault((r["clip_seconds"], r["batch"]), {})[r["impl"]] = r["audio_s_per_s"]
-print("| clip | batch | hubert-probe (audio-s/s) | PyTorch (audio-s/s) | ratio |")
-print("|---|---|---|---|---|")
-for (secs, batch), v in sorted(rows.items()):
+        dtype = {"F32": "f32", "BF16": "bf16"}.get(r["dtype"], r["dtype"])
+        rows.setdefault((dtype, r["clip_seconds"], r["batch"]), {})[r["impl"]] = r["audio_s_per_s"]
+print("| dtype | clip | batch | hubert-probe (audio-s/s) | PyTorch (audio-s/s) | ratio |")
+print("|---|---|---|---|---|---|")
+for (dtype, secs, batch), v in sorted(rows.items(), key=lambda kv: (kv[0][0] != "f32",) + kv[0][1:]):
     ours, theirs = v.get("hubert-probe"), v.get("pytorch")
     ratio = f"{ours / theirs:.2f}x" if ours and theirs else "n/a"
-    print(f"| {secs:g} s | {batch} | {ours} | {theirs} | {ratio} |")
+    print(f"| {dtype} | {secs:g} s | {batch} | {ours} | {theirs} | {ratio} |")
 print()
-print(f"Peak RSS: hubert-probe {peak.get('hubert-probe')} MiB, PyTorch {peak.get('pytorch')} MiB")
+for (impl, dtype), mib in sorted(peak.items()):
+    print(f"Peak RSS {impl} {dtype}: {mib} MiB")
 PY
