@@ -40,7 +40,8 @@ struct ModelArgs {
     /// Device: cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Model dtype: f32, f16 or bf16 (features are always stored as f32).
+    /// Model dtype: f32, f16 or bf16 (features are always stored as f32; on the CPU bf16 rounds
+    /// the matrix-product operands only, and runs as f32 without AVX512_BF16).
     #[arg(long, default_value = "f32")]
     dtype: String,
 }

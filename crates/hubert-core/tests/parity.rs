@@ -238,9 +238,9 @@ fn full_size_hubert_base_when_available() {
     }
 }
 
-/// f16/bf16 take candle's generic path (the one CUDA runs; the CPU fast kernels are f32 only):
-/// norms, softmax and pooling are computed in f32 and the pooled features come back as f32,
-/// within half precision of the fp32 reference.
+/// f16 takes candle's generic path (the one CUDA runs) and bf16 the CPU kernels (bf16 operands
+/// in the matrix products, or fp32 without AVX512_BF16): norms, softmax and pooling are computed
+/// in f32 and the pooled features come back as f32, within half precision of the fp32 reference.
 #[test]
 fn half_precision_pooled_features_are_close_to_f32() {
     let exp = expected();

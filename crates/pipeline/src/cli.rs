@@ -50,7 +50,8 @@ pub struct ExtractArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Model dtype: f32, f16, bf16 (features are stored as f32).
+    /// Model dtype: f32, f16, bf16 (features are stored as f32; on the CPU bf16 rounds the
+    /// matrix-product operands only, and runs as f32 without AVX512_BF16).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Clips per model batch (only clips of equal length share a batch).
