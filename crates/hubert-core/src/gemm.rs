@@ -572,6 +572,10 @@ mod x86 {
             while k0 < kd.max(1) {
                 let kc = KC.min(kd - k0);
                 match a {
+                    // Gather offsets are i32: 15 rows of lda must fit.
+                    Lhs::Packed(a) if !bf16 && lda < (i32::MAX as usize) / 16 => {
+                        pack_f32(&mut apack, a, lda, ic, mc, tiles, k0, kc)
+                    }
                     Lhs::Packed(a) => pack(&mut apack, a, lda, ic, mc, tiles, k0, kc, k, bf16),
                     Lhs::DirectF32(a) if !mc.is_multiple_of(MR) => {
                         let (t, r) = (tiles - 1, mc % MR);
@@ -740,6 +744,34 @@ mod x86 {
                         dst[p * MR + r] = (*src.add(k0 + p)).to_bits();
                     }
                 }
+            }
+        }
+    }
+
+    /// The f32 case of [`pack`] with one masked gather of the tile's 14 rows per k (the scalar
+    /// transposition costs more than the gathers on the conv layers' long rows).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pack_f32(
+        apack: &mut [u32],
+        a: *const f32,
+        lda: usize,
+        ic: usize,
+        mc: usize,
+        tiles: usize,
+        k0: usize,
+        kc: usize,
+    ) {
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let idx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(lda as i32));
+        for t in 0..tiles {
+            let rows = (mc - t * MR).min(MR);
+            let mask = ((1u32 << rows) - 1) as u16;
+            let src = a.add((ic + t * MR) * lda + k0);
+            let dst = apack.as_mut_ptr().add(t * kc * MR) as *mut f32;
+            for p in 0..kc {
+                let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, idx, src.add(p));
+                _mm512_mask_storeu_ps(dst.add(p * MR), (1 << MR) - 1, v);
             }
         }
     }

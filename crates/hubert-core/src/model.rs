@@ -614,6 +614,18 @@ fn fast_layer(w: &Weights, cfg: &HubertConfig, i: usize, kernel: Kernel) -> Resu
     })
 }
 
+/// Runs `f` on a thread of rayon's pool (the caller waits): the parallel sections of the CPU
+/// path then keep one half of their work on the running worker and wake only the others, instead
+/// of waking every worker from outside the pool for each matrix product.
+fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    let mut out = None;
+    rayon::scope(|_| out = Some(f()));
+    out.expect("the scope ran the closure")
+}
+
 /// The GEMM kernel of the CPU path for a requested dtype: fp32, or bf16 where the CPU has
 /// AVX512_BF16 (fp32 otherwise); `None` (candle's generic path) for f16 and for GPUs.
 pub(crate) fn cpu_kernel(device: &Device, dtype: DType) -> Option<Kernel> {
@@ -905,6 +917,10 @@ impl HubertModel {
     /// The full forward pass over a batch of equal-length, already preprocessed clips
     /// `[B, samples]`, keeping every hidden state.
     pub fn forward(&self, input_values: &Tensor) -> Result<HiddenStates> {
+        in_pool(|| self.forward_inner(input_values))
+    }
+
+    fn forward_inner(&self, input_values: &Tensor) -> Result<HiddenStates> {
         let xs = self.embed_frames(input_values)?;
         let mut hidden_states = Vec::with_capacity(self.config.num_hidden_states());
         let last_hidden_state = self.encoder.forward_visit(&xs, &mut |_, h| {
@@ -929,6 +945,15 @@ impl HubertModel {
     }
 
     fn forward_selected(
+        &self,
+        input_values: &Tensor,
+        layers: &LayerSelection,
+        reduce: impl Fn(&Tensor) -> Result<Tensor> + Send,
+    ) -> Result<Tensor> {
+        in_pool(|| self.forward_selected_inner(input_values, layers, reduce))
+    }
+
+    fn forward_selected_inner(
         &self,
         input_values: &Tensor,
         layers: &LayerSelection,
