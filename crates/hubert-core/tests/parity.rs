@@ -1,101 +1,13 @@
 //! Parity with transformers' `HubertModel`: every hidden state of every fixture clip, for both
 //! weight formats and both architecture variants. Fixtures come from `scripts/make_fixtures.py`.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use hubert_core::{DType, Device, Hubert, LayerSelection, Tensor};
+use hubert_core::{DType, Device, Hubert, LayerSelection};
 
-const TOL: f32 = 1e-4;
+mod common;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn expected() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join("expected.safetensors"), &Device::Cpu).unwrap()
-}
-
-const CLIPS: [&str; 5] = [
-    "min400_pcm16",
-    "odd1234_float",
-    "half8000_pcm16",
-    "one16000_float",
-    "one16000_pcm16",
-];
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn read_wav(path: &Path) -> Vec<f32> {
-    let mut reader = hound::WavReader::open(path).unwrap();
-    let spec = reader.spec();
-    assert_eq!(spec.sample_rate, 16_000);
-    match spec.sample_format {
-        hound::SampleFormat::Float => reader.samples::<f32>().map(|s| s.unwrap()).collect(),
-        hound::SampleFormat::Int => reader
-            .samples::<i32>()
-            .map(|s| s.unwrap() as f32 / (1i64 << (spec.bits_per_sample - 1)) as f32)
-            .collect(),
-    }
-}
-
-/// Checks one model directory against the fixture outputs of architecture `arch`.
-fn check_model_dir(dir: &str, arch: &str) {
-    let exp = expected();
-    let hubert = Hubert::load(
-        fixtures().join(dir).to_str().unwrap(),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
-    let n_layers = hubert.config().num_hidden_layers;
-    let mut worst = 0f32;
-    for clip in CLIPS {
-        let samples = read_wav(&fixtures().join("audio").join(format!("{clip}.wav")));
-        // Our preprocessing equals the feature extractor's.
-        let input = hubert.input_values(&[&samples]).unwrap();
-        let exp_input = &exp[&format!("{arch}.{clip}.input_values")];
-        let d = max_abs_diff(&input.squeeze(0).unwrap(), exp_input);
-        assert!(d < 1e-5, "{dir}/{clip}: input_values differ by {d}");
-
-        let out = hubert.model.forward(&input).unwrap();
-        assert_eq!(out.hidden_states.len(), n_layers + 1);
-        let exp_hidden = &exp[&format!("{arch}.{clip}.hidden_states")];
-        for (i, h) in out.hidden_states.iter().enumerate() {
-            let d = max_abs_diff(&h.squeeze(0).unwrap(), &exp_hidden.get(i).unwrap());
-            assert!(d < TOL, "{dir}/{clip}: hidden_states[{i}] max abs diff {d}");
-            worst = worst.max(d);
-        }
-        let exp_last = &exp[&format!("{arch}.{clip}.last_hidden_state")];
-        let d = max_abs_diff(&out.last_hidden_state.squeeze(0).unwrap(), exp_last);
-        assert!(d < TOL, "{dir}/{clip}: last_hidden_state max abs diff {d}");
-
-        // Pooled features are the frame means of the same states.
-        let pooled = hubert.embed(&[&samples], &LayerSelection::All).unwrap();
-        let exp_pooled = exp_hidden.mean(1).unwrap();
-        let d = max_abs_diff(&pooled.squeeze(0).unwrap(), &exp_pooled);
-        assert!(d < TOL, "{dir}/{clip}: pooled max abs diff {d}");
-        let last = hubert.embed(&[&samples], &LayerSelection::Last).unwrap();
-        let d = max_abs_diff(
-            &last.squeeze(0).unwrap().squeeze(0).unwrap(),
-            &exp_last.mean(0).unwrap(),
-        );
-        assert!(d < TOL, "{dir}/{clip}: pooled last max abs diff {d}");
-    }
-    eprintln!("{dir}: worst max abs diff over all hidden states {worst:e}");
-}
+use common::*;
 
 #[test]
 fn base_safetensors_parametrization_names() {
