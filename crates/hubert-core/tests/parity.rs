@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use hubert_core::{DType, Device, Hubert, LayerSelection};
+use hubert_core::{DType, Device, Hubert, LayerSelection, Tensor};
 
 mod common;
 
@@ -147,6 +147,29 @@ fn full_size_hubert_base_when_available() {
             worst = worst.max(d);
         }
         eprintln!("full-size {clip}: worst max abs diff {worst:e}");
+    }
+    // bf16 (the AVX512_BF16 kernels where the CPU has them): the last hidden state within 2% of
+    // fp32 in relative L2 (PyTorch's bf16 model: about 1.3% on 5 s clips, scripts/bf16_error.py).
+    let bf16 = Hubert::load(dir.to_str().unwrap(), &Device::Cpu, DType::BF16).unwrap();
+    for clip in ["full_1s_pcm16", "full_5s_float"] {
+        let samples = read_wav(&dir.join("audio").join(format!("{clip}.wav")));
+        let last = bf16.hidden_states(&[&samples]).unwrap().last_hidden_state;
+        let e = &exp[&format!("{clip}.last_hidden_state")];
+        let diff = (last.squeeze(0).unwrap() - e).unwrap();
+        let norm = |t: &Tensor| {
+            t.sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let rel = (norm(&diff) / norm(e)).sqrt();
+        eprintln!(
+            "full-size {clip} bf16 ({:?}): last hidden state rel L2 {rel:e}",
+            bf16.model.cpu_kernel()
+        );
+        assert!(rel < 2e-2, "{clip}: bf16 rel L2 {rel}");
     }
 }
 
