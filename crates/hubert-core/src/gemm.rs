@@ -470,7 +470,11 @@ unsafe fn blocked(
 ) {
     let panels = b.n.div_ceil(NR);
     let row_tiles = m.div_ceil(MR);
-    let row_tasks = threads.min(row_tiles);
+    // Rows split between threads at tile granularity, unless few tiles split unevenly (199
+    // frames = 15 tiles: 8 against 7) and the column panels split evenly: then columns.
+    let uneven = |units: usize| units.div_ceil(threads) * threads * 1000 / units.max(1);
+    let by_cols = row_tiles < 32 && uneven(panels) < uneven(row_tiles);
+    let row_tasks = if by_cols { 1 } else { threads.min(row_tiles) };
     let col_tasks = threads.div_ceil(row_tasks).min(panels);
     let tasks = row_tasks * col_tasks;
     let bf16 = matches!(b.data, Data::Bf16(_));
