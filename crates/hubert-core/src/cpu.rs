@@ -1,7 +1,9 @@
-//! CPU fp32 kernels for the parts of HuBERT that a generic tensor library does poorly:
-//! the conv feature encoder and the grouped positional conv, in channels-last layout
-//! (`[T, C]` rows), as GEMMs over *strided views* of the input with no im2col copy, plus a
-//! fused, vectorisable exact-GELU (erf) and fused norm + GELU passes.
+//! CPU kernels for the parts of HuBERT that a generic tensor library does poorly: the conv
+//! feature encoder and the grouped positional conv, in channels-last layout (`[T, C]` rows), as
+//! GEMMs ([`crate::gemm`], fp32 or bf16 operands) over *strided views* of the input with no
+//! im2col copy, plus a fused, vectorised exact GELU (erf), fused norm + GELU passes, and the
+//! row-wise LayerNorm / softmax of the transformer layers ([`crate::fast`]). Element-wise loops
+//! are compiled for AVX-512, AVX2 + FMA and the baseline, and picked at run time.
 //!
 //! Why: in channels-last layout, the receptive field of output frame `t` of a conv with kernel
 //! `k` and stride `s` is the contiguous slice `x[t*s*C_in .. (t*s+k)*C_in]`, so the conv is one
@@ -10,7 +12,8 @@
 //! calls libm's `erff` per element. Measured on hubert-base, 5 s clip, 2 threads (see
 //! docs/PERFORMANCE.md for the figures).
 //!
-//! Numerics: sums in f32 (GEMM) like PyTorch's; norm statistics in f64; GELU's erf through the
+//! Numerics: sums in f32 (GEMM) like PyTorch's; conv norm statistics in f64, LayerNorm's in f32
+//! (two passes); GELU's erf through the
 //! Abramowitz-Stegun 7.1.26 rational approximation (|error| < 1.5e-7) with a polynomial `exp`,
 //! so every hidden state stays within the parity tests' 1e-4 of transformers.
 
