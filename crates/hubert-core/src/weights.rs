@@ -49,15 +49,7 @@ impl Weights {
         }
         let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
         let raw: Vec<(String, Tensor)> = if is_safetensors {
-            // SAFETY: the file is only read; like every mmap-based loader we assume it is not
-            // truncated by another process while the model loads.
-            let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }
-                .map_err(ckpt_err)?;
-            st.tensors()
-                .into_iter()
-                .map(|(name, _)| st.load(&name, &Device::Cpu).map(|t| (name, t)))
-                .collect::<candle_core::Result<_>>()
-                .map_err(ckpt_err)?
+            read_safetensors(path)?
         } else {
             candle_core::pickle::read_all(path).map_err(ckpt_err)?
         };
@@ -212,6 +204,71 @@ impl Weights {
         }
         Ok(tensor.to_dtype(self.dtype)?.to_device(&self.device)?)
     }
+}
+
+/// Reads every tensor of a `.safetensors` file through a memory map, copying each out and then
+/// dropping its pages from this process (`MADV_DONTNEED`; the page cache keeps them), so that
+/// loading holds one copy of the weights in memory instead of the mapped file plus the copies.
+fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let ckpt_err = |msg: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // SAFETY: the file is only read; like every mmap-based loader we assume it is not truncated
+    // by another process while the model loads.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let st = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| ckpt_err(e.to_string()))?;
+    let mut out = Vec::with_capacity(st.len());
+    for (name, view) in st.tensors() {
+        let dtype = match view.dtype() {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            safetensors::Dtype::F64 => DType::F64,
+            safetensors::Dtype::I64 => DType::I64,
+            safetensors::Dtype::U32 => DType::U32,
+            safetensors::Dtype::U8 => DType::U8,
+            other => {
+                return Err(ckpt_err(format!(
+                    "tensor `{name}` has unsupported dtype {other:?}"
+                )))
+            }
+        };
+        let tensor = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
+            .map_err(|e| ckpt_err(format!("tensor `{name}`: {e}")))?;
+        release_pages(view.data());
+        out.push((name, tensor));
+    }
+    Ok(out)
+}
+
+/// Drops the whole pages inside `data` (a slice of a read-only file mapping) from this
+/// process's resident set; later reads fault them back in from the page cache.
+fn release_pages(data: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let start = (data.as_ptr() as usize).div_ceil(page) * page;
+        let end = (data.as_ptr() as usize + data.len()) / page * page;
+        if end > start {
+            // SAFETY: [start, end) lies inside a private read-only file mapping that stays
+            // mapped; MADV_DONTNEED on it only drops pages, which reads fault back in from the
+            // file unchanged.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = data;
 }
 
 /// `torch._weight_norm(v, g, dim)` where `g` has size 1 on every dim except `dim`.
