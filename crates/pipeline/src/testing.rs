@@ -31,6 +31,17 @@ pub fn assert_success(out: std::process::Output) -> std::process::Output {
     out
 }
 
+/// Asserts that a finished command failed with every one of `needles` in its stderr, and
+/// without a panic.
+pub fn assert_fails_with(out: std::process::Output, needles: &[&str]) {
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in needles {
+        assert!(stderr.contains(needle), "expected {needle:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// A file server on 127.0.0.1 for download tests; stops when dropped.
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.

@@ -328,12 +328,8 @@ fn broken_layouts_and_bad_files_give_clear_errors() {
             .output()
             .unwrap()
     };
-    let fails_with = |out: Output, needle: &str| {
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(needle), "expected {needle:?} in:\n{stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
-    };
+    let fails_with =
+        |out: Output, needle: &str| pipeline::testing::assert_fails_with(out, &[needle]);
     fails_with(
         run(&tmp.path().join("nowhere"), &[]),
         "meta/esc50.csv not found; run `esc50 download` or pass --data-dir",

@@ -526,12 +526,8 @@ fn broken_layouts_give_clear_errors() {
             .output()
             .unwrap()
     };
-    let fails_with = |out: Output, needle: &str| {
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(needle), "expected {needle:?} in:\n{stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
-    };
+    let fails_with =
+        |out: Output, needle: &str| pipeline::testing::assert_fails_with(out, &[needle]);
     fails_with(
         extract(&tmp.path().join("nowhere"), &[]),
         "ICBHI_final_database not found; run `icbhi download` or pass --data-dir",

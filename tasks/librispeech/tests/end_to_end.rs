@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use flacenc::component::BitRepr;
 use flacenc::error::Verify;
@@ -264,14 +264,7 @@ fn broken_layouts_give_clear_errors() {
             .output()
             .unwrap()
     };
-    let fails_with = |out: Output, needles: &[&str]| {
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        for needle in needles {
-            assert!(stderr.contains(needle), "expected {needle:?} in:\n{stderr}");
-        }
-        assert!(!stderr.contains("panicked"), "{stderr}");
-    };
+    let fails_with = pipeline::testing::assert_fails_with;
     fails_with(
         extract(&tmp.path().join("nowhere")),
         &["SPEAKERS.TXT not found; run `librispeech download` or pass --data-dir"],

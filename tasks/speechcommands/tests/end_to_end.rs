@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, write_wav, TestServer, WavEncoding};
@@ -350,14 +350,7 @@ fn broken_layouts_and_options_give_clear_errors() {
             .output()
             .unwrap()
     };
-    let fails_with = |out: Output, needles: &[&str]| {
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        for needle in needles {
-            assert!(stderr.contains(needle), "expected {needle:?} in:\n{stderr}");
-        }
-        assert!(!stderr.contains("panicked"), "{stderr}");
-    };
+    let fails_with = pipeline::testing::assert_fails_with;
     fails_with(
         extract(&tmp.path().join("nowhere"), &[]),
         &["validation_list.txt not found; run `speechcommands download` or pass --data-dir"],
