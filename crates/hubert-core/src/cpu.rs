@@ -213,7 +213,7 @@ fn exp_neg(v: f32) -> f32 {
 
 /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, with erf from Abramowitz-Stegun 7.1.26.
 #[inline(always)]
-fn gelu_erf(x: f32) -> f32 {
+pub(crate) fn gelu_erf(x: f32) -> f32 {
     let z = x * std::f32::consts::FRAC_1_SQRT_2;
     let a = z.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
@@ -227,7 +227,7 @@ fn gelu_erf(x: f32) -> f32 {
 
 /// Which SIMD width the element-wise loops below are compiled for, chosen once per process:
 /// 2 = AVX-512, 1 = AVX2 + FMA, 0 = the build's baseline (SSE2 on x86-64).
-fn simd_level() -> u8 {
+pub(crate) fn simd_level() -> u8 {
     static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
@@ -267,7 +267,7 @@ macro_rules! multiversion {
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     generic($($arg),*)
                 }
-                match simd_level() {
+                match $crate::cpu::simd_level() {
                     // SAFETY: the CPU has the features (checked by `simd_level`).
                     2 => return unsafe { avx512($($arg),*) },
                     // SAFETY: as above.
@@ -279,6 +279,7 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;
 
 multiversion! {
     /// Exact GELU over a slice.
@@ -352,16 +353,16 @@ multiversion! {
     }
 }
 
-/// GroupNorm with one group per channel over `[t, c]` rows (statistics over time, per channel,
-/// in f64), affine, then GELU, in place.
-pub(crate) fn group_norm_gelu(
-    x: &mut [f32],
+/// GroupNorm with one group per channel over `[t, c]` rows as a per-channel affine map
+/// `(scale, shift)`: statistics over time in f64, folded with the norm's weight and bias.
+pub(crate) fn group_norm_affine(
+    x: &[f32],
     t: usize,
     c: usize,
     weight: &[f32],
     bias: &[f32],
     eps: f64,
-) {
+) -> (Vec<f32>, Vec<f32>) {
     // Per-channel sums over time, in parallel row blocks (f64 partial sums, vectorised).
     let partial = |f: &(dyn Fn(&[f32], &mut [f64]) + Sync)| -> Vec<f64> {
         x.par_chunks(c * 256)
@@ -394,11 +395,7 @@ pub(crate) fn group_norm_gelu(
         .zip(bias)
         .map(|((&m, &sc), &b)| b - (m as f32) * sc)
         .collect();
-    x.par_chunks_mut(c * 64).for_each(|rows| {
-        for row in rows.chunks_exact_mut(c) {
-            affine_gelu(row, &scale, &shift);
-        }
-    });
+    (scale, shift)
 }
 
 multiversion! {
@@ -418,29 +415,6 @@ multiversion! {
             *a += d * d;
         }
     }
-}
-
-multiversion! {
-    /// `x = gelu(x * scale + shift)` per channel.
-    fn affine_gelu(row: &mut [f32], scale: &[f32], shift: &[f32]) {
-        for ((v, &sc), &sh) in row.iter_mut().zip(scale).zip(shift) {
-            *v = gelu_erf(*v * sc + sh);
-        }
-    }
-}
-
-/// LayerNorm over the channels of each `[c]` row (statistics in f64), affine, then GELU.
-pub(crate) fn layer_norm_gelu(x: &mut [f32], c: usize, weight: &[f32], bias: &[f32], eps: f64) {
-    x.par_chunks_mut(c * 64).for_each(|rows| {
-        for row in rows.chunks_exact_mut(c) {
-            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
-            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c as f64;
-            let inv = 1.0 / (var + eps).sqrt();
-            for ((v, &w), &b) in row.iter_mut().zip(weight).zip(bias) {
-                *v = gelu_erf((((*v as f64 - mean) * inv) as f32) * w + b);
-            }
-        }
-    });
 }
 
 /// candle op: exact GELU on contiguous CPU f32 tensors through [`gelu_erf_inplace`].

@@ -36,6 +36,7 @@ mod model;
 mod source;
 pub mod store;
 mod weights;
+mod winograd;
 
 pub use bucket::{Batch, LengthBuckets};
 pub use candle_core::{DType, Device, Tensor};

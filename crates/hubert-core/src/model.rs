@@ -13,6 +13,7 @@ use crate::cpu::{self, PackedConv, PackedGroupedConv};
 use crate::fast::{FastLayer, FastLinear, Norm};
 use crate::gemm::Kernel;
 use crate::weights::Weights;
+use crate::winograd::{self, Act, Pre, WinogradConv};
 use crate::{Error, Result};
 
 /// Loads `nn.LayerNorm(size, eps)` from `{prefix}.weight` / `{prefix}.bias`.
@@ -125,8 +126,44 @@ impl ConvLayer {
 struct FeatureEncoder {
     conv_layers: Vec<ConvLayer>,
     /// Channels-last GEMM kernels for CPU fp32 with GELU (see [`crate::cpu`]).
-    fast: Option<Vec<(PackedConv, FastNorm)>>,
+    fast: Option<Vec<(FastConv, FastNorm)>>,
     span: tracing::Span,
+}
+
+/// A conv layer on the CPU path: strided GEMM, or Winograd for stride 2 kernel 3.
+#[derive(Debug)]
+enum FastConv {
+    Plain(PackedConv),
+    Winograd(WinogradConv),
+}
+
+impl FastConv {
+    fn out_len(&self, t_in: usize) -> usize {
+        match self {
+            FastConv::Plain(conv) => conv.out_len(t_in),
+            FastConv::Winograd(_) => WinogradConv::out_len(t_in),
+        }
+    }
+
+    fn c_out(&self) -> usize {
+        match self {
+            FastConv::Plain(conv) => conv.c_out,
+            FastConv::Winograd(conv) => conv.c_out,
+        }
+    }
+}
+
+/// A fast conv layer's output before its norm and activation: `[t, c]` frames, or
+/// [`WinogradConv`]'s parts.
+enum ConvOut {
+    Plain(Vec<f32>),
+    Winograd(Vec<f32>, Vec<f32>),
+}
+
+/// A fast conv layer's input: `[t, c]` frames, or transformed for [`WinogradConv`].
+enum FastInput {
+    Plain(Vec<f32>),
+    Winograd(Vec<f32>),
 }
 
 /// The normalisation after a fast conv layer, with its affine parameters.
@@ -153,15 +190,30 @@ impl FeatureEncoder {
             let mut layers = Vec::with_capacity(conv_layers.len());
             for (i, layer) in conv_layers.iter().enumerate() {
                 let c_in = if i == 0 { 1 } else { cfg.conv_dim[i - 1] };
-                let packed = PackedConv::new(
-                    kernel,
-                    &to_vec(layer.conv.weight())?,
-                    layer.conv.bias().map(to_vec).transpose()?,
-                    cfg.conv_dim[i],
-                    c_in,
-                    cfg.conv_kernel[i],
-                    cfg.conv_stride[i],
-                );
+                let weight = to_vec(layer.conv.weight())?;
+                let bias = layer.conv.bias().map(to_vec).transpose()?;
+                let (k, stride) = (cfg.conv_kernel[i], cfg.conv_stride[i]);
+                // bf16 products would round the transformed input once per GEMM (three
+                // passes instead of one): measured slower, so Winograd is for f32 only.
+                let packed = if k == 3 && stride == 2 && !kernel.is_bf16() && winograd::enabled() {
+                    FastConv::Winograd(WinogradConv::new(
+                        kernel,
+                        &weight,
+                        bias,
+                        cfg.conv_dim[i],
+                        c_in,
+                    ))
+                } else {
+                    FastConv::Plain(PackedConv::new(
+                        kernel,
+                        &weight,
+                        bias,
+                        cfg.conv_dim[i],
+                        c_in,
+                        k,
+                        stride,
+                    ))
+                };
                 let norm = match &layer.norm {
                     None => FastNorm::None,
                     Some(ConvNorm::Group(_)) => {
@@ -196,20 +248,71 @@ impl FeatureEncoder {
             let (b, n) = input_values.dims2()?;
             let mut outputs = Vec::with_capacity(b);
             for row in 0..b {
-                let mut x = input_values.get(row)?.to_vec1::<f32>()?;
+                let mut x = FastInput::Plain(input_values.get(row)?.to_vec1::<f32>()?);
                 let mut t = n;
-                let mut c = 1;
                 for (i, (conv, norm)) in layers.iter().enumerate() {
                     let _layer = span!(Level::TRACE, "conv-layer", i).entered();
-                    x = conv.forward(&x, t);
-                    t = conv.out_len(t);
-                    c = conv.c_out;
-                    match norm {
-                        FastNorm::None => cpu::gelu_erf_inplace(&mut x),
-                        FastNorm::Group(w, b) => cpu::group_norm_gelu(&mut x, t, c, w, b, 1e-5),
-                        FastNorm::Layer(w, b) => cpu::layer_norm_gelu(&mut x, c, w, b, 1e-5),
-                    }
+                    let t_in = t;
+                    t = conv.out_len(t_in);
+                    let c = conv.c_out();
+                    let next_winograd =
+                        matches!(layers.get(i + 1), Some((FastConv::Winograd(_), _)));
+                    // The conv (its output before the norm and activation) ...
+                    let out = match (conv, &x) {
+                        (FastConv::Plain(conv), FastInput::Plain(x)) => {
+                            ConvOut::Plain(conv.forward(x, t_in))
+                        }
+                        (FastConv::Winograd(conv), FastInput::Winograd(q)) => {
+                            let (y, z) = conv.forward(q, t_in);
+                            ConvOut::Winograd(y, z)
+                        }
+                        _ => unreachable!("each layer gets the input form it takes"),
+                    };
+                    // ... then its norm (GroupNorm's statistics want the frames themselves) ...
+                    let out = match (out, norm) {
+                        (ConvOut::Winograd(y, z), FastNorm::Group(..)) => {
+                            ConvOut::Plain(winograd::combine(&y, &z, c))
+                        }
+                        (out, _) => out,
+                    };
+                    let affine = match (&out, norm) {
+                        (ConvOut::Plain(p), FastNorm::Group(w, b)) => {
+                            Some(cpu::group_norm_affine(p, t, c, w, b, 1e-5))
+                        }
+                        _ => None,
+                    };
+                    let act = match (norm, &affine) {
+                        (FastNorm::Group(..), Some((scale, shift))) => Act::Affine { scale, shift },
+                        (FastNorm::Layer(w, b), _) => Act::LayerNorm {
+                            weight: w,
+                            bias: b,
+                            eps: 1e-5,
+                        },
+                        _ => Act::Gelu,
+                    };
+                    // ... and activation, into the form the next layer takes.
+                    x = match out {
+                        ConvOut::Plain(mut p) if !next_winograd => {
+                            winograd::activate_inplace(&mut p, act, c);
+                            FastInput::Plain(p)
+                        }
+                        out => {
+                            let pre = match &out {
+                                ConvOut::Plain(p) => Pre::Plain(p),
+                                ConvOut::Winograd(y, z) => Pre::Winograd { y, z },
+                            };
+                            if next_winograd {
+                                FastInput::Winograd(winograd::to_winograd(pre, act, t, c))
+                            } else {
+                                FastInput::Plain(winograd::activate(pre, act, t, c))
+                            }
+                        }
+                    };
                 }
+                let (FastInput::Plain(x), Some((last, _))) = (x, layers.last()) else {
+                    unreachable!("the last layer's output is plain");
+                };
+                let c = last.c_out();
                 outputs.push(Tensor::from_vec(x, (t, c), input_values.device())?);
             }
             return Ok(Tensor::stack(&outputs, 0)?);
