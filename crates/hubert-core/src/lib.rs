@@ -31,6 +31,7 @@ mod config;
 mod cpu;
 mod error;
 mod fast;
+mod fftconv;
 pub mod gemm;
 mod model;
 mod source;

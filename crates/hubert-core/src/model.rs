@@ -11,6 +11,7 @@ use tracing::{span, Level};
 use crate::config::{Activation, FeatExtractNorm, HubertConfig};
 use crate::cpu::{self, PackedConv, PackedGroupedConv};
 use crate::fast::{FastLayer, FastLinear, Norm};
+use crate::fftconv::{self, FftGroupedConv};
 use crate::gemm::Kernel;
 use crate::weights::Weights;
 use crate::winograd::{self, Act, Pre, WinogradConv};
@@ -412,6 +413,8 @@ struct PositionalConvEmbedding {
     conv: Conv1d,
     /// Per-group strided GEMMs for CPU fp32 with GELU (see [`crate::cpu`]).
     fast: Option<PackedGroupedConv>,
+    /// Overlap-save FFT convolution on the CPU path (see [`crate::fftconv`]), preferred.
+    fft: Option<FftGroupedConv>,
     batch_norm: Option<BatchNorm1d>,
     num_pad_remove: usize,
     activation: Activation,
@@ -439,8 +442,21 @@ impl PositionalConvEmbedding {
             None
         };
         let activation = Activation::from_name(&cfg.feat_extract_activation)?;
-        let fast = kernel
-            .filter(|_| batch_norm.is_none() && activation == Activation::Gelu)
+        let cpu_path = kernel.filter(|_| batch_norm.is_none() && activation == Activation::Gelu);
+        let fft = cpu_path
+            .filter(|_| fftconv::enabled())
+            .map(|_| -> Result<FftGroupedConv> {
+                Ok(FftGroupedConv::new(
+                    &to_vec(&weight)?,
+                    to_vec(&bias)?,
+                    d,
+                    groups,
+                    k,
+                ))
+            })
+            .transpose()?;
+        let fast = cpu_path
+            .filter(|_| fft.is_none())
             .map(|kernel| -> Result<PackedGroupedConv> {
                 Ok(PackedGroupedConv::new(
                     kernel,
@@ -464,6 +480,7 @@ impl PositionalConvEmbedding {
         Ok(Self {
             conv,
             fast,
+            fft,
             batch_norm,
             num_pad_remove: usize::from(k.is_multiple_of(2)),
             activation: Activation::from_name(&cfg.feat_extract_activation)?,
@@ -474,6 +491,13 @@ impl PositionalConvEmbedding {
     /// `[B, T, D]` -> `[B, T, D]`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
+        if let Some(conv) = &self.fft {
+            let (b, t, d) = xs.dims3()?;
+            let x = xs.flatten_all()?.to_vec1::<f32>()?;
+            let mut y = conv.forward(&x, b, t);
+            cpu::gelu_erf_inplace(&mut y);
+            return Ok(Tensor::from_vec(y, (b, t, d), xs.device())?);
+        }
         if let Some(conv) = &self.fast {
             let (b, t, d) = xs.dims3()?;
             let mut outputs = Vec::with_capacity(b);
