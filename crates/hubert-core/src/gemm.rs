@@ -782,15 +782,15 @@ mod x86 {
 
     /// Loads the starting tile (bias rows, C, or zeros) for `rows` valid rows.
     #[inline(always)]
-    unsafe fn start_tile(
+    unsafe fn start_tile<const R: usize>(
         start: Start,
         rows: usize,
         c: *const f32,
         ldc: usize,
         m0: u16,
         m1: u16,
-    ) -> [[__m512; 2]; MR] {
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    ) -> [[__m512; 2]; R] {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
         match start {
             Start::Zero => {}
             Start::Bias(bias) => {
@@ -813,8 +813,8 @@ mod x86 {
     }
 
     #[inline(always)]
-    unsafe fn store_tile(
-        acc: &[[__m512; 2]; MR],
+    unsafe fn store_tile<const R: usize>(
+        acc: &[[__m512; 2]; R],
         rows: usize,
         c: *mut f32,
         ldc: usize,
@@ -829,10 +829,23 @@ mod x86 {
         }
     }
 
-    /// `MR x NR` tile: `kc` steps of 2 B loads, `MR` broadcasts of A, `2 MR` FMAs. A is a
-    /// packed `[kc][MR]` panel, or with `DIRECT` rows `lda` apart read in place.
-    #[target_feature(enable = "avx512f")]
+    /// The tile kernel for `rows` rows: the full `MR` rows, or for a last, partial row tile the
+    /// smallest of 4, 7 or 10 rows that covers it (a 199-frame clip's last tile has 3 rows: a
+    /// full tile would spend 11 rows' FMAs on padding).
+    macro_rules! by_rows {
+        ($tile:ident, $rows:expr, $direct:ident, ($($arg:expr),*)) => {
+            match $rows {
+                11.. => $tile::<$direct, MR>($($arg),*),
+                8..=10 => $tile::<$direct, 10>($($arg),*),
+                5..=7 => $tile::<$direct, 7>($($arg),*),
+                _ => $tile::<$direct, 4>($($arg),*),
+            }
+        };
+    }
+
+    /// [`tile_f32`] with as many rows as `rows` needs.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     unsafe fn kernel_f32<const DIRECT: bool>(
         rows: usize,
         kc: usize,
@@ -845,7 +858,54 @@ mod x86 {
         m1: u16,
         start: Start,
     ) {
-        let mut acc = start_tile(start, rows, c, ldc, m0, m1);
+        by_rows!(
+            tile_f32,
+            rows,
+            DIRECT,
+            (rows, kc, a, lda, b, c, ldc, m0, m1, start)
+        )
+    }
+
+    /// [`tile_bf16`] with as many rows as `rows` needs.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn kernel_bf16<const DIRECT: bool>(
+        rows: usize,
+        kc: usize,
+        a: *const u16,
+        lda: usize,
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        m0: u16,
+        m1: u16,
+        start: Start,
+    ) {
+        by_rows!(
+            tile_bf16,
+            rows,
+            DIRECT,
+            (rows, kc, a, lda, b, c, ldc, m0, m1, start)
+        )
+    }
+
+    /// `R x NR` tile (`R <= MR`): `kc` steps of 2 B loads, `R` broadcasts of A, `2 R` FMAs. A is a
+    /// packed `[kc][MR]` panel, or with `DIRECT` rows `lda` apart read in place.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_f32<const DIRECT: bool, const R: usize>(
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        m0: u16,
+        m1: u16,
+        start: Start,
+    ) {
+        let mut acc = start_tile::<R>(start, rows, c, ldc, m0, m1);
         let (mut a, mut b) = (a, b);
         for _ in 0..kc {
             let b0 = _mm512_loadu_ps(b);
@@ -865,7 +925,7 @@ mod x86 {
     /// A is a packed `[kc][MR]` panel of pairs, or with `DIRECT` bf16 rows `lda` values apart.
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel_bf16<const DIRECT: bool>(
+    unsafe fn tile_bf16<const DIRECT: bool, const R: usize>(
         rows: usize,
         kc: usize,
         a: *const u16,
@@ -877,7 +937,7 @@ mod x86 {
         m1: u16,
         start: Start,
     ) {
-        let mut acc = start_tile(start, rows, c, ldc, m0, m1);
+        let mut acc = start_tile::<R>(start, rows, c, ldc, m0, m1);
         let (mut a, mut b) = (a, b);
         for _ in 0..kc {
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b as *const __m512i));
@@ -955,6 +1015,10 @@ mod tests {
             (40, 48, 600, 600),
             (200, 40, 520, 520),
             (23, 20, 30, 8), // overlapping rows of A, as in a conv
+            // last row tiles of 6, 8 and 10 rows (the 7- and 10-row kernels)
+            (6, 20, 40, 40),
+            (36, 40, 50, 50),
+            (24, 33, 260, 260),
         ];
         for kernel in Kernel::available() {
             for &(m, n, k, lda) in &shapes {
