@@ -363,27 +363,38 @@ pub(crate) fn group_norm_affine(
     bias: &[f32],
     eps: f64,
 ) -> (Vec<f32>, Vec<f32>) {
-    // Per-channel sums over time, in parallel row blocks (f64 partial sums, vectorised).
-    let partial = |f: &(dyn Fn(&[f32], &mut [f64]) + Sync)| -> Vec<f64> {
-        x.par_chunks(c * 256)
-            .map(|rows| {
-                let mut acc = vec![0f64; c];
-                for row in rows.chunks_exact(c) {
-                    f(row, &mut acc);
-                }
-                acc
-            })
-            .reduce(
-                || vec![0f64; c],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            )
-    };
-    let mut mean = partial(&|row, acc| accumulate_row(acc, row));
-    mean.iter_mut().for_each(|m| *m /= t as f64);
-    let var = partial(&|row, acc| accumulate_sq_dev(acc, row, &mean));
+    // Per-channel sums of (x - x[0]) and its square over time in one pass, in parallel row
+    // blocks (f64 partial sums, vectorised); shifting by the first frame keeps the variance
+    // E[d^2] - E[d]^2 free of cancellation for channels whose mean is far from zero.
+    if t == 0 {
+        return (weight.to_vec(), bias.to_vec());
+    }
+    let first: Vec<f64> = x[..c].iter().map(|&v| v as f64).collect();
+    let sums = x
+        .par_chunks(c * 256)
+        .map(|rows| {
+            let mut acc = vec![0f64; 2 * c];
+            let (sum, sq) = acc.split_at_mut(c);
+            for row in rows.chunks_exact(c) {
+                accumulate_moments(sum, sq, row, &first);
+            }
+            acc
+        })
+        .reduce(
+            || vec![0f64; 2 * c],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    let (sum, sq) = sums.split_at(c);
+    let n = t as f64;
+    let mean: Vec<f64> = sum.iter().zip(&first).map(|(&s, &f)| f + s / n).collect();
+    let var: Vec<f64> = sum
+        .iter()
+        .zip(sq)
+        .map(|(&s, &q)| (q / n - (s / n) * (s / n)).max(0.0) * n)
+        .collect();
     let scale: Vec<f32> = var
         .iter()
         .zip(weight)
@@ -399,20 +410,12 @@ pub(crate) fn group_norm_affine(
 }
 
 multiversion! {
-    /// `acc[c] += row[c]` in f64.
-    fn accumulate_row(acc: &mut [f64], row: &[f32]) {
-        for (a, &v) in acc.iter_mut().zip(row) {
-            *a += v as f64;
-        }
-    }
-}
-
-multiversion! {
-    /// `acc[c] += (row[c] - mean[c])^2` in f64.
-    fn accumulate_sq_dev(acc: &mut [f64], row: &[f32], mean: &[f64]) {
-        for ((a, &v), &m) in acc.iter_mut().zip(row).zip(mean) {
-            let d = v as f64 - m;
-            *a += d * d;
+    /// `sum[c] += d`, `sq[c] += d^2` with `d = row[c] - shift[c]`, in f64.
+    fn accumulate_moments(sum: &mut [f64], sq: &mut [f64], row: &[f32], shift: &[f64]) {
+        for (((s, q), &v), &k) in sum.iter_mut().zip(sq.iter_mut()).zip(row).zip(shift) {
+            let d = v as f64 - k;
+            *s += d;
+            *q += d * d;
         }
     }
 }

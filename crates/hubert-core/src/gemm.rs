@@ -454,13 +454,75 @@ pub fn to_bf16(x: &[f32]) -> Vec<u16> {
     out
 }
 
-/// Splits the product into tasks over row blocks (and column panels when there are fewer row
-/// blocks than threads) and runs the blocked loops in each.
+/// Picks how the tasks read A (packed, in place, or rounded to bf16 once) and runs them.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn blocked(
     m: usize,
     a: *const f32,
+    lda: usize,
+    b: &PackedB,
+    c: *mut f32,
+    ldc: usize,
+    init: Init<'_>,
+    threads: usize,
+) {
+    let bf16 = matches!(b.data, Data::Bf16(_));
+    let pack = pack_lhs(b.n, lda, bf16);
+    // bf16 rows read in place need every pair inside the row: even k.
+    let converted: Option<Vec<u16>> = (bf16 && !pack && b.k.is_multiple_of(2)).then(|| {
+        let len = (m - 1) * lda + b.k;
+        to_bf16(std::slice::from_raw_parts(a, len))
+    });
+    let lhs = match (&converted, bf16, pack) {
+        (Some(v), _, _) => LhsPtr::DirectBf16(SendPtr(v.as_ptr() as *mut u16)),
+        (None, false, false) => LhsPtr::DirectF32(SendPtr(a as *mut f32)),
+        _ => LhsPtr::Packed(SendPtr(a as *mut f32)),
+    };
+    run_tasks(m, lhs, lda, b, c, ldc, init, threads);
+}
+
+/// [`gemm_raw`] with A given as bf16 bit patterns ([`bf16_bits`]), `lda` values apart: no
+/// rounding pass over A. For B packed for [`Kernel::Avx512Bf16`] with an even `k`.
+///
+/// # Safety
+/// As [`gemm_raw`], with `a` valid for reads of `(m - 1) * lda + b.k()` bf16 values.
+///
+/// # Panics
+/// If B is not packed for the bf16 kernel or `k` is odd.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_bf16_rows(
+    m: usize,
+    a: *const u16,
+    lda: usize,
+    b: &PackedB,
+    c: *mut f32,
+    ldc: usize,
+    init: Init<'_>,
+    threads: usize,
+) {
+    assert!(
+        matches!(b.data, Data::Bf16(_)) && b.k.is_multiple_of(2),
+        "bf16 rows need B packed for the bf16 kernel and an even k"
+    );
+    if m == 0 || b.n == 0 {
+        return;
+    }
+    if let Init::Bias(bias) = init {
+        assert_eq!(bias.len(), b.n, "one bias per column");
+    }
+    let lhs = LhsPtr::DirectBf16(SendPtr(a as *mut u16));
+    run_tasks(m, lhs, lda, b, c, ldc, init, threads.max(1));
+}
+
+/// Runs the product's tasks over row blocks (and column panels when there are fewer row
+/// blocks than threads).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_tasks(
+    m: usize,
+    lhs: LhsPtr,
     lda: usize,
     b: &PackedB,
     c: *mut f32,
@@ -477,18 +539,6 @@ unsafe fn blocked(
     let row_tasks = if by_cols { 1 } else { threads.min(row_tiles) };
     let col_tasks = threads.div_ceil(row_tasks).min(panels);
     let tasks = row_tasks * col_tasks;
-    let bf16 = matches!(b.data, Data::Bf16(_));
-    let pack = pack_lhs(b.n, lda, bf16);
-    // bf16 rows read in place need every pair inside the row: even k.
-    let converted: Option<Vec<u16>> = (bf16 && !pack && b.k.is_multiple_of(2)).then(|| {
-        let len = (m - 1) * lda + b.k;
-        to_bf16(std::slice::from_raw_parts(a, len))
-    });
-    let lhs = match (&converted, bf16, pack) {
-        (Some(v), _, _) => LhsPtr::DirectBf16(SendPtr(v.as_ptr() as *mut u16)),
-        (None, false, false) => LhsPtr::DirectF32(SendPtr(a as *mut f32)),
-        _ => LhsPtr::Packed(SendPtr(a as *mut f32)),
-    };
     let c = SendPtr(c);
     let run = |task: usize| {
         let (rt, ct) = (task / col_tasks, task % col_tasks);
@@ -1049,6 +1099,39 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn bf16_rows_equal_the_rounding_product() {
+        if !Kernel::available().contains(&Kernel::Avx512Bf16) {
+            eprintln!("no AVX512_BF16: skipped");
+            return;
+        }
+        for &(m, n, k, lda) in &[(1, 5, 2, 2), (17, 40, 64, 70), (30, 33, 300, 310)] {
+            let a = values((m - 1) * lda + k, 7);
+            let w = values(k * n, 8);
+            let packed = PackedB::new(Kernel::Avx512Bf16, k, n, &w, n, 1);
+            let mut want = vec![0f32; m * n];
+            FORCE_PACK.with(|f| f.set(Some(false)));
+            gemm(m, &a, lda, &packed, &mut want, n, Init::Zero, 2);
+            FORCE_PACK.with(|f| f.set(None));
+            let bits = to_bf16(&a);
+            let mut got = vec![0f32; m * n];
+            // SAFETY: `bits` holds (m-1)*lda + k values, `got` m*n.
+            unsafe {
+                gemm_bf16_rows(
+                    m,
+                    bits.as_ptr(),
+                    lda,
+                    &packed,
+                    got.as_mut_ptr(),
+                    n,
+                    Init::Zero,
+                    2,
+                )
+            };
+            assert_eq!(got, want, "m={m} n={n} k={k}");
         }
     }
 

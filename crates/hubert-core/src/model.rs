@@ -128,6 +128,8 @@ struct FeatureEncoder {
     conv_layers: Vec<ConvLayer>,
     /// Channels-last GEMM kernels for CPU fp32 with GELU (see [`crate::cpu`]).
     fast: Option<Vec<(FastConv, FastNorm)>>,
+    /// Whether `fast` runs the bf16 kernel (Winograd inputs then are bf16).
+    bf16: bool,
     span: tracing::Span,
 }
 
@@ -165,6 +167,8 @@ enum ConvOut {
 enum FastInput {
     Plain(Vec<f32>),
     Winograd(Vec<f32>),
+    /// The same, as bf16 bits for the bf16 kernel.
+    WinogradBf16(Vec<u16>),
 }
 
 /// The normalisation after a fast conv layer, with its affine parameters.
@@ -194,9 +198,12 @@ impl FeatureEncoder {
                 let weight = to_vec(layer.conv.weight())?;
                 let bias = layer.conv.bias().map(to_vec).transpose()?;
                 let (k, stride) = (cfg.conv_kernel[i], cfg.conv_stride[i]);
-                // bf16 products would round the transformed input once per GEMM (three
-                // passes instead of one): measured slower, so Winograd is for f32 only.
-                let packed = if k == 3 && stride == 2 && !kernel.is_bf16() && winograd::enabled() {
+                // The bf16 kernel reads the transformed input as bf16 k-pairs: even widths.
+                let packed = if k == 3
+                    && stride == 2
+                    && (!kernel.is_bf16() || c_in.is_multiple_of(2))
+                    && winograd::enabled()
+                {
                     FastConv::Winograd(WinogradConv::new(
                         kernel,
                         &weight,
@@ -238,6 +245,7 @@ impl FeatureEncoder {
         Ok(Self {
             conv_layers,
             fast,
+            bf16: kernel.is_some_and(Kernel::is_bf16),
             span: span!(Level::TRACE, "feature-encoder"),
         })
     }
@@ -250,6 +258,7 @@ impl FeatureEncoder {
             let mut outputs = Vec::with_capacity(b);
             for row in 0..b {
                 let mut x = FastInput::Plain(input_values.get(row)?.to_vec1::<f32>()?);
+                let bf16 = self.bf16;
                 let mut t = n;
                 for (i, (conv, norm)) in layers.iter().enumerate() {
                     let _layer = span!(Level::TRACE, "conv-layer", i).entered();
@@ -264,6 +273,10 @@ impl FeatureEncoder {
                             ConvOut::Plain(conv.forward(x, t_in))
                         }
                         (FastConv::Winograd(conv), FastInput::Winograd(q)) => {
+                            let (y, z) = conv.forward(q, t_in);
+                            ConvOut::Winograd(y, z)
+                        }
+                        (FastConv::Winograd(conv), FastInput::WinogradBf16(q)) => {
                             let (y, z) = conv.forward(q, t_in);
                             ConvOut::Winograd(y, z)
                         }
@@ -302,7 +315,9 @@ impl FeatureEncoder {
                                 ConvOut::Plain(p) => Pre::Plain(p),
                                 ConvOut::Winograd(y, z) => Pre::Winograd { y, z },
                             };
-                            if next_winograd {
+                            if next_winograd && bf16 {
+                                FastInput::WinogradBf16(winograd::to_winograd(pre, act, t, c))
+                            } else if next_winograd {
                                 FastInput::Winograd(winograd::to_winograd(pre, act, t, c))
                             } else {
                                 FastInput::Plain(winograd::activate(pre, act, t, c))
