@@ -196,19 +196,26 @@ impl<T> SendPtr<T> {
 
 /// `exp(v)` for `v <= 0` as branch-free f32 code LLVM vectorises: `2^n * p(r)` with
 /// `v = n ln2 + r`, `|r| <= ln2 / 2`, a degree-6 Taylor polynomial (relative error < 2e-7).
+/// `n` is rounded by adding `1.5 * 2^23`, which leaves it in the low mantissa bits, so `2^n` is
+/// built with integer ops on those bits (a float-to-int `as` cast saturates, which LLVM does
+/// not vectorise: it cost softmax and GELU a scalar conversion per value).
 #[inline(always)]
 fn exp_neg(v: f32) -> f32 {
     let v = v.max(-87.0);
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting rounds to an integer
-    let n = (v * LOG2E + ROUND) - ROUND;
+    let shifted = v * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = v - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    p * scale
+    // shifted's bits are ROUND's plus n (|n| <= 126 < 2^22); 2^n has exponent field n + 127.
+    let exponent = (shifted.to_bits() as i32)
+        .wrapping_sub(ROUND.to_bits() as i32)
+        .wrapping_add(127);
+    p * f32::from_bits((exponent as u32) << 23)
 }
 
 /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, with erf from Abramowitz-Stegun 7.1.26.
