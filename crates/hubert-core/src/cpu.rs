@@ -297,6 +297,11 @@ multiversion! {
     }
 }
 
+/// Applies exact GELU in place on this thread.
+pub(crate) fn gelu_erf_inplace_serial(x: &mut [f32]) {
+    gelu_slice(x);
+}
+
 /// Applies exact GELU in place, in parallel chunks.
 pub(crate) fn gelu_erf_inplace(x: &mut [f32]) {
     x.par_chunks_mut(1 << 14).for_each(gelu_slice);

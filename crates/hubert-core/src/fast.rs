@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::{self, threads, SendPtr};
-use crate::gemm::{gemm, gemm_new, gemm_raw, Init, Kernel, PackedB};
+use crate::gemm::{gemm, gemm_new, gemm_raw, padded_ld, Init, Kernel, PackedB};
 
 /// `nn.LayerNorm` weights.
 #[derive(Debug, Clone)]
@@ -129,9 +129,54 @@ impl FastLayer {
 
     fn feed_forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         let _span = tracing::trace_span!("feed-forward").entered();
-        let mut h = self.intermediate.forward(x, m);
-        cpu::gelu_erf_inplace(&mut h);
-        self.output.forward(&h, m)
+        // The intermediate's rows are padded (`padded_ld`) so that the output product reads
+        // them in place instead of packing them.
+        let n = self.intermediate.weight.n();
+        assert!(x.len() >= m * self.intermediate.weight.k(), "x is [m, k]");
+        let ld = padded_ld(n, 4);
+        let mut h: Vec<f32> = Vec::with_capacity(m * ld);
+        // SAFETY: x is [m, k] (asserted above); the product writes the m x n tile
+        // of h (row stride ld) and the loop below the ld - n padding values of each row, so every
+        // value is written before the length is set.
+        unsafe {
+            let hp = h.as_mut_ptr();
+            gemm_raw(
+                m,
+                x.as_ptr(),
+                self.intermediate.weight.k(),
+                &self.intermediate.weight,
+                hp,
+                ld,
+                Init::Bias(&self.intermediate.bias),
+                threads(),
+            );
+            for row in 0..m {
+                std::ptr::write_bytes(hp.add(row * ld + n), 0, ld - n);
+            }
+            h.set_len(m * ld);
+        }
+        h.par_chunks_mut(ld * 16).for_each(|rows| {
+            for row in rows.chunks_exact_mut(ld) {
+                cpu::gelu_erf_inplace_serial(&mut row[..n]);
+            }
+        });
+        let out = &self.output;
+        let mut y: Vec<f32> = Vec::with_capacity(m * out.weight.n());
+        // SAFETY: h holds m rows of ld >= k values; y gets every value of its m x n tile.
+        unsafe {
+            gemm_raw(
+                m,
+                h.as_ptr(),
+                ld,
+                &out.weight,
+                y.as_mut_ptr(),
+                out.weight.n(),
+                Init::Bias(&out.bias),
+                threads(),
+            );
+            y.set_len(m * out.weight.n());
+        }
+        y
     }
 
     /// Multi-head self-attention without masking, out projection included.
