@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::{self, threads, SendPtr};
-use crate::gemm::{gemm, gemm_new, gemm_raw, padded_ld, Init, Kernel, PackedB};
+use crate::gemm::{gemm_new, gemm_raw, padded_ld, Init, Kernel, PackedB};
 
 /// `nn.LayerNorm` weights.
 #[derive(Debug, Clone)]
@@ -188,13 +188,13 @@ impl FastLayer {
         let mut ctx = vec![0f32; b * t * d];
         let dst = SendPtr(ctx.as_mut_ptr());
         let scaling = (hd as f32).powf(-0.5);
+        let core = tracing::trace_span!("attention-core").entered();
         (0..b * heads).into_par_iter().for_each(|task| {
             let (bi, h) = (task / heads, task % heads);
             let base = bi * t * 3 * d + h * hd;
             // scores[i, j] = q_i . k_j: B[p][j] = k[j][p], rows of qkv 3d apart.
             let keys = PackedB::new(self.attention_kernel, hd, t, &qkv[base + d..], 1, 3 * d);
-            let mut scores = vec![0f32; t * t];
-            gemm(t, &qkv[base..], 3 * d, &keys, &mut scores, t, Init::Zero, 1);
+            let mut scores = gemm_new(t, &qkv[base..], 3 * d, &keys, Init::Zero, 1);
             for row in scores.chunks_exact_mut(t) {
                 cpu::softmax_row(row, scaling);
             }
@@ -214,6 +214,7 @@ impl FastLayer {
                 );
             }
         });
+        drop(core);
         self.out_proj.forward(&ctx, b * t)
     }
 }

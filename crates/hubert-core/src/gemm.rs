@@ -147,6 +147,18 @@ impl PackedB {
                 }
                 Data::Plain(v)
             }
+            Kernel::Avx512 if cs == 1 => {
+                // Rows of B are contiguous: each panel row is one copy.
+                let mut v = vec![0f32; panels * k * NR];
+                for (p, panel) in v.chunks_exact_mut((k * NR).max(1)).enumerate().take(panels) {
+                    let cols = NR.min(n - p * NR);
+                    for (i, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                        let start = i * rs + p * NR;
+                        dst[..cols].copy_from_slice(&src[start..start + cols]);
+                    }
+                }
+                Data::F32(v)
+            }
             Kernel::Avx512 => {
                 let mut v = vec![0f32; panels * k * NR];
                 for (p, panel) in v.chunks_exact_mut((k * NR).max(1)).enumerate().take(panels) {
