@@ -111,10 +111,22 @@ pub fn bf16_to_f32(h: u16) -> f32 {
 enum Data {
     /// `[k, n]` row-major, for the portable kernel.
     Plain(Vec<f32>),
-    /// Column panels of `NR`: panel `j` holds `k` rows of `NR` values (zero padded).
+    /// Column panels of `NR` values (zero padded), in blocks of `KC` rows: block by block, each
+    /// panel's rows of the block ([`slot`]).
     F32(Vec<f32>),
-    /// Column panels of `NR` over k-pairs: `u32` = bf16(B[2p][col]) | bf16(B[2p+1][col]) << 16.
+    /// The same over k-pairs: `u32` = bf16(B[2p][col]) | bf16(B[2p+1][col]) << 16.
     Bf16(Vec<u32>),
+}
+
+/// Where depth row `q` (of `kd`) of column panel `p` (of `panels`) starts in a packed B: blocks
+/// of `KC` rows one after the other, and in each block the panels one after the other (`kc x NR`
+/// each). The products walk a block's panels in order, so B streams through memory
+/// sequentially, which the hardware prefetchers follow (panel-major storage jumped `k x NR`
+/// values from one panel to the next).
+fn slot(kd: usize, panels: usize, p: usize, q: usize) -> usize {
+    let k0 = q / KC * KC;
+    let kc = KC.min(kd - k0);
+    (k0 * panels + p * kc + (q - k0)) * NR
 }
 
 /// The right operand `B` (`[k, n]`) of a product, packed for one [`Kernel`].
@@ -150,21 +162,22 @@ impl PackedB {
             Kernel::Avx512 if cs == 1 => {
                 // Rows of B are contiguous: each panel row is one copy.
                 let mut v = vec![0f32; panels * k * NR];
-                for (p, panel) in v.chunks_exact_mut((k * NR).max(1)).enumerate().take(panels) {
+                for p in 0..panels {
                     let cols = NR.min(n - p * NR);
-                    for (i, dst) in panel.chunks_exact_mut(NR).enumerate() {
-                        let start = i * rs + p * NR;
-                        dst[..cols].copy_from_slice(&src[start..start + cols]);
+                    for i in 0..k {
+                        let (at, start) = (slot(k, panels, p, i), i * rs + p * NR);
+                        v[at..at + cols].copy_from_slice(&src[start..start + cols]);
                     }
                 }
                 Data::F32(v)
             }
             Kernel::Avx512 => {
                 let mut v = vec![0f32; panels * k * NR];
-                for (p, panel) in v.chunks_exact_mut((k * NR).max(1)).enumerate().take(panels) {
-                    for j in 0..NR.min(n - p * NR) {
-                        for i in 0..k {
-                            panel[i * NR + j] = at(i, p * NR + j);
+                for p in 0..panels {
+                    for i in 0..k {
+                        let row = slot(k, panels, p, i);
+                        for j in 0..NR.min(n - p * NR) {
+                            v[row + j] = at(i, p * NR + j);
                         }
                     }
                 }
@@ -173,20 +186,17 @@ impl PackedB {
             Kernel::Avx512Bf16 => {
                 let kp = k.div_ceil(2);
                 let mut v = vec![0u32; panels * kp * NR];
-                for (p, panel) in v
-                    .chunks_exact_mut((kp * NR).max(1))
-                    .enumerate()
-                    .take(panels)
-                {
-                    for j in 0..NR.min(n - p * NR) {
-                        for q in 0..kp {
+                for p in 0..panels {
+                    for q in 0..kp {
+                        let row = slot(kp, panels, p, q);
+                        for j in 0..NR.min(n - p * NR) {
                             let lo = bf16_bits(at(2 * q, p * NR + j)) as u32;
                             let hi = if 2 * q + 1 < k {
                                 bf16_bits(at(2 * q + 1, p * NR + j)) as u32
                             } else {
                                 0
                             };
-                            panel[q * NR + j] = lo | (hi << 16);
+                            v[row + j] = lo | (hi << 16);
                         }
                     }
                 }
@@ -584,7 +594,7 @@ unsafe fn run_tasks(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{bf16_bits, Data, Init, PackedB, KC, MC, MR, NR};
+    use super::{bf16_bits, slot, Data, Init, PackedB, KC, MC, MR, NR};
     use std::arch::x86_64::*;
 
     /// How a micro-tile of C starts.
@@ -630,6 +640,7 @@ mod x86 {
         init: Init<'_>,
     ) {
         let (k, n) = (b.k, b.n);
+        let panels = n.div_ceil(NR);
         let bf16 = matches!(b.data, Data::Bf16(_));
         // Depth in packed units: k values (f32) or k-pairs (bf16); `per` values per unit.
         let per = if bf16 { 2 } else { 1 };
@@ -695,7 +706,7 @@ mod x86 {
                         let row0 = ic + t * MR;
                         match (&b.data, a) {
                             (Data::F32(w), _) => {
-                                let w = w.as_ptr().add((p * kd + k0) * NR);
+                                let w = w.as_ptr().add(slot(kd, panels, p, k0));
                                 let ap = apack.as_ptr() as *const f32;
                                 match a {
                                     Lhs::Packed(_) => kernel_f32::<false>(
@@ -729,7 +740,7 @@ mod x86 {
                                 }
                             }
                             (Data::Bf16(w), _) => {
-                                let w = w.as_ptr().add((p * kd + k0) * NR);
+                                let w = w.as_ptr().add(slot(kd, panels, p, k0));
                                 let ap = apack.as_ptr() as *const u16;
                                 match a {
                                     Lhs::Packed(_) => kernel_bf16::<false>(
