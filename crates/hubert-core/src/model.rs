@@ -243,7 +243,13 @@ impl FeatureEncoder {
             None
         };
         Ok(Self {
-            conv_layers,
+            // The candle layers are only for devices and dtypes without the fast path: not
+            // kept beside the packed copies (17 MB for hubert-base).
+            conv_layers: if fast.is_some() {
+                Vec::new()
+            } else {
+                conv_layers
+            },
             fast,
             bf16: kernel.is_some_and(Kernel::is_bf16),
             span: span!(Level::TRACE, "feature-encoder"),
@@ -268,7 +274,10 @@ impl FeatureEncoder {
                     let next_winograd =
                         matches!(layers.get(i + 1), Some((FastConv::Winograd(_), _)));
                     // The conv (its output before the norm and activation) ...
-                    let out = match (conv, &x) {
+                    // The input is dropped once the conv has run (a 5 s clip's first
+                    // Winograd input is 41 MB).
+                    let input = std::mem::replace(&mut x, FastInput::Plain(Vec::new()));
+                    let out = match (conv, &input) {
                         (FastConv::Plain(conv), FastInput::Plain(x)) => {
                             ConvOut::Plain(conv.forward(x, t_in))
                         }
@@ -282,6 +291,7 @@ impl FeatureEncoder {
                         }
                         _ => unreachable!("each layer gets the input form it takes"),
                     };
+                    drop(input);
                     // ... then its norm (GroupNorm's statistics want the frames themselves) ...
                     let out = match (out, norm) {
                         (ConvOut::Winograd(y, z), FastNorm::Group(..)) => {
@@ -425,7 +435,7 @@ impl BatchNorm1d {
 /// frame for even kernels (`HubertSamePadLayer`), then the activation.
 #[derive(Debug)]
 struct PositionalConvEmbedding {
-    conv: Conv1d,
+    conv: Option<Conv1d>,
     /// Per-group strided GEMMs for CPU fp32 with GELU (see [`crate::cpu`]).
     fast: Option<PackedGroupedConv>,
     /// Overlap-save FFT convolution on the CPU path (see [`crate::fftconv`]), preferred.
@@ -483,15 +493,18 @@ impl PositionalConvEmbedding {
                 ))
             })
             .transpose()?;
-        let conv = Conv1d::new(
-            weight,
-            Some(bias),
-            Conv1dConfig {
-                padding: k / 2,
-                groups,
-                ..Default::default()
-            },
-        );
+        // The candle conv only where neither CPU path runs (19 MB for hubert-base).
+        let conv = (fft.is_none() && fast.is_none()).then(|| {
+            Conv1d::new(
+                weight,
+                Some(bias),
+                Conv1dConfig {
+                    padding: k / 2,
+                    groups,
+                    ..Default::default()
+                },
+            )
+        });
         Ok(Self {
             conv,
             fast,
@@ -528,7 +541,8 @@ impl PositionalConvEmbedding {
         if let Some(bn) = &self.batch_norm {
             xs = bn.forward(&xs)?;
         }
-        let xs = self.conv.forward(&xs)?;
+        let conv = self.conv.as_ref().expect("kept when no CPU path runs");
+        let xs = conv.forward(&xs)?;
         let t = xs.dim(2)?;
         let xs = xs.narrow(2, 0, t - self.num_pad_remove)?;
         let xs = self.activation.apply(&xs)?;
