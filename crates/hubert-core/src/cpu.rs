@@ -82,10 +82,7 @@ impl PackedConv {
         let t_out = self.out_len(t_in);
         // The last row read starts at (t_out-1)*stride*c_in and spans k*c_in values, which
         // ends at or before t_in*c_in because (t_out-1)*stride + k <= t_in.
-        let init = match &self.bias {
-            Some(b) => Init::Bias(b),
-            None => Init::Zero,
-        };
+        let init = Init::bias_or_zero(self.bias.as_deref());
         gemm_new(
             t_out,
             x,

@@ -251,6 +251,13 @@ pub enum Init<'a> {
     Accumulate,
 }
 
+impl<'a> Init<'a> {
+    /// [`Init::Bias`] for a layer with a bias, [`Init::Zero`] for one without.
+    pub fn bias_or_zero(bias: Option<&'a [f32]>) -> Self {
+        bias.map_or(Init::Zero, Init::Bias)
+    }
+}
+
 /// A pointer that may cross threads: the tasks of one product write disjoint tiles of `C`.
 #[derive(Clone, Copy)]
 struct SendPtr<T>(*mut T);

@@ -189,10 +189,7 @@ impl WinogradConv {
         if t_out == 0 {
             return (Vec::new(), Vec::new());
         }
-        let init = match &self.bias {
-            Some(b) => Init::Bias(b),
-            None => Init::Zero,
-        };
+        let init = Init::bias_or_zero(self.bias.as_deref());
         let mut z: Vec<f32> = Vec::with_capacity(rows * n);
         let mut y: Vec<f32> = Vec::with_capacity(t_out * n);
         // SAFETY: reads (row stride w >= 5c): the shared product's last row ends at (rows-1)*w +

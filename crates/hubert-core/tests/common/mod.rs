@@ -24,11 +24,9 @@ pub const CLIPS: [&str; 5] = [
     "one16000_pcm16",
 ];
 
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a - b)
-        .unwrap()
-        .abs()
+/// The largest absolute value of a tensor.
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -36,6 +34,11 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    max_abs(&(a - b).unwrap())
 }
 
 pub fn read_wav(path: &Path) -> Vec<f32> {
