@@ -14,12 +14,22 @@ use clap::{Args, FromArgMatches, Subcommand};
 use hubert_core::LayerSelection;
 use probe_heads::TrainConfig;
 
-use crate::download::{fetch, DownloadOptions, MirrorArgs};
+use crate::download::{fetch, DownloadOptions};
 use crate::extract::{extract, merge, store_path, ExtractOptions, ExtractOutcome, Shard};
 use crate::protocol::Protocol;
 use crate::store::FeatureStore;
 use crate::task::Task;
 use crate::train::{train, ProbeChoice, TrainOptions};
+
+/// The `--mirror URL` flag, to `#[command(flatten)]` into a dataset binary's `download` / `run`
+/// arguments; pass `mirror` to `DownloadOptions::from_env_and_flag`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MirrorArgs {
+    /// Fetch every file from `URL/<file name>` instead of its official URL (for when the official
+    /// host is down, or a local copy). Defaults to the environment variable HUBERT_PROBE_MIRROR.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+}
 
 /// Where things live.
 #[derive(Debug, Clone, Args)]

@@ -10,10 +10,10 @@
 //! - [`train`]: scaler fit on the training part only, linear and MLP probes per fold and run,
 //!   metrics, results.json, report.md, saved probes;
 //! - [`figures`]: the PNG plots next to results.json (confusion, t-SNE, per layer);
-//! - [`download`]: official archives with resume, checksums and unpacking.
+//! - [`download`] (the `download` crate, re-exported): official archives with resume,
+//!   checksums and unpacking.
 
 pub mod cli;
-pub mod download;
 pub mod extract;
 pub mod figures;
 pub mod protocol;
@@ -24,5 +24,6 @@ pub mod task;
 pub mod testing;
 pub mod train;
 
+pub use download;
 pub use protocol::{FoldSplit, Protocol};
 pub use task::{Dataset, Item, Partition, Task};

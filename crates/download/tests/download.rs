@@ -1,4 +1,4 @@
-//! Tests of `pipeline::download` against a tiny HTTP/1.1 server on 127.0.0.1 started by each
+//! Tests of the `download` crate against a tiny HTTP/1.1 server on 127.0.0.1 started by each
 //! test (no network needed): fetch + unpack of zip and tar.gz archives made here, checksum and
 //! size errors, 404, resume after a cut connection, servers without Range support, unsafe
 //! archive entries, the mirror override and the no-network second run.
@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use md5::{Digest, Md5};
-use pipeline::download::{
+use download::{
     fetch, manual_download, unpack, unpacked_marker, DownloadError, DownloadOptions, Resource,
     Unpack, MIRROR_ENV,
 };
+use md5::{Digest, Md5};
 
 // ---------------------------------------------------------------------------------------------
 // A tiny HTTP server

@@ -20,7 +20,7 @@
 //!
 //! The official hosts are not always reachable (ICBHI's host is often down; CI has no network at
 //! all). [`DownloadOptions::mirror`] replaces each resource's URL by `{mirror}/{file_name}`. The
-//! dataset binaries set it from the `--mirror URL` flag ([`MirrorArgs`]) or, when the flag is
+//! dataset binaries set it from their `--mirror URL` flag or, when the flag is
 //! absent, from the environment variable `HUBERT_PROBE_MIRROR` ([`MIRROR_ENV`]); see
 //! [`DownloadOptions::from_env_and_flag`]. A mirror is any HTTP(S) server (a local
 //! `python3 -m http.server` over a directory of archives will do) holding the files under their
@@ -143,16 +143,6 @@ impl DownloadOptions {
 fn resolve_mirror(flag: Option<String>, env: Option<String>) -> Option<String> {
     let clean = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     clean(flag).or_else(|| clean(env))
-}
-
-/// The `--mirror URL` flag, to `#[command(flatten)]` into a dataset binary's `download` / `run`
-/// arguments; pass [`MirrorArgs::mirror`] to [`DownloadOptions::from_env_and_flag`].
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct MirrorArgs {
-    /// Fetch every file from `URL/<file name>` instead of its official URL (for when the official
-    /// host is down, or a local copy). Defaults to the environment variable HUBERT_PROBE_MIRROR.
-    #[arg(long, value_name = "URL")]
-    pub mirror: Option<String>,
 }
 
 /// Why a download or an unpack failed. Every variant names the URL or file concerned.
