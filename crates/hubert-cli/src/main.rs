@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use hubert_core::store::{write_safetensors, RawTensor};
-use hubert_core::{Hubert, LayerSelection, LengthBuckets};
+use hubert_core::{EmbedOptions, Embedder, Embedding, Hubert, LayerSelection, ModelArgs, Outputs};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// HuBERT (and wav2vec2) features for audio files, exact against transformers.
@@ -31,28 +31,15 @@ enum Command {
     Info(InfoArgs),
 }
 
-#[derive(Args)]
-struct ModelArgs {
-    /// Model directory (config.json + model.safetensors or pytorch_model.bin) or hub id
-    /// (`owner/name[@revision]`; HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE are respected).
-    #[arg(long, default_value = "facebook/hubert-base-ls960")]
-    model: String,
-    /// Device: cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Model dtype: f32, f16 or bf16 (features are always stored as f32; on the CPU bf16 rounds
-    /// the matrix-product operands only, and runs as f32 without AVX512_BF16).
-    #[arg(long, default_value = "f32")]
-    dtype: String,
-}
-
-impl ModelArgs {
-    fn load(&self) -> Result<Hubert> {
-        let device = hubert_core::parse_device(&self.device)?;
-        let dtype = hubert_core::parse_dtype(&self.dtype)?;
-        Hubert::load(&self.model, &device, dtype)
-            .with_context(|| format!("cannot load model {:?}", self.model))
-    }
+/// Loads the model of `--model/--device/--dtype` (its config read once).
+fn load(args: &ModelArgs) -> Result<Hubert> {
+    args.check()?;
+    let source = args
+        .source()
+        .with_context(|| format!("cannot find model {:?}", args.model))?;
+    source
+        .load(args.device, args.dtype)
+        .with_context(|| format!("cannot load model {:?}", args.model))
 }
 
 #[derive(Args)]
@@ -66,8 +53,8 @@ struct EmbedArgs {
     #[arg(long)]
     frames: bool,
     /// Clips per batch (clips of equal length are batched together; results equal per-clip runs).
-    #[arg(long, default_value_t = 8)]
-    batch_size: usize,
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    batch_size: u32,
     /// Skip files that cannot be decoded (listed on stderr and in the output metadata) instead
     /// of stopping at the first.
     #[arg(long)]
@@ -108,15 +95,6 @@ fn main() {
     }
 }
 
-/// One embedded clip.
-struct Embedded {
-    /// `[L * D]`, row-major.
-    pooled: Vec<f32>,
-    /// `[L * T * D]` when `--frames`.
-    frames: Option<Vec<f32>>,
-    num_frames: usize,
-}
-
 fn embed(args: EmbedArgs) -> Result<()> {
     let mut paths = args.audio.clone();
     if let Some(list) = &args.files_from {
@@ -138,11 +116,18 @@ fn embed(args: EmbedArgs) -> Result<()> {
             args.output.display()
         );
     }
-    let hubert = args.model.load()?;
-    let cfg = hubert.config().clone();
-    let num_layers = args.layers.len(cfg.num_hidden_layers);
+    args.model.check()?;
+    let source = args
+        .model
+        .source()
+        .with_context(|| format!("cannot find model {:?}", args.model.model))?;
+    let cfg = source.config.clone();
+    // Checked against the model's configuration before its weights load or any file decodes.
+    args.layers.validate(cfg.num_hidden_layers)?;
+    let hubert = source
+        .load(args.model.device, args.model.dtype)
+        .with_context(|| format!("cannot load model {:?}", args.model.model))?;
     let hidden = cfg.hidden_size;
-    let min_samples = cfg.min_samples();
     eprintln!(
         "model {} ({} layers, {:.1}M parameters), {} files",
         hubert.files.id,
@@ -150,83 +135,53 @@ fn embed(args: EmbedArgs) -> Result<()> {
         hubert.num_parameters() as f64 / 1e6,
         paths.len()
     );
+    let options = EmbedOptions::new(args.layers.clone())
+        .with_batch_size(args.batch_size as usize)
+        .with_outputs(Outputs {
+            mean: true,
+            frames: args.frames,
+            ..Outputs::default()
+        });
+    let mut embedder = Embedder::new(&hubert, options)?;
+    let num_layers = embedder.num_layers();
 
     let progress = progress_bar(paths.len() as u64);
     let started = Instant::now();
-    let mut audio_seconds = 0f64;
-    let mut results: Vec<Option<Embedded>> = (0..paths.len()).map(|_| None).collect();
+    let mut results: Vec<Option<Embedding>> = (0..paths.len()).map(|_| None).collect();
     let mut skipped: Vec<(PathBuf, String)> = Vec::new();
-    let mut buckets = LengthBuckets::new(args.batch_size)
-        // Bound attention memory: at most ~2 minutes of audio per batch.
-        .with_max_batch_samples(args.batch_size.max(1) * 16_000 * 15);
-
-    let run = |batch: hubert_core::Batch, results: &mut Vec<Option<Embedded>>| -> Result<()> {
-        let input = hubert.input_values(&batch.clip_refs())?;
-        let pooled = hubert.model.forward_pooled(&input, &args.layers)?;
-        let frames = if args.frames {
-            Some(hubert.model.forward_frames(&input, &args.layers)?)
-        } else {
-            None
-        };
-        let num_frames = cfg.num_frames(batch.clip_len());
-        for (row, &index) in batch.indices.iter().enumerate() {
-            let pooled_row = pooled.get(row)?.flatten_all()?.to_vec1::<f32>()?;
-            let frames_row = match &frames {
-                Some(f) => Some(f.get(row)?.flatten_all()?.to_vec1::<f32>()?),
-                None => None,
-            };
-            results[index] = Some(Embedded {
-                pooled: pooled_row,
-                frames: frames_row,
-                num_frames,
-            });
+    let place = |done: Vec<Embedding>, results: &mut Vec<Option<Embedding>>| {
+        progress.inc(done.len() as u64);
+        for e in done {
+            let i = e.index;
+            results[i] = Some(e);
         }
-        Ok(())
     };
-
-    let lookahead = (2 * args.batch_size).max(8);
+    let lookahead = (2 * args.batch_size as usize).max(8);
     for (index, decoded) in audio_io::load_many(paths.clone(), lookahead) {
-        let clip = decoded.map_err(anyhow::Error::from).and_then(|clip| {
-            if clip.len() < min_samples {
-                bail!(
-                    "{}: {} samples at 16 kHz; the model needs at least {min_samples} ({} ms)",
-                    paths[index].display(),
-                    clip.len(),
-                    min_samples * 1000 / 16_000
-                )
-            }
-            Ok(clip)
-        });
-        match clip {
-            Ok(clip) => {
-                audio_seconds += clip.len() as f64 / 16_000.0;
-                for batch in buckets.push(index, clip) {
-                    let n = batch.indices.len() as u64;
-                    run(batch, &mut results)?;
-                    progress.inc(n);
-                }
-            }
+        match decoded {
+            Ok(clip) => place(embedder.push(index, clip)?, &mut results),
             Err(e) if args.skip_bad => {
-                progress.suspend(|| eprintln!("skipped: {e:#}"));
-                skipped.push((paths[index].clone(), format!("{e:#}")));
+                progress.suspend(|| eprintln!("skipped: {e}"));
+                skipped.push((paths[index].clone(), e.to_string()));
                 progress.inc(1);
             }
             Err(e) => {
                 progress.abandon();
-                return Err(e.context("stopping (pass --skip-bad to skip undecodable files)"));
+                return Err(anyhow::Error::from(e)
+                    .context("stopping (pass --skip-bad to skip undecodable files)"));
             }
         }
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        progress.set_message(format!("{:.1} audio-s/s", audio_seconds / secs));
+        progress.set_message(format!(
+            "{:.1} audio-s/s",
+            embedder.seconds_embedded() / secs
+        ));
     }
-    for batch in buckets.flush() {
-        let n = batch.indices.len() as u64;
-        run(batch, &mut results)?;
-        progress.inc(n);
-    }
+    place(embedder.flush()?, &mut results);
     progress.finish_and_clear();
+    let audio_seconds = embedder.seconds_embedded();
 
-    let kept: Vec<(usize, Embedded)> = results
+    let kept: Vec<(usize, Embedding)> = results
         .into_iter()
         .enumerate()
         .filter_map(|(i, r)| r.map(|r| (i, r)))
@@ -237,7 +192,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
     let mut pooled = Vec::with_capacity(kept.len() * num_layers * hidden);
     let mut tensors = Vec::new();
     for (out_index, (_, e)) in kept.iter().enumerate() {
-        pooled.extend_from_slice(&e.pooled);
+        pooled.extend_from_slice(e.mean.as_deref().expect("mean requested"));
         if let Some(frames) = &e.frames {
             tensors.push((
                 format!("frames.{out_index}"),
@@ -254,11 +209,17 @@ fn embed(args: EmbedArgs) -> Result<()> {
         .iter()
         .map(|(i, _)| paths[*i].display().to_string())
         .collect();
-    let layer_indices: Vec<serde_json::Value> = match &args.layers {
-        LayerSelection::Last => vec!["last_hidden_state".into()],
-        LayerSelection::All => (0..=cfg.num_hidden_layers).map(Into::into).collect(),
-        LayerSelection::Indices(v) => v.iter().map(|&i| i.into()).collect(),
-    };
+    let padded: Vec<String> = kept
+        .iter()
+        .filter(|(_, e)| e.padded)
+        .map(|(i, _)| paths[*i].display().to_string())
+        .collect();
+    for p in &padded {
+        eprintln!(
+            "note: {p} is shorter than the model's receptive field ({} samples at 16 kHz): zero-padded to it",
+            cfg.min_samples()
+        );
+    }
     let skipped_json: Vec<serde_json::Value> = skipped
         .iter()
         .map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "error": e}))
@@ -273,16 +234,17 @@ fn embed(args: EmbedArgs) -> Result<()> {
         ("layers".to_string(), args.layers.name()),
         (
             "layer_indices".to_string(),
-            serde_json::to_string(&layer_indices)?,
+            serde_json::to_string(&args.layers.stored_layers(cfg.num_hidden_layers))?,
         ),
         ("pooling".to_string(), "mean".to_string()),
         ("sample_rate".to_string(), "16000".to_string()),
-        ("dtype".to_string(), args.model.dtype.clone()),
+        ("dtype".to_string(), args.model.dtype.to_string()),
         (
             "num_frames".to_string(),
             serde_json::to_string(&kept.iter().map(|(_, e)| e.num_frames).collect::<Vec<_>>())?,
         ),
         ("skipped".to_string(), serde_json::to_string(&skipped_json)?),
+        ("padded".to_string(), serde_json::to_string(&padded)?),
     ]);
     write_safetensors(&args.output, &tensors, metadata)?;
     let secs = started.elapsed().as_secs_f64();
@@ -319,7 +281,7 @@ fn progress_bar(len: u64) -> ProgressBar {
 }
 
 fn info(args: InfoArgs) -> Result<()> {
-    let hubert = args.model.load()?;
+    let hubert = load(&args.model)?;
     let cfg = hubert.config();
     let frame_rate = 16_000.0 / cfg.conv_stride.iter().product::<usize>() as f64;
     let summary = serde_json::json!({

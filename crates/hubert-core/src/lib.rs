@@ -29,11 +29,13 @@
 mod bucket;
 mod config;
 mod cpu;
+pub mod embed;
 mod error;
 mod fast;
 mod fftconv;
 pub mod gemm;
 mod model;
+pub mod params;
 mod source;
 pub mod store;
 mod weights;
@@ -42,42 +44,18 @@ mod winograd;
 pub use bucket::{Batch, LengthBuckets};
 pub use candle_core::{DType, Device, Tensor};
 pub use config::{Activation, FeatExtractNorm, HubertConfig, PreprocessorConfig};
+pub use embed::{EmbedOptions, Embedder, Embedding};
 pub use error::{Error, Result};
-pub use model::{HiddenStates, HubertModel, LayerSelection};
+pub use model::{HiddenStates, HubertModel, LayerOutputs, LayerSelection, Outputs};
+#[cfg(feature = "cli")]
+pub use params::ModelArgs;
+pub use params::{DeviceSpec, Precision, StoredLayer};
 pub use source::{ModelFiles, WEIGHT_FILES};
 pub use weights::Weights;
 
-/// Parses a device string: `cpu`, `cuda` (device 0) or `cuda:N`. CUDA needs the `cuda` feature;
-/// without it the error says how to enable it.
+/// Parses a device string (`cpu`, `cuda`, `cuda:N`) and opens the device; see [`DeviceSpec`].
 pub fn parse_device(spec: &str) -> Result<Device> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let ordinal = match s.strip_prefix("cuda:") {
-                None => 0,
-                Some(n) => n.parse::<usize>().map_err(|_| {
-                    Error::Device(format!("invalid CUDA device {s:?}: expected cuda:N"))
-                })?,
-            };
-            cuda_device(ordinal)
-        }
-        other => Err(Error::Device(format!(
-            "unknown device {other:?}: expected cpu, cuda or cuda:N"
-        ))),
-    }
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_device(ordinal: usize) -> Result<Device> {
-    Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("cannot open cuda:{ordinal}: {e}")))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_device(ordinal: usize) -> Result<Device> {
-    Err(Error::Device(format!(
-        "cuda:{ordinal} requested, but this binary was built without CUDA support; \
-         rebuild with `cargo build --release --features cuda`"
-    )))
+    spec.parse::<DeviceSpec>()?.open()
 }
 
 /// Keeps freed memory in the process for reuse instead of returning it to the kernel (glibc).
@@ -102,15 +80,58 @@ pub fn tune_allocator() {
     }
 }
 
-/// Parses a model dtype: `f32`, `f16` or `bf16`.
+/// Parses a model dtype (`f32`, `f16`, `bf16` and their aliases); see [`Precision`].
 pub fn parse_dtype(spec: &str) -> Result<DType> {
-    match spec {
-        "f32" | "fp32" | "float32" => Ok(DType::F32),
-        "f16" | "fp16" | "float16" => Ok(DType::F16),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        other => Err(Error::Device(format!(
-            "unknown dtype {other:?}: expected f32, f16 or bf16"
-        ))),
+    Ok(spec.parse::<Precision>()?.dtype())
+}
+
+/// A checkpoint's files and configuration, read once: what checking parameters against the
+/// model (layer indices, widths) and then loading it need.
+#[derive(Debug, Clone)]
+pub struct ModelSource {
+    /// Where the files are.
+    pub files: ModelFiles,
+    /// `config.json`.
+    pub config: HubertConfig,
+    /// `preprocessor_config.json` (transformers' defaults when absent).
+    pub preprocessor: PreprocessorConfig,
+}
+
+impl ModelSource {
+    /// Resolves a local directory or a hub id (`owner/name[@revision]`) and reads its
+    /// configuration files.
+    pub fn resolve(spec: &str) -> Result<Self> {
+        Self::from_files(ModelFiles::resolve(spec)?)
+    }
+
+    /// Reads the configuration files of resolved files.
+    pub fn from_files(files: ModelFiles) -> Result<Self> {
+        let config = HubertConfig::from_file(&files.config)?;
+        let preprocessor = match &files.preprocessor {
+            Some(p) => PreprocessorConfig::from_file(p)?,
+            None => PreprocessorConfig::default(),
+        };
+        if preprocessor.sampling_rate != 16_000 {
+            return Err(Error::Config(format!(
+                "{}: sampling_rate {} is not supported (only 16000)",
+                files
+                    .preprocessor
+                    .as_deref()
+                    .unwrap_or(files.config.as_path())
+                    .display(),
+                preprocessor.sampling_rate
+            )));
+        }
+        Ok(Self {
+            files,
+            config,
+            preprocessor,
+        })
+    }
+
+    /// Loads the weights onto `device` in `precision`.
+    pub fn load(self, device: DeviceSpec, precision: Precision) -> Result<Hubert> {
+        Hubert::from_source(self, &device.open()?, precision.dtype())
     }
 }
 
@@ -134,22 +155,16 @@ impl Hubert {
 
     /// Loads a model from resolved files.
     pub fn from_files(files: ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
-        let config = HubertConfig::from_file(&files.config)?;
-        let preprocessor = match &files.preprocessor {
-            Some(p) => PreprocessorConfig::from_file(p)?,
-            None => PreprocessorConfig::default(),
-        };
-        if preprocessor.sampling_rate != 16_000 {
-            return Err(Error::Config(format!(
-                "{}: sampling_rate {} is not supported (only 16000)",
-                files
-                    .preprocessor
-                    .as_deref()
-                    .unwrap_or(files.config.as_path())
-                    .display(),
-                preprocessor.sampling_rate
-            )));
-        }
+        Self::from_source(ModelSource::from_files(files)?, device, dtype)
+    }
+
+    /// Loads a model whose configuration is already read.
+    pub fn from_source(source: ModelSource, device: &Device, dtype: DType) -> Result<Self> {
+        let ModelSource {
+            files,
+            config,
+            preprocessor,
+        } = source;
         let weights =
             Weights::from_file(&files.weights, device, model::tensor_dtype(device, dtype))?;
         let num_parameters = weights.elem_count();

@@ -824,6 +824,33 @@ pub struct HiddenStates {
     pub last_hidden_state: Tensor,
 }
 
+/// What [`HubertModel::forward_outputs`] keeps of each selected hidden state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outputs {
+    /// The mean over frames (the study's pooling).
+    pub mean: bool,
+    /// The population standard deviation over frames.
+    pub std: bool,
+    /// The maximum over frames.
+    pub max: bool,
+    /// Every frame.
+    pub frames: bool,
+}
+
+/// The result of [`HubertModel::forward_outputs`]: `Some` for what was asked, f32, layers in
+/// the order of the [`LayerSelection`].
+#[derive(Debug, Clone)]
+pub struct LayerOutputs {
+    /// `[B, L, D]` frame means.
+    pub mean: Option<Tensor>,
+    /// `[B, L, D]` population standard deviations over frames.
+    pub std: Option<Tensor>,
+    /// `[B, L, D]` maxima over frames.
+    pub max: Option<Tensor>,
+    /// `[B, L, T, D]` frames.
+    pub frames: Option<Tensor>,
+}
+
 /// Which hidden states to keep (and mean-pool).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerSelection {
@@ -1092,20 +1119,68 @@ impl HubertModel {
     /// Mean over frames of the selected hidden states, `[B, L, D]` in f32, without keeping the
     /// other layers' activations alive.
     pub fn forward_pooled(&self, input_values: &Tensor, layers: &LayerSelection) -> Result<Tensor> {
-        self.forward_selected(input_values, layers, |h| Ok(h.mean(1)?))
+        let mut out = self.forward_selected(input_values, layers, |h| Ok(vec![h.mean(1)?]))?;
+        Ok(out.remove(0))
     }
 
     /// The selected hidden states, each `[B, T, D]` in f32, stacked as `[B, L, T, D]`.
     pub fn forward_frames(&self, input_values: &Tensor, layers: &LayerSelection) -> Result<Tensor> {
-        self.forward_selected(input_values, layers, |h| Ok(h.clone()))
+        let mut out = self.forward_selected(input_values, layers, |h| Ok(vec![h.clone()]))?;
+        Ok(out.remove(0))
     }
 
+    /// One forward pass keeping, of each selected hidden state, what `outputs` asks for (all in
+    /// f32): the frame mean, the population standard deviation and the maximum over frames
+    /// (`[B, L, D]` each), and the frames themselves (`[B, L, T, D]`). The mean is computed
+    /// exactly as [`HubertModel::forward_pooled`] computes it.
+    pub fn forward_outputs(
+        &self,
+        input_values: &Tensor,
+        layers: &LayerSelection,
+        outputs: Outputs,
+    ) -> Result<LayerOutputs> {
+        let reduce = |h: &Tensor| -> Result<Vec<Tensor>> {
+            let mut v = Vec::with_capacity(4);
+            if outputs.mean || outputs.std {
+                v.push(h.mean(1)?);
+            }
+            if outputs.std {
+                let centred = h.broadcast_sub(&h.mean_keepdim(1)?)?;
+                v.push(centred.sqr()?.mean(1)?.sqrt()?);
+            }
+            if outputs.max {
+                v.push(h.max(1)?);
+            }
+            if outputs.frames {
+                v.push(h.clone());
+            }
+            Ok(v)
+        };
+        let mut stacked = self
+            .forward_selected(input_values, layers, reduce)?
+            .into_iter();
+        let mean = (outputs.mean || outputs.std)
+            .then(|| stacked.next())
+            .flatten();
+        let std = outputs.std.then(|| stacked.next()).flatten();
+        let max = outputs.max.then(|| stacked.next()).flatten();
+        let frames = outputs.frames.then(|| stacked.next()).flatten();
+        Ok(LayerOutputs {
+            mean: mean.filter(|_| outputs.mean),
+            std,
+            max,
+            frames,
+        })
+    }
+
+    /// Runs the encoder and applies `reduce` to each selected hidden state (cast to f32); the
+    /// `k`-th tensors `reduce` returns are stacked over layers into the `k`-th output.
     fn forward_selected(
         &self,
         input_values: &Tensor,
         layers: &LayerSelection,
-        reduce: impl Fn(&Tensor) -> Result<Tensor> + Send,
-    ) -> Result<Tensor> {
+        reduce: impl Fn(&Tensor) -> Result<Vec<Tensor>> + Send,
+    ) -> Result<Vec<Tensor>> {
         in_pool(|| self.forward_selected_inner(input_values, layers, reduce))
     }
 
@@ -1113,8 +1188,8 @@ impl HubertModel {
         &self,
         input_values: &Tensor,
         layers: &LayerSelection,
-        reduce: impl Fn(&Tensor) -> Result<Tensor>,
-    ) -> Result<Tensor> {
+        reduce: impl Fn(&Tensor) -> Result<Vec<Tensor>>,
+    ) -> Result<Vec<Tensor>> {
         let n = self.config.num_hidden_layers;
         let wanted: Vec<usize> = match layers {
             LayerSelection::Last => vec![],
@@ -1130,7 +1205,7 @@ impl HubertModel {
             }
         };
         let xs = self.embed_frames(input_values)?;
-        let mut kept: Vec<Option<Tensor>> = vec![None; n + 1];
+        let mut kept: Vec<Option<Vec<Tensor>>> = vec![None; n + 1];
         let last = self.encoder.forward_visit(&xs, &mut |i, h| {
             if wanted.contains(&i) {
                 kept[i] = Some(reduce(&h.to_dtype(DType::F32)?)?);
@@ -1138,14 +1213,20 @@ impl HubertModel {
             Ok(())
         })?;
         // Cast before reducing: a mean over frames accumulated in f16/bf16 loses digits.
-        let out: Vec<Tensor> = match layers {
+        let per_layer: Vec<Vec<Tensor>> = match layers {
             LayerSelection::Last => vec![reduce(&last.to_dtype(DType::F32)?)?],
             _ => wanted
                 .iter()
                 .map(|&i| kept[i].clone().expect("every wanted index is visited"))
                 .collect(),
         };
-        Ok(Tensor::stack(&out, 1)?)
+        let slots = per_layer.first().map_or(0, Vec::len);
+        (0..slots)
+            .map(|k| {
+                let column: Vec<&Tensor> = per_layer.iter().map(|outs| &outs[k]).collect();
+                Ok(Tensor::stack(&column, 1)?)
+            })
+            .collect()
     }
 
     /// Mean over the frame axis (`[B, T, D]` -> `[B, D]`): the pooling of the original study.
