@@ -48,7 +48,7 @@ pub use embed::{EmbedOptions, Embedder, Embedding};
 pub use error::{Error, Result};
 pub use model::{HiddenStates, HubertModel, LayerOutputs, LayerSelection, Outputs};
 #[cfg(feature = "cli")]
-pub use params::ModelArgs;
+pub use params::{parse_count, ModelArgs};
 pub use params::{DeviceSpec, Precision, StoredLayer};
 pub use source::{ModelFiles, WEIGHT_FILES};
 pub use weights::Weights;

@@ -275,6 +275,22 @@ pub fn parse_arg<T: FromStr<Err = Error>>(s: &str) -> std::result::Result<T, Str
     })
 }
 
+/// A clap value parser for a whole number in `MIN..=MAX`: `--epochs 1e12` or `--batch-size 0`
+/// are refused with the range, before anything is sized from them.
+#[cfg(feature = "cli")]
+pub fn parse_count<const MIN: usize, const MAX: usize>(
+    s: &str,
+) -> std::result::Result<usize, String> {
+    let v: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number in {MIN}..={MAX}, got {s:?}"))?;
+    if !(MIN..=MAX).contains(&v) {
+        return Err(format!("{v} is out of range: expected {MIN}..={MAX}"));
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +351,15 @@ mod tests {
             [StoredLayer::LastHiddenState, StoredLayer::HiddenState(4)]
         );
         assert!(serde_json::from_str::<StoredLayer>(r#""first""#).is_err());
+    }
+
+    #[cfg(feature = "cli")]
+    #[test]
+    fn counts_are_bounded() {
+        assert_eq!(parse_count::<1, 10>("7"), Ok(7));
+        assert!(parse_count::<1, 10>("0").unwrap_err().contains("1..=10"));
+        assert!(parse_count::<1, 10>("1e12").is_err());
+        assert!(parse_count::<1, 10>("99999999999999999999999").is_err());
     }
 
     #[test]

@@ -11,15 +11,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, FromArgMatches, Subcommand};
-use hubert_core::LayerSelection;
+use hubert_core::{parse_count, LayerSelection, ModelSource};
 use probe_heads::TrainConfig;
 
 use crate::download::{fetch, DownloadOptions};
-use crate::extract::{extract, merge, store_path, ExtractOptions, ExtractOutcome, Shard};
+use crate::extract::{extract, merge, store_path, ExtractOptions, ExtractOutcome};
 use crate::protocol::Protocol;
 use crate::store::FeatureStore;
 use crate::task::Task;
-use crate::train::{train, ProbeChoice, TrainOptions};
+use crate::train::{train, LayerChoice, ProbeChoice, TrainOptions};
 
 /// The `--mirror URL` flag, to `#[command(flatten)]` into a dataset binary's `download` / `run`
 /// arguments; pass `mirror` to `DownloadOptions::from_env_and_flag`.
@@ -48,50 +48,83 @@ pub struct PathArgs {
     pub models_dir: PathBuf,
 }
 
-/// `extract` flags.
-#[derive(Debug, Clone, Args)]
-pub struct ExtractArgs {
-    /// Model directory or hub id (`owner/name[@revision]`).
-    #[arg(long, default_value = "facebook/hubert-base-ls960")]
-    pub model: String,
-    /// Hidden states to store: last, all, or indices like 0,6,12.
-    #[arg(long, default_value = "last")]
-    pub layers: LayerSelection,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Model dtype: f32, f16, bf16 (features are stored as f32; on the CPU bf16 rounds the
-    /// matrix-product operands only, and runs as f32 without AVX512_BF16).
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    /// Clips per model batch (only clips of equal length share a batch).
-    #[arg(long, default_value_t = 8)]
-    pub extract_batch_size: usize,
-    /// Extract only the K-th of N slices (for job arrays); `merge` or the last shard assembles.
-    #[arg(long, value_name = "K/N")]
-    pub shard: Option<Shard>,
-    /// Leave undecodable files out (listed in the store) instead of stopping.
-    #[arg(long)]
-    pub skip_bad: bool,
-    /// Items per resumable chunk.
-    #[arg(long, default_value_t = 256)]
-    pub chunk_size: usize,
+/// `--split`: the dataset's official protocol, the original study's random split, or a
+/// task-specific protocol (checked against the task's names when the command line is parsed).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SplitChoice {
+    /// The dataset's official protocol.
+    #[default]
+    Official,
+    /// The original study's stratified random split (`--test-fraction`, `--seed`).
+    Random,
+    /// A task-specific protocol ([`Task::split_names`]).
+    Named(String),
 }
 
-/// `train` flags.
+impl std::str::FromStr for SplitChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.trim() {
+            "official" => Self::Official,
+            "random" => Self::Random,
+            other => Self::Named(other.to_string()),
+        })
+    }
+}
+
+impl std::fmt::Display for SplitChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Official => f.write_str("official"),
+            Self::Random => f.write_str("random"),
+            Self::Named(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A fraction strictly between 0 and 1 (`--test-fraction`).
+fn open_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+        _ => Err(format!(
+            "expected a number strictly between 0 and 1, got {s:?}"
+        )),
+    }
+}
+
+/// A fraction in `[0, 1)` (`--val-fraction`: 0 means no validation part).
+fn half_open_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a number in [0, 1), got {s:?}")),
+    }
+}
+
+/// A learning rate in `(0, 10]`.
+fn learning_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 10.0 => Ok(v),
+        _ => Err(format!(
+            "expected a learning rate in (0, 10] (the study's is 1e-3), got {s:?}"
+        )),
+    }
+}
+
+/// `train` flags, parsed into types and bounded by clap.
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
     /// Probe(s) to train.
     #[arg(long, value_enum, default_value = "both")]
     pub probe: ProbeChoice,
     /// Training epochs.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = parse_count::<1, 100_000>)]
     pub epochs: usize,
     /// Probe mini-batch size.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = parse_count::<1, 65_536>)]
     pub batch_size: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = learning_rate)]
     pub lr: f64,
     /// Seed of the first run (run r uses seed + r).
     #[arg(long, default_value_t = 42)]
@@ -99,20 +132,20 @@ pub struct TrainArgs {
     /// `official` (the dataset's protocol), `random` (the original study's stratified split),
     /// or a task-specific name.
     #[arg(long, default_value = "official")]
-    pub split: String,
+    pub split: SplitChoice,
     /// Test fraction of `--split random`.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, value_parser = open_fraction)]
     pub test_fraction: f64,
     /// Seeds per fold.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = parse_count::<1, 1_000>)]
     pub runs: usize,
     /// Features to train on: last, a hidden-state index N, all (one probe per layer), or
     /// weighted (a learned softmax-weighted sum of every stored layer, SUPERB's featurizer).
     #[arg(long, default_value = "last")]
-    pub layer: String,
+    pub layer: LayerChoice,
     /// Hold out this fraction of each training part (group-disjoint) for best-epoch selection
     /// (0: train for all epochs, as the original study did).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = half_open_fraction)]
     pub val_fraction: f64,
     /// Skip the PNG plots (confusion matrices, t-SNE, per-layer accuracy).
     #[arg(long)]
@@ -120,6 +153,43 @@ pub struct TrainArgs {
     /// Feature store to read (default: the one `extract` writes for the chosen layers).
     #[arg(long, value_name = "FILE")]
     pub features: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    /// The protocol `--split` names for `task`.
+    pub fn protocol(&self, task: &dyn Task) -> Result<Protocol> {
+        match &self.split {
+            SplitChoice::Official => Ok(task.official_protocol()),
+            SplitChoice::Random => Ok(Protocol::Random {
+                test_fraction: self.test_fraction,
+                seed: self.seed,
+            }),
+            SplitChoice::Named(name) => task
+                .custom_protocol(name, self.test_fraction, self.seed)
+                .with_context(|| format!("unknown --split {name:?} for {}", task.name())),
+        }
+    }
+
+    /// The training options for `task`: hyper-parameters, protocol and output folders.
+    pub fn options(&self, task: &dyn Task, paths: &PathArgs) -> Result<TrainOptions> {
+        Ok(TrainOptions {
+            probe: self.probe,
+            config: TrainConfig {
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                learning_rate: self.lr,
+                seed: self.seed,
+                ..TrainConfig::default()
+            },
+            protocol: self.protocol(task)?,
+            runs: self.runs,
+            layer: self.layer,
+            val_fraction: self.val_fraction,
+            results_dir: paths.results_dir.join(task.name()),
+            models_dir: paths.models_dir.clone(),
+            plots: !self.no_plots,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,7 +210,7 @@ enum Command<O: Args> {
         #[command(flatten)]
         task: O,
         #[command(flatten)]
-        extract: ExtractArgs,
+        extract: ExtractOptions,
     },
     /// Train and evaluate probes on the feature store; write results.json and report.md.
     Train {
@@ -160,7 +230,7 @@ enum Command<O: Args> {
         #[command(flatten)]
         mirror: MirrorArgs,
         #[command(flatten)]
-        extract: ExtractArgs,
+        extract: ExtractOptions,
         #[command(flatten)]
         train: TrainArgs,
     },
@@ -185,13 +255,25 @@ where
     T: Task,
 {
     hubert_core::tune_allocator();
+    let mut splits = vec!["official", "random"];
+    splits.extend_from_slice(T::split_names());
+    let split_values = clap::builder::TypedValueParser::try_map(
+        clap::builder::PossibleValuesParser::new(splits),
+        |s| s.parse::<SplitChoice>(),
+    );
     let cmd = <Command<O> as Subcommand>::augment_subcommands(
         clap::Command::new(bin)
             .about(about)
             .version(env!("CARGO_PKG_VERSION"))
             .subcommand_required(true)
             .arg_required_else_help(true),
-    );
+    )
+    .mut_subcommand("train", |c| {
+        c.mut_arg("split", |a| a.value_parser(split_values.clone()))
+    })
+    .mut_subcommand("run", |c| {
+        c.mut_arg("split", |a| a.value_parser(split_values.clone()))
+    });
     let matches = cmd.get_matches();
     let command = match Command::<O>::from_arg_matches(&matches) {
         Ok(c) => c,
@@ -226,7 +308,8 @@ fn dispatch<O: Args, T: Task>(command: Command<O>, make: &impl Fn(&O) -> Result<
             extract: args,
         } => {
             let task = make(&task)?;
-            run_extract(&task, &paths, &args).map(|_| ())
+            let source = check_model(&args, None)?;
+            run_extract(&task, &paths, &args, source).map(|_| ())
         }
         Command::Train {
             paths,
@@ -234,7 +317,9 @@ fn dispatch<O: Args, T: Task>(command: Command<O>, make: &impl Fn(&O) -> Result<
             train: args,
         } => {
             let task = make(&task)?;
-            run_train(&task, &paths, &args, None)
+            let opts = args.options(&task, &paths)?;
+            ensure_writable(&[&opts.results_dir, &opts.models_dir])?;
+            run_train(&task, &paths, &args, opts, None)
         }
         Command::Run {
             paths,
@@ -247,22 +332,26 @@ fn dispatch<O: Args, T: Task>(command: Command<O>, make: &impl Fn(&O) -> Result<
             if let Some(part) = task.extract_only() {
                 bail!("`run` extracts every item; to extract only {part}, use `extract`, then `train`");
             }
+            if ex.shard.is_some() {
+                bail!("`run` extracts everything; use `extract --shard` and `merge` for shards");
+            }
+            if tr.layer.needs_all_layers() && ex.layers == LayerSelection::Last {
+                ex.layers = LayerSelection::All;
+            }
+            // Every parameter is checked (model config, output folders) before the download.
+            let source = check_model(&ex, Some(tr.layer))?;
+            let opts = tr.options(&task, &paths)?;
+            ensure_writable(&[&opts.results_dir, &opts.models_dir])?;
             let dir = data_dir(&task, &paths);
             if !task.is_present(&dir) {
                 eprintln!("{} not found: downloading", dir.display());
                 download(&task, &dir, &mirror)?;
             }
-            if tr.layer != "last" && ex.layers == LayerSelection::Last {
-                ex.layers = LayerSelection::All;
-            }
-            if ex.shard.is_some() {
-                bail!("`run` extracts everything; use `extract --shard` and `merge` for shards");
-            }
-            let store = match run_extract(&task, &paths, &ex)? {
+            let store = match run_extract(&task, &paths, &ex, source)? {
                 ExtractOutcome::Complete(p) => p,
                 ExtractOutcome::ShardDone { .. } => unreachable!("no shard in run"),
             };
-            run_train(&task, &paths, &tr, Some(store))
+            run_train(&task, &paths, &tr, opts, Some(store))
         }
         Command::Merge {
             paths,
@@ -331,24 +420,50 @@ pub fn download(task: &dyn Task, data_dir: &Path, mirror: &MirrorArgs) -> Result
     Ok(())
 }
 
-fn run_extract(task: &dyn Task, paths: &PathArgs, args: &ExtractArgs) -> Result<ExtractOutcome> {
+/// Checks the model flags before any work: the device is usable by this binary, the checkpoint
+/// resolves and its config reads (once), and the layer selection (and a `--layer N` that will
+/// train on it) fits the model.
+fn check_model(args: &ExtractOptions, train_layer: Option<LayerChoice>) -> Result<ModelSource> {
+    args.model.check()?;
+    let source = args
+        .model
+        .source()
+        .with_context(|| format!("cannot find model {:?}", args.model.model))?;
+    let n = source.config.num_hidden_layers;
+    args.layers.validate(n)?;
+    if let Some(layer) = train_layer {
+        layer.validate(n)?;
+    }
+    Ok(source)
+}
+
+/// Creates each output folder and checks that a file can be written in it, so an unwritable
+/// `--results-dir` fails before training rather than after.
+fn ensure_writable(dirs: &[&Path]) -> Result<()> {
+    for dir in dirs {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+        let probe = dir.join(format!(".write-test-{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .with_context(|| format!("cannot write into output folder {}", dir.display()))?;
+        let _ = std::fs::remove_file(&probe);
+    }
+    Ok(())
+}
+
+fn run_extract(
+    task: &dyn Task,
+    paths: &PathArgs,
+    args: &ExtractOptions,
+    source: ModelSource,
+) -> Result<ExtractOutcome> {
     let dir = data_dir(task, paths);
     let dataset = task.load(&dir)?;
     for note in &dataset.notes {
         eprintln!("note: {note}");
     }
     let store = store_path(&paths.features_dir, &task.name(), &args.layers);
-    let opts = ExtractOptions {
-        model: args.model.clone(),
-        layers: args.layers.clone(),
-        device: args.device.clone(),
-        dtype: args.dtype.clone(),
-        batch_size: args.extract_batch_size,
-        shard: args.shard,
-        skip_bad: args.skip_bad,
-        chunk_size: args.chunk_size,
-    };
-    let outcome = extract(task, &dataset, &store, &opts)?;
+    let outcome = extract(task, &dataset, &store, args, source)?;
     match &outcome {
         ExtractOutcome::Complete(p) => eprintln!("features: {}", p.display()),
         ExtractOutcome::ShardDone { done, total } => eprintln!(
@@ -358,34 +473,16 @@ fn run_extract(task: &dyn Task, paths: &PathArgs, args: &ExtractArgs) -> Result<
     Ok(outcome)
 }
 
-fn protocol_for(task: &dyn Task, args: &TrainArgs) -> Result<Protocol> {
-    match args.split.as_str() {
-        "official" => Ok(task.official_protocol()),
-        "random" => Ok(Protocol::Random {
-            test_fraction: args.test_fraction,
-            seed: args.seed,
-        }),
-        other => task
-            .custom_protocol(other, args.test_fraction, args.seed)
-            .with_context(|| {
-                format!(
-                    "unknown --split {other:?} for {} (official, random)",
-                    task.name()
-                )
-            }),
-    }
-}
-
 fn find_store(task: &dyn Task, paths: &PathArgs, args: &TrainArgs) -> Result<PathBuf> {
     if let Some(p) = &args.features {
         return Ok(p.clone());
     }
     let last = store_path(&paths.features_dir, &task.name(), &LayerSelection::Last);
     let all = store_path(&paths.features_dir, &task.name(), &LayerSelection::All);
-    let candidates = if args.layer == "last" {
-        vec![last, all]
-    } else {
+    let candidates = if args.layer.needs_all_layers() {
         vec![all]
+    } else {
+        vec![last, all]
     };
     candidates
         .iter()
@@ -396,10 +493,10 @@ fn find_store(task: &dyn Task, paths: &PathArgs, args: &TrainArgs) -> Result<Pat
                 "{} not found; run `{} extract{}` first (or pass --features FILE)",
                 candidates[0].display(),
                 task.name(),
-                if args.layer == "last" {
-                    ""
-                } else {
+                if args.layer.needs_all_layers() {
                     " --layers all"
+                } else {
+                    ""
                 }
             )
         })
@@ -409,6 +506,7 @@ fn run_train(
     task: &dyn Task,
     paths: &PathArgs,
     args: &TrainArgs,
+    opts: TrainOptions,
     store: Option<PathBuf>,
 ) -> Result<()> {
     let store_path = match store {
@@ -424,23 +522,6 @@ fn run_train(
             task.name()
         );
     }
-    let opts = TrainOptions {
-        probe: args.probe,
-        config: TrainConfig {
-            epochs: args.epochs,
-            batch_size: args.batch_size,
-            learning_rate: args.lr,
-            seed: args.seed,
-            ..TrainConfig::default()
-        },
-        protocol: protocol_for(task, args)?,
-        runs: args.runs,
-        layer: args.layer.clone(),
-        val_fraction: args.val_fraction,
-        results_dir: paths.results_dir.join(task.name()),
-        models_dir: paths.models_dir.clone(),
-        plots: !args.no_plots,
-    };
     let outcome = train(task, &store, &opts)?;
     println!("{} ({})", task.name(), opts.protocol.describe());
     if let Some(probes) = outcome.results["probes"].as_object() {

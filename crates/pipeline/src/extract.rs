@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use hubert_core::store::{atomic_write, write_safetensors, RawTensor};
-use hubert_core::{Hubert, LayerSelection, LengthBuckets, ModelFiles};
+use hubert_core::{
+    parse_count, EmbedOptions, Embedder, Embedding, Hubert, LayerSelection, ModelArgs, ModelSource,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -47,25 +49,42 @@ impl FromStr for Shard {
     }
 }
 
-/// Extraction settings.
-#[derive(Debug, Clone)]
+/// Extraction settings: the `extract` flags, parsed into types by clap (the same struct is the
+/// library's options).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ExtractOptions {
-    /// Model directory or hub id.
-    pub model: String,
-    /// Hidden states to store.
+    /// The model, device and dtype.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Hidden states to store: last, all, or indices like 0,6,12.
+    #[arg(long, default_value = "last")]
     pub layers: LayerSelection,
-    /// `cpu`, `cuda`, `cuda:N`.
-    pub device: String,
-    /// `f32`, `f16`, `bf16`.
-    pub dtype: String,
-    /// Clips per model batch (equal lengths only).
+    /// Clips per model batch (only clips of equal length share a batch).
+    #[arg(
+        id = "extract_batch_size",
+        long = "extract-batch-size",
+        default_value_t = 8,
+        value_parser = parse_count::<1, 4096>
+    )]
     pub batch_size: usize,
-    /// Extract only this slice.
+    /// Extract only the K-th of N slices (for job arrays); `merge` or the last shard assembles.
+    #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
-    /// Leave undecodable items out (recorded in the store) instead of stopping.
+    /// Leave undecodable files out (listed in the store) instead of stopping.
+    #[arg(long)]
     pub skip_bad: bool,
     /// Items per resumable chunk.
+    #[arg(long, default_value_t = 256, value_parser = parse_count::<1, 1_000_000>)]
     pub chunk_size: usize,
+}
+
+impl Shard {
+    /// The half-open range `[first, last)` of `n` candidates that this shard takes (computed
+    /// without overflow for any `K/N`).
+    pub fn range(&self, n: usize) -> (usize, usize) {
+        let at = |k: usize| ((k as u128 * n as u128) / self.count as u128) as usize;
+        (at(self.index - 1), at(self.index))
+    }
 }
 
 /// What [`extract`] achieved.
@@ -135,30 +154,27 @@ fn items_fingerprint(provenance: &Provenance, dataset: &Dataset) -> Result<Strin
 }
 
 /// Extracts (the shard of) `dataset` into the store at `store`, resuming from finished chunks.
+/// `source` is the model of `opts.model`, resolved by the caller (who checks the layer
+/// selection against its configuration before any work).
 pub fn extract(
     task: &dyn Task,
     dataset: &Dataset,
     store: &Path,
     opts: &ExtractOptions,
+    source: ModelSource,
 ) -> Result<ExtractOutcome> {
     if dataset.items.is_empty() {
         bail!("{}: the dataset has no items", dataset.root.display());
     }
-    let files = ModelFiles::resolve(&opts.model)
-        .with_context(|| format!("cannot find model {:?}", opts.model))?;
-    let config = hubert_core::HubertConfig::from_file(&files.config)?;
-    let layer_indices: Vec<serde_json::Value> = match &opts.layers {
-        LayerSelection::Last => vec!["last_hidden_state".into()],
-        LayerSelection::All => (0..=config.num_hidden_layers).map(Into::into).collect(),
-        LayerSelection::Indices(v) => v.iter().map(|&i| i.into()).collect(),
-    };
+    let config = source.config.clone();
+    opts.layers.validate(config.num_hidden_layers)?;
     let provenance = Provenance {
         task: task.name(),
-        model: files.id.clone(),
-        revision: files.revision.clone(),
+        model: source.files.id.clone(),
+        revision: source.files.revision.clone(),
         layers: opts.layers.name(),
-        layer_indices,
-        dtype: opts.dtype.clone(),
+        layer_indices: opts.layers.stored_layers(config.num_hidden_layers),
+        dtype: opts.model.dtype.to_string(),
     };
     let fp = items_fingerprint(&provenance, dataset)?;
 
@@ -203,10 +219,7 @@ pub fn extract(
         None => (0..total_chunks).collect(),
     };
     let (first, last) = match opts.shard {
-        Some(s) => (
-            (s.index - 1) * candidates.len() / s.count,
-            s.index * candidates.len() / s.count,
-        ),
+        Some(s) => s.range(candidates.len()),
         None => (0, candidates.len()),
     };
     let todo: Vec<usize> = candidates[first..last]
@@ -215,10 +228,9 @@ pub fn extract(
         .filter(|&c| !chunk_path(&parts, c).is_file())
         .collect();
     if !todo.is_empty() {
-        let device = hubert_core::parse_device(&opts.device)?;
-        let dtype = hubert_core::parse_dtype(&opts.dtype)?;
-        let hubert = Hubert::from_files(files, &device, dtype)
-            .with_context(|| format!("cannot load model {:?}", opts.model))?;
+        let hubert = source
+            .load(opts.model.device, opts.model.dtype)
+            .with_context(|| format!("cannot load model {:?}", opts.model.model))?;
         run_chunks(task, dataset, &hubert, &manifest, &parts, &todo, opts)?;
     }
 
@@ -292,7 +304,21 @@ struct ChunkState {
     start: usize,
     rows: Vec<Option<Vec<f32>>>,
     skipped: Vec<Skipped>,
-    padded: Vec<String>,
+    /// Items zero-padded to the receptive field.
+    padded: Vec<usize>,
+}
+
+impl ChunkState {
+    fn place(&mut self, embedded: Vec<Embedding>) -> usize {
+        let n = embedded.len();
+        for e in embedded {
+            if e.padded {
+                self.padded.push(e.index);
+            }
+            self.rows[e.index - self.start] = e.mean;
+        }
+        n
+    }
 }
 
 fn run_chunks(
@@ -330,30 +356,17 @@ fn run_chunks(
 
     let progress = progress_bar(item_ids.len() as u64);
     let started = Instant::now();
-    let mut audio_seconds = 0f64;
-    let min_samples = hubert.config().min_samples();
-    let mut buckets = LengthBuckets::new(opts.batch_size)
-        .with_max_batch_samples(opts.batch_size.max(1) * 16_000 * 30);
+    let options = EmbedOptions::new(opts.layers.clone()).with_batch_size(opts.batch_size);
+    let mut embedder = Embedder::new(hubert, options)?;
     let mut state: Option<ChunkState> = None;
-
-    let embed = |batch: hubert_core::Batch, state: &mut ChunkState| -> Result<()> {
-        let pooled = hubert.embed(&batch.clip_refs(), &opts.layers)?;
-        let rows = pooled.flatten_from(1)?.to_vec2::<f32>()?;
-        for (&i, row) in batch.indices.iter().zip(rows) {
-            state.rows[i - state.start] = Some(row);
-        }
-        Ok(())
-    };
 
     for (file_idx, decoded) in audio_io::load_many(files.clone(), 2 * opts.batch_size.max(4)) {
         for &i in &file_items[file_idx] {
             let chunk = i / cs;
             if state.as_ref().is_none_or(|s| s.chunk != chunk) {
                 if let Some(mut done) = state.take() {
-                    for batch in buckets.flush() {
-                        embed(batch, &mut done)?;
-                    }
-                    write_chunk(parts, manifest, done)?;
+                    progress.inc(done.place(embedder.flush()?) as u64);
+                    write_chunk(parts, manifest, dataset, done)?;
                 }
                 let start = chunk * cs;
                 state = Some(ChunkState {
@@ -368,17 +381,10 @@ fn run_chunks(
             let item = &dataset.items[i];
             match &decoded {
                 Ok(samples) => {
-                    let mut clip = task.prepare(item, samples.clone());
-                    if clip.len() < min_samples {
-                        clip.resize(min_samples, 0.0);
-                        st.padded.push(item.path.clone());
-                    }
-                    audio_seconds += clip.len() as f64 / 16_000.0;
-                    for batch in buckets.push(i, clip) {
-                        let k = batch.indices.len() as u64;
-                        embed(batch, st)?;
-                        progress.inc(k);
-                    }
+                    let clip = task.prepare(item, samples.clone());
+                    // Clips count when their batch has run, so the bar never runs ahead of the
+                    // model.
+                    progress.inc(st.place(embedder.push(i, clip)?) as u64);
                 }
                 Err(e) if opts.skip_bad => {
                     progress.suspend(|| eprintln!("skipped: {e}"));
@@ -396,26 +402,38 @@ fn run_chunks(
             }
         }
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        // Clips count when their batch has run, so the bar never runs ahead of the model.
-        progress.set_message(format!("{:.1} audio-s/s", audio_seconds / secs));
+        progress.set_message(format!(
+            "{:.1} audio-s/s",
+            embedder.seconds_embedded() / secs
+        ));
     }
     if let Some(mut done) = state.take() {
-        for batch in buckets.flush() {
-            embed(batch, &mut done)?;
-        }
-        write_chunk(parts, manifest, done)?;
+        progress.inc(done.place(embedder.flush()?) as u64);
+        write_chunk(parts, manifest, dataset, done)?;
     }
     progress.finish_and_clear();
     eprintln!(
         "embedded {} items ({:.0} s of audio) in {:.1} s",
         item_ids.len(),
-        audio_seconds,
+        embedder.seconds_embedded(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
 }
 
-fn write_chunk(parts: &Path, manifest: &Manifest, state: ChunkState) -> Result<()> {
+fn write_chunk(
+    parts: &Path,
+    manifest: &Manifest,
+    dataset: &Dataset,
+    mut state: ChunkState,
+) -> Result<()> {
+    // In item order, as the store lists them.
+    state.padded.sort_unstable();
+    let padded: Vec<&str> = state
+        .padded
+        .iter()
+        .map(|&i| dataset.items[i].path.as_str())
+        .collect();
     let mut rows = Vec::new();
     let mut features = Vec::new();
     for (offset, row) in state.rows.into_iter().enumerate() {
@@ -432,7 +450,7 @@ fn write_chunk(parts: &Path, manifest: &Manifest, state: ChunkState) -> Result<(
             "skipped".to_string(),
             serde_json::to_string(&state.skipped)?,
         ),
-        ("padded".to_string(), serde_json::to_string(&state.padded)?),
+        ("padded".to_string(), serde_json::to_string(&padded)?),
     ]);
     let tensors = vec![(
         "features".to_string(),
@@ -442,8 +460,10 @@ fn write_chunk(parts: &Path, manifest: &Manifest, state: ChunkState) -> Result<(
         ),
     )];
     write_safetensors(&chunk_path(parts, state.chunk), &tensors, meta)?;
-    // A testing aid: `HUBERT_PROBE_THROTTLE_MS` pauses after each chunk so the interruption
+    // A test hook, compiled only into test builds (the `testing` feature, which the task crates'
+    // tests enable): `HUBERT_PROBE_THROTTLE_MS` pauses after each chunk so the interruption
     // tests can kill an extraction midway on any machine.
+    #[cfg(feature = "testing")]
     if let Some(ms) = std::env::var("HUBERT_PROBE_THROTTLE_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())

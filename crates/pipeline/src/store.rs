@@ -23,10 +23,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use hubert_core::store::{write_safetensors, RawTensor};
+use hubert_core::StoredLayer;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use crate::task::Item;
+use crate::train::LayerChoice;
 
 /// Format tag written into every store.
 pub const FORMAT: &str = "hubert-probe.features/1";
@@ -42,8 +44,8 @@ pub struct Provenance {
     pub revision: Option<String>,
     /// `last`, `all`, or indices.
     pub layers: String,
-    /// The hidden-state index of each stored layer (`"last_hidden_state"` for `last`).
-    pub layer_indices: Vec<serde_json::Value>,
+    /// The hidden state of each stored layer (`"last_hidden_state"` or an index in JSON).
+    pub layer_indices: Vec<StoredLayer>,
     /// Model dtype.
     pub dtype: String,
 }
@@ -196,34 +198,40 @@ impl FeatureStore {
         Ok(out)
     }
 
-    /// The stored-layer position of `selector`: `last` (the `last_hidden_state` entry, else the
-    /// highest hidden-state index), or a hidden-state index `N`.
-    pub fn resolve_layer(&self, selector: &str) -> Result<usize> {
+    /// The stored-layer position of one layer: `last` (the `last_hidden_state` entry, else the
+    /// highest stored hidden-state index) or a hidden-state index `N`; an error naming the
+    /// stored layers for anything else (`all` and `weighted` use every stored layer).
+    pub fn resolve_layer(&self, choice: LayerChoice) -> Result<usize> {
         let idx = &self.provenance.layer_indices;
-        if selector == "last" {
-            if let Some(p) = idx.iter().position(|v| v == "last_hidden_state") {
-                return Ok(p);
+        match choice {
+            LayerChoice::Last => {
+                if let Some(p) = idx.iter().position(|v| *v == StoredLayer::LastHiddenState) {
+                    return Ok(p);
+                }
+                idx.iter()
+                    .enumerate()
+                    .filter_map(|(p, v)| match v {
+                        StoredLayer::HiddenState(i) => Some((*i, p)),
+                        StoredLayer::LastHiddenState => None,
+                    })
+                    .max()
+                    .map(|(_, p)| p)
+                    .context("the store has no layers")
             }
-            return idx
+            LayerChoice::Index(want) => idx
                 .iter()
-                .enumerate()
-                .filter_map(|(p, v)| v.as_u64().map(|i| (i, p)))
-                .max()
-                .map(|(_, p)| p)
-                .context("the store has no layers");
+                .position(|v| *v == StoredLayer::HiddenState(want))
+                .with_context(|| {
+                    format!(
+                        "{}: hidden state {want} is not stored (stored: {}); extract with --layers all",
+                        self.path.display(),
+                        self.provenance.layers
+                    )
+                }),
+            LayerChoice::All | LayerChoice::Weighted => {
+                bail!("--layer {choice} uses every stored layer, not one")
+            }
         }
-        let want: u64 = selector.parse().with_context(|| {
-            format!("--layer expects last, all, weighted or a number, got {selector:?}")
-        })?;
-        idx.iter()
-            .position(|v| v.as_u64() == Some(want))
-            .with_context(|| {
-                format!(
-                    "{}: hidden state {want} is not stored (stored: {}); extract with --layers all",
-                    self.path.display(),
-                    self.provenance.layers
-                )
-            })
     }
 
     /// sha256 of the file, hex.

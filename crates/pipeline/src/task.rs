@@ -156,7 +156,16 @@ pub trait Task: Send + Sync {
     /// The official protocol (`--split official`).
     fn official_protocol(&self) -> Protocol;
 
-    /// Task-specific `--split` values beyond `official` and `random` (e.g. `chapter`).
+    /// The task-specific `--split` names beyond `official` and `random` (e.g. `chapter`), known
+    /// before the task is built so the command line can check and list them.
+    fn split_names() -> &'static [&'static str]
+    where
+        Self: Sized,
+    {
+        &[]
+    }
+
+    /// The protocol of a task-specific `--split` name (one of [`Task::split_names`]).
     fn custom_protocol(&self, name: &str, test_fraction: f64, seed: u64) -> Option<Protocol> {
         let _ = (name, test_fraction, seed);
         None

@@ -51,6 +51,66 @@ impl ProbeChoice {
     }
 }
 
+/// `--layer`: which stored features a probe trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayerChoice {
+    /// The last stored layer (`last_hidden_state` when stored).
+    #[default]
+    Last,
+    /// Hidden state `N` (must be stored).
+    Index(usize),
+    /// One probe per stored layer (per-layer curves).
+    All,
+    /// A learned softmax-weighted sum of every stored layer (SUPERB's featurizer).
+    Weighted,
+}
+
+impl std::str::FromStr for LayerChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "last" => Ok(Self::Last),
+            "all" => Ok(Self::All),
+            "weighted" => Ok(Self::Weighted),
+            n => n.parse().map(Self::Index).map_err(|_| {
+                format!("expected last, all, weighted or a hidden-state index, got {s:?}")
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for LayerChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Last => f.write_str("last"),
+            Self::Index(i) => write!(f, "{i}"),
+            Self::All => f.write_str("all"),
+            Self::Weighted => f.write_str("weighted"),
+        }
+    }
+}
+
+impl LayerChoice {
+    /// Whether this choice needs every hidden state stored (`extract --layers all`).
+    pub fn needs_all_layers(self) -> bool {
+        self != Self::Last
+    }
+
+    /// Checks a hidden-state index against a model with `num_hidden_layers` layers.
+    pub fn validate(self, num_hidden_layers: usize) -> Result<()> {
+        if let Self::Index(i) = self {
+            if i > num_hidden_layers {
+                bail!(
+                    "--layer {i} out of range: the model has {} hidden states (0..={num_hidden_layers})",
+                    num_hidden_layers + 1
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Training settings.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -64,7 +124,7 @@ pub struct TrainOptions {
     pub runs: usize,
     /// `last`, a hidden-state index, `all` (one probe per stored layer), or `weighted` (a
     /// learned softmax-weighted sum of every stored layer, each standardised by its own scaler).
-    pub layer: String,
+    pub layer: LayerChoice,
     /// Fraction of each training part held out (group-disjoint) for best-epoch selection.
     pub val_fraction: f64,
     /// `results/<task>`.
@@ -142,6 +202,16 @@ struct Job<'a> {
     probe: (&'static str, &'static str, ProbeKind),
 }
 
+impl Job<'_> {
+    /// `the mlp probe, fold fold2, run 1 (seed 43)`: where a training error happened.
+    fn describe(&self, seed: u64) -> String {
+        format!(
+            "training the {} probe, fold {}, run {} (seed {seed})",
+            self.probe.0, self.fold.name, self.run
+        )
+    }
+}
+
 struct JobResult {
     report: ClassificationReport,
     y_true: Vec<usize>,
@@ -170,11 +240,11 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
         opts.val_fraction,
         opts.config.seed,
     )?;
-    let weighted = opts.layer == "weighted";
-    let layer_positions: Vec<usize> = if opts.layer == "all" || weighted {
+    let weighted = opts.layer == LayerChoice::Weighted;
+    let layer_positions: Vec<usize> = if matches!(opts.layer, LayerChoice::All) || weighted {
         (0..store.num_layers).collect()
     } else {
-        vec![store.resolve_layer(&opts.layer)?]
+        vec![store.resolve_layer(opts.layer)?]
     };
     let probes = opts.probe.probes();
     let layer_features: Vec<Vec<f32>> = layer_positions
@@ -395,16 +465,18 @@ fn run_job(
         Some(ProbeData::new(&valid_x, &valid_y, dim)?)
     };
     let started = std::time::Instant::now();
-    let trained = Trainer::new(config.clone()).train(
-        job.probe.2,
-        n_classes,
-        &train_data,
-        valid_data.as_ref(),
-        |_| {
-            progress.inc(1);
-            ControlFlow::Continue(())
-        },
-    )?;
+    let trained = Trainer::new(config.clone())
+        .train(
+            job.probe.2,
+            n_classes,
+            &train_data,
+            valid_data.as_ref(),
+            |_| {
+                progress.inc(1);
+                ControlFlow::Continue(())
+            },
+        )
+        .with_context(|| job.describe(seed))?;
     let seconds = started.elapsed().as_secs_f64();
     let y_pred = trained.probe.predict(&test_x)?;
     let report = ClassificationReport::compute(&test_y, &y_pred, n_classes)?;
@@ -497,17 +569,19 @@ fn run_weighted_job(
         Some(ProbeData::new(&stacked[1], &valid_y, width)?)
     };
     let started = std::time::Instant::now();
-    let trained = Trainer::new(config).train_weighted(
-        job.probe.2,
-        n_layers,
-        n_classes,
-        &train_data,
-        valid_data.as_ref(),
-        |_| {
-            progress.inc(1);
-            ControlFlow::Continue(())
-        },
-    )?;
+    let trained = Trainer::new(config)
+        .train_weighted(
+            job.probe.2,
+            n_layers,
+            n_classes,
+            &train_data,
+            valid_data.as_ref(),
+            |_| {
+                progress.inc(1);
+                ControlFlow::Continue(())
+            },
+        )
+        .with_context(|| job.describe(seed))?;
     let seconds = started.elapsed().as_secs_f64();
     let y_pred = trained.model.predict(&stacked[2])?;
     let report = ClassificationReport::compute(&test_y, &y_pred, n_classes)?;
@@ -671,7 +745,7 @@ fn layer_label(store: &FeatureStore, pos: usize) -> serde_json::Value {
         .provenance
         .layer_indices
         .get(pos)
-        .cloned()
+        .and_then(|l| serde_json::to_value(l).ok())
         .unwrap_or(serde_json::Value::Null)
 }
 

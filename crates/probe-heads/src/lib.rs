@@ -124,6 +124,18 @@ pub enum ProbeError {
         /// Number of classes.
         n_classes: usize,
     },
+    /// The training loss stopped being a finite number (learning rate too high, or features
+    /// not standardised): training stops rather than saving NaN weights.
+    #[error(
+        "the training loss is {loss} at epoch {epoch}: training diverged (lower the learning \
+         rate, or standardise the features)"
+    )]
+    NonFiniteLoss {
+        /// 1-based epoch.
+        epoch: usize,
+        /// The loss value (NaN or infinite).
+        loss: f64,
+    },
     /// A feature is NaN or infinite.
     #[error("non-finite feature at row {row}, feature {feature}")]
     NonFinite {

@@ -231,95 +231,157 @@ impl Trainer {
         n_classes: usize,
         train: &Dataset<'_>,
         val: Option<&Dataset<'_>>,
-        mut on_epoch: impl FnMut(&EpochStats) -> ControlFlow<()>,
+        on_epoch: impl FnMut(&EpochStats) -> ControlFlow<()>,
     ) -> Result<TrainedProbe> {
         let cfg = &self.config;
-        cfg.validate()?;
-        if n_classes < 2 {
-            return Err(ProbeError::Config(format!(
-                "need at least 2 classes, got {n_classes}"
-            )));
-        }
-        if let ProbeKind::ThreeLayer { hidden: 0 } = kind {
-            return Err(ProbeError::Config("hidden width must be at least 1".into()));
-        }
-        train.check_labels(n_classes)?;
-        if let Some(val) = val {
-            val.check_labels(n_classes)?;
-            if val.n_features != train.n_features {
-                return Err(ProbeError::DimMismatch {
-                    expected: train.n_features,
-                    got: val.n_features,
-                });
-            }
-        }
+        check_inputs(cfg, kind, n_classes, train, val)?;
         let mut rng = rng(cfg.seed);
-        let mut probe = Probe::init(kind, train.n_features, n_classes, &mut rng);
+        let probe = Probe::init(kind, train.n_features, n_classes, &mut rng);
         let mut adam: Vec<AdamBuffers> = probe
             .layers()
             .iter()
             .map(|l| AdamBuffers::zeros(l.in_dim, l.out_dim))
             .collect();
         let mut ws = Workspace::new(probe.layers(), cfg.batch_size);
-        let mut order: Vec<usize> = (0..train.len()).collect();
         let mut step = 0u64;
-        let mut history = Vec::with_capacity(cfg.epochs);
-        let mut best: Option<(f64, usize, Probe)> = None;
         let use_fma = kernels::has_avx2_fma();
-        for epoch in 1..=cfg.epochs {
-            order.shuffle(&mut rng);
-            let started = Instant::now();
-            let mut args = EpochArgs {
-                layers: probe.layers_mut(),
-                adam: &mut adam,
-                ws: &mut ws,
-                data: train,
-                order: &order,
-                cfg,
-                step: &mut step,
-            };
-            let train_loss = run_epoch(&mut args, use_fma);
-            let train_time = started.elapsed();
-            let (val_accuracy, val_loss) = match val {
-                Some(val) => {
-                    let (acc, loss) = evaluate(&probe, val);
-                    (Some(acc), Some(loss))
-                }
-                None => (None, None),
-            };
-            if let Some(acc) = val_accuracy {
-                if best.as_ref().is_none_or(|(b, _, _)| acc > *b) {
-                    best = Some((acc, epoch, probe.clone()));
-                }
-            }
-            let stats = EpochStats {
-                epoch,
-                epochs: cfg.epochs,
-                train_loss,
-                val_accuracy,
-                val_loss,
-                steps: step,
-                train_time,
-            };
-            let flow = on_epoch(&stats);
-            history.push(stats);
-            if flow.is_break() {
-                break;
-            }
-        }
-        Ok(match best {
-            Some((_, epoch, best_probe)) => TrainedProbe {
-                probe: best_probe,
-                best_epoch: Some(epoch),
-                history,
+        let fitted = run_epochs(
+            cfg,
+            train.len(),
+            &mut rng,
+            probe,
+            |probe, order| {
+                let mut args = EpochArgs {
+                    layers: probe.layers_mut(),
+                    adam: &mut adam,
+                    ws: &mut ws,
+                    data: train,
+                    order,
+                    cfg,
+                    step: &mut step,
+                };
+                run_epoch(&mut args, use_fma)
             },
-            None => TrainedProbe {
-                probe,
-                best_epoch: None,
-                history,
-            },
+            |probe| Ok(val.map(|val| evaluate(probe, val))),
+            on_epoch,
+        )?;
+        Ok(TrainedProbe {
+            probe: fitted.model,
+            best_epoch: fitted.best_epoch,
+            history: fitted.history,
         })
     }
+}
+
+/// The checks both trainers make before anything is allocated: hyper-parameters, class count,
+/// hidden width, labels in range, equal train/validation widths.
+pub(crate) fn check_inputs(
+    cfg: &TrainConfig,
+    kind: ProbeKind,
+    n_classes: usize,
+    train: &Dataset<'_>,
+    val: Option<&Dataset<'_>>,
+) -> Result<()> {
+    cfg.validate()?;
+    if n_classes < 2 {
+        return Err(ProbeError::Config(format!(
+            "need at least 2 classes, got {n_classes}"
+        )));
+    }
+    if let ProbeKind::ThreeLayer { hidden: 0 } = kind {
+        return Err(ProbeError::Config("hidden width must be at least 1".into()));
+    }
+    train.check_labels(n_classes)?;
+    if let Some(val) = val {
+        val.check_labels(n_classes)?;
+        if val.n_features != train.n_features {
+            return Err(ProbeError::DimMismatch {
+                expected: train.n_features,
+                got: val.n_features,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What [`run_epochs`] returns.
+pub(crate) struct Fitted<M> {
+    /// The best-validation epoch's model with a validation set, else the last epoch's.
+    pub model: M,
+    /// The 1-based epoch of `model` with a validation set.
+    pub best_epoch: Option<usize>,
+    /// One entry per epoch run.
+    pub history: Vec<EpochStats>,
+}
+
+/// The epoch loop every trainer shares (the original study's): per epoch a new shuffle of the
+/// training rows from `rng`, one pass of `train_epoch` over them (returning the mean batch
+/// loss), validation after the epoch (`validate`: accuracy and loss, `None` without a
+/// validation set), the first epoch reaching the best validation accuracy kept, the hook called,
+/// and a stop on [`ControlFlow::Break`]. A loss that is not finite stops training with
+/// [`ProbeError::NonFiniteLoss`].
+pub(crate) fn run_epochs<M: Clone>(
+    cfg: &TrainConfig,
+    n_train: usize,
+    rng: &mut ChaCha8Rng,
+    mut model: M,
+    mut train_epoch: impl FnMut(&mut M, &[usize]) -> f64,
+    mut validate: impl FnMut(&M) -> Result<Option<(f64, f64)>>,
+    mut on_epoch: impl FnMut(&EpochStats) -> ControlFlow<()>,
+) -> Result<Fitted<M>> {
+    let mut order: Vec<usize> = (0..n_train).collect();
+    let steps_per_epoch = n_train.div_ceil(cfg.batch_size) as u64;
+    let mut steps = 0u64;
+    let mut history = Vec::with_capacity(cfg.epochs);
+    let mut best: Option<(f64, usize, M)> = None;
+    for epoch in 1..=cfg.epochs {
+        order.shuffle(rng);
+        let started = Instant::now();
+        let train_loss = train_epoch(&mut model, &order);
+        let train_time = started.elapsed();
+        steps += steps_per_epoch;
+        if !train_loss.is_finite() {
+            return Err(ProbeError::NonFiniteLoss {
+                epoch,
+                loss: train_loss,
+            });
+        }
+        let (val_accuracy, val_loss) = match validate(&model)? {
+            Some((acc, loss)) => (Some(acc), Some(loss)),
+            None => (None, None),
+        };
+        if let Some(acc) = val_accuracy {
+            if best.as_ref().is_none_or(|(b, _, _)| acc > *b) {
+                best = Some((acc, epoch, model.clone()));
+            }
+        }
+        let stats = EpochStats {
+            epoch,
+            epochs: cfg.epochs,
+            train_loss,
+            val_accuracy,
+            val_loss,
+            steps,
+            train_time,
+        };
+        let flow = on_epoch(&stats);
+        history.push(stats);
+        if flow.is_break() {
+            break;
+        }
+    }
+    Ok(match best {
+        Some((_, epoch, best_model)) => Fitted {
+            model: best_model,
+            best_epoch: Some(epoch),
+            history,
+        },
+        None => Fitted {
+            model,
+            best_epoch: None,
+            history,
+        },
+    })
 }
 
 /// Accuracy and mean cross-entropy of `probe` on `data`.
@@ -821,5 +883,42 @@ mod tests {
             zero.train(ProbeKind::Linear, 3, &data, None, ok),
             Err(ProbeError::Config(_))
         ));
+    }
+
+    #[test]
+    fn a_diverging_loss_stops_training_with_the_epoch() {
+        // Finite features near f32::MAX and a large step: the logits overflow after a step.
+        let (_, y) = blobs(40, 9);
+        let huge = vec![3.0e38_f32; y.len() * 6];
+        let data = Dataset::new(&huge, &y, 6).unwrap();
+        let t = Trainer::new(TrainConfig {
+            learning_rate: 10.0,
+            epochs: 20,
+            ..TrainConfig::default()
+        });
+        let mut epochs_seen = 0;
+        let result = t.train(ProbeKind::Linear, 3, &data, None, |_| {
+            epochs_seen += 1;
+            ControlFlow::Continue(())
+        });
+        match result {
+            Err(ProbeError::NonFiniteLoss { epoch, loss }) => {
+                assert!(!loss.is_finite());
+                assert_eq!(epoch, epochs_seen + 1, "stops at the first bad epoch");
+            }
+            Err(other) => panic!("expected NonFiniteLoss, got {other}"),
+            Ok(t) => panic!(
+                "expected NonFiniteLoss, training finished with loss {}",
+                t.history.last().unwrap().train_loss
+            ),
+        }
+        let result = t.train_weighted(ProbeKind::Linear, 2, 3, &data, None, |_| {
+            ControlFlow::Continue(())
+        });
+        assert!(
+            matches!(result, Err(ProbeError::NonFiniteLoss { .. })),
+            "weighted probe: {:?}",
+            result.map(|t| t.history.last().unwrap().train_loss)
+        );
     }
 }

@@ -10,12 +10,9 @@
 //! batch-mean cross-entropy, `torch.optim.Adam`'s update, best-validation-epoch selection.
 
 use std::ops::ControlFlow;
-use std::time::Instant;
-
-use rand::seq::SliceRandom;
 
 use crate::model::{argmax_rows, Dense, Probe, ProbeKind};
-use crate::train::{rng, Dataset, EpochStats, TrainConfig, Trainer};
+use crate::train::{check_inputs, rng, run_epochs, Dataset, EpochStats, TrainConfig, Trainer};
 use crate::{ProbeError, Result};
 
 /// A probe on the softmax-weighted sum of `n_layers` stored layers of `dim` features each.
@@ -199,7 +196,16 @@ fn loss_and_grad(model: &WeightedProbe, x: &[f32], labels: &[usize], grads: &mut
         let row = &logits[r * n_classes..(r + 1) * n_classes];
         let p = softmax(row);
         let y = labels[r];
-        loss -= f64::from(p[y].max(f32::MIN_POSITIVE)).ln();
+        // -log_softmax(z)_y = logsumexp(z) - z_y, in f64 (as PyTorch's cross_entropy): not
+        // clamped, so logits that overflowed make the loss non-finite and training stops.
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let lse = row
+            .iter()
+            .map(|&v| f64::from(v - max).exp())
+            .sum::<f64>()
+            .ln()
+            + f64::from(max);
+        loss += lse - f64::from(row[y]);
         for c in 0..n_classes {
             dz[r * n_classes + c] = (p[c] - if c == y { 1.0 } else { 0.0 }) / rows as f32;
         }
@@ -300,37 +306,19 @@ impl Trainer {
         n_classes: usize,
         train: &Dataset<'_>,
         val: Option<&Dataset<'_>>,
-        mut on_epoch: impl FnMut(&EpochStats) -> ControlFlow<()>,
+        on_epoch: impl FnMut(&EpochStats) -> ControlFlow<()>,
     ) -> Result<TrainedWeightedProbe> {
         let cfg = self.config();
-        cfg.validate()?;
         if n_layers == 0 || !train.n_features().is_multiple_of(n_layers) {
             return Err(ProbeError::Config(format!(
                 "{} features per item are not {n_layers} layers",
                 train.n_features()
             )));
         }
-        if n_classes < 2 {
-            return Err(ProbeError::Config(format!(
-                "need at least 2 classes, got {n_classes}"
-            )));
-        }
-        if let ProbeKind::ThreeLayer { hidden: 0 } = kind {
-            return Err(ProbeError::Config("hidden width must be at least 1".into()));
-        }
-        train.check_labels(n_classes)?;
-        if let Some(val) = val {
-            val.check_labels(n_classes)?;
-            if val.n_features() != train.n_features() {
-                return Err(ProbeError::DimMismatch {
-                    expected: train.n_features(),
-                    got: val.n_features(),
-                });
-            }
-        }
+        check_inputs(cfg, kind, n_classes, train, val)?;
         let dim = train.n_features() / n_layers;
         let mut rng = rng(cfg.seed);
-        let mut model = WeightedProbe {
+        let model = WeightedProbe {
             layer_logits: vec![0.0; n_layers],
             dim,
             probe: Probe::init(kind, dim, n_classes, &mut rng),
@@ -344,78 +332,48 @@ impl Trainer {
             .map(|l| (Moments::zeros(l.weight.len()), Moments::zeros(l.bias.len())))
             .collect();
         let width = train.n_features();
-        let mut order: Vec<usize> = (0..train.len()).collect();
         let mut batch_x = Vec::with_capacity(cfg.batch_size * width);
         let mut batch_y = Vec::with_capacity(cfg.batch_size);
         let mut step = 0u64;
-        let mut history = Vec::with_capacity(cfg.epochs);
-        let mut best: Option<(f64, usize, WeightedProbe)> = None;
-        for epoch in 1..=cfg.epochs {
-            order.shuffle(&mut rng);
-            let started = Instant::now();
-            let mut loss_sum = 0.0;
-            let batches = order.chunks(cfg.batch_size);
-            let n_batches = batches.len();
-            for batch in batches {
-                batch_x.clear();
-                batch_y.clear();
-                for &i in batch {
-                    batch_x.extend_from_slice(&train.features()[i * width..(i + 1) * width]);
-                    batch_y.push(train.labels()[i]);
+        let fitted = run_epochs(
+            cfg,
+            train.len(),
+            &mut rng,
+            model,
+            |model, order| {
+                let mut loss_sum = 0.0;
+                let batches = order.chunks(cfg.batch_size);
+                let n_batches = batches.len();
+                for batch in batches {
+                    batch_x.clear();
+                    batch_y.clear();
+                    for &i in batch {
+                        batch_x.extend_from_slice(&train.features()[i * width..(i + 1) * width]);
+                        batch_y.push(train.labels()[i]);
+                    }
+                    loss_sum += loss_and_grad(model, &batch_x, &batch_y, &mut grads);
+                    step += 1;
+                    logit_moments.step(&mut model.layer_logits, &grads.layer_logits, cfg, step);
+                    for ((layer, (gw, gb)), (mw, mb)) in model
+                        .probe
+                        .layers_mut()
+                        .iter_mut()
+                        .zip(&grads.dense)
+                        .zip(&mut dense_moments)
+                    {
+                        mw.step(&mut layer.weight, gw, cfg, step);
+                        mb.step(&mut layer.bias, gb, cfg, step);
+                    }
                 }
-                loss_sum += loss_and_grad(&model, &batch_x, &batch_y, &mut grads);
-                step += 1;
-                logit_moments.step(&mut model.layer_logits, &grads.layer_logits, cfg, step);
-                for ((layer, (gw, gb)), (mw, mb)) in model
-                    .probe
-                    .layers_mut()
-                    .iter_mut()
-                    .zip(&grads.dense)
-                    .zip(&mut dense_moments)
-                {
-                    mw.step(&mut layer.weight, gw, cfg, step);
-                    mb.step(&mut layer.bias, gb, cfg, step);
-                }
-            }
-            let train_time = started.elapsed();
-            let (val_accuracy, val_loss) = match val {
-                Some(val) => {
-                    let (acc, loss) = evaluate_weighted(&model, val)?;
-                    (Some(acc), Some(loss))
-                }
-                None => (None, None),
-            };
-            if let Some(acc) = val_accuracy {
-                if best.as_ref().is_none_or(|(b, _, _)| acc > *b) {
-                    best = Some((acc, epoch, model.clone()));
-                }
-            }
-            let stats = EpochStats {
-                epoch,
-                epochs: cfg.epochs,
-                train_loss: loss_sum / n_batches as f64,
-                val_accuracy,
-                val_loss,
-                steps: step,
-                train_time,
-            };
-            let flow = on_epoch(&stats);
-            history.push(stats);
-            if flow.is_break() {
-                break;
-            }
-        }
-        Ok(match best {
-            Some((_, epoch, best_model)) => TrainedWeightedProbe {
-                model: best_model,
-                best_epoch: Some(epoch),
-                history,
+                loss_sum / n_batches as f64
             },
-            None => TrainedWeightedProbe {
-                model,
-                best_epoch: None,
-                history,
-            },
+            |model| val.map(|val| evaluate_weighted(model, val)).transpose(),
+            on_epoch,
+        )?;
+        Ok(TrainedWeightedProbe {
+            model: fitted.model,
+            best_epoch: fitted.best_epoch,
+            history: fitted.history,
         })
     }
 }

@@ -409,3 +409,132 @@ fn esc10_with_the_original_studys_random_split() {
         serde_json::json!(["dog", "rooster"])
     );
 }
+
+#[test]
+fn parameters_are_checked_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_corpus(tmp.path());
+    let features = tmp.path().join("features");
+    let cmd = |args: &[&str]| {
+        let mut c = esc50(tmp.path(), args);
+        c.arg("--data-dir").arg(&data);
+        c
+    };
+    let fails_with =
+        |out: Output, needles: &[&str]| pipeline::testing::assert_fails_with(out, needles);
+
+    // Layer indices are checked against the model's config before anything is decoded.
+    fails_with(
+        cmd(&["extract", "--model", &model(), "--layers", "0,9"])
+            .output()
+            .unwrap(),
+        &["hidden-state index 9 out of range", "(0..=2)"],
+    );
+    assert!(!features.exists(), "nothing written");
+    fails_with(
+        cmd(&["run", "--model", &model(), "--layer", "7"])
+            .arg("--results-dir")
+            .arg(tmp.path().join("results"))
+            .output()
+            .unwrap(),
+        &["--layer 7 out of range"],
+    );
+    assert!(!features.exists(), "nothing extracted");
+
+    // Bounded numbers, refused by the command-line parser with the range.
+    for (flag, value, needle) in [
+        ("--epochs", "1e12", "expected a whole number in 1..=100000"),
+        (
+            "--batch-size",
+            "100000000000",
+            "out of range: expected 1..=65536",
+        ),
+        ("--runs", "1000000000", "out of range: expected 1..=1000"),
+        ("--lr", "1e300", "expected a learning rate in (0, 10]"),
+        ("--lr", "NaN", "expected a learning rate in (0, 10]"),
+        ("--test-fraction", "1.5", "strictly between 0 and 1"),
+    ] {
+        fails_with(cmd(&["train", flag, value]).output().unwrap(), &[needle]);
+    }
+    fails_with(
+        cmd(&["extract", "--chunk-size", "0"]).output().unwrap(),
+        &["--chunk-size"],
+    );
+
+    // Shard arithmetic never overflows: the last of 2^63 shards takes the last chunk.
+    let huge = "9223372036854775808/9223372036854775808";
+    let out = ok(cmd(&[
+        "extract",
+        "--model",
+        &model(),
+        "--chunk-size",
+        "16",
+        "--shard",
+        huge,
+    ])
+    .output()
+    .unwrap());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shard done: 1 of 4 chunks"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The dtype's spelling does not matter: `bfloat16` resumes the chunks of `bf16`.
+    let other = tmp.path().join("dtype");
+    let extract_half = |dtype: &str, shard: &str| {
+        let mut c = esc50(
+            &other,
+            &["extract", "--model", &model(), "--chunk-size", "16"],
+        );
+        c.args(["--dtype", dtype, "--shard", shard])
+            .arg("--data-dir")
+            .arg(&data);
+        ok(c.output().unwrap())
+    };
+    extract_half("bf16", "1/2");
+    let out = extract_half("bfloat16", "2/2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("starting over"), "{stderr}");
+    assert!(stderr.contains("features: "), "assembled: {stderr}");
+    let store = other.join("features/esc50_features_hubert.safetensors");
+    let bytes = std::fs::read(&store).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(header.metadata().as_ref().unwrap()["dtype"], "bf16");
+
+    // A device this binary cannot use fails even when the store is up to date.
+    if !cfg!(feature = "cuda") {
+        let mut c = esc50(
+            &other,
+            &["extract", "--model", &model(), "--device", "cuda"],
+        );
+        c.args(["--dtype", "bf16"]).arg("--data-dir").arg(&data);
+        fails_with(c.output().unwrap(), &["built without CUDA support"]);
+    }
+    fails_with(
+        cmd(&["extract", "--device", "tpu"]).output().unwrap(),
+        &["unknown device \"tpu\""],
+    );
+
+    // An output folder that cannot be created fails before training, not after.
+    let blocker = tmp.path().join("a-file");
+    std::fs::write(&blocker, b"").unwrap();
+    let out = cmd(&["train", "--epochs", "1"])
+        .arg("--results-dir")
+        .arg(blocker.join("results"))
+        .output()
+        .unwrap();
+    fails_with(out, &["cannot create output folder"]);
+    let out = cmd(&["train", "--epochs", "1"])
+        .arg("--models-dir")
+        .arg(blocker.join("models"))
+        .arg("--results-dir")
+        .arg(tmp.path().join("results"))
+        .output()
+        .unwrap();
+    fails_with(out, &["cannot create output folder"]);
+    assert!(
+        !tmp.path().join("results/esc50/results.json").exists(),
+        "no training happened"
+    );
+}

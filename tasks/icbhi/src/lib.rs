@@ -719,6 +719,10 @@ impl Task for Icbhi {
         Protocol::PredefinedSplit
     }
 
+    fn split_names() -> &'static [&'static str] {
+        &["patient"]
+    }
+
     fn custom_protocol(&self, name: &str, test_fraction: f64, seed: u64) -> Option<Protocol> {
         (name == "patient").then_some(Protocol::GroupRandom {
             test_fraction,

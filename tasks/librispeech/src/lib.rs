@@ -370,6 +370,10 @@ impl Task for LibriSpeech {
         }
     }
 
+    fn split_names() -> &'static [&'static str] {
+        &["chapter"]
+    }
+
     fn custom_protocol(&self, name: &str, test_fraction: f64, seed: u64) -> Option<Protocol> {
         (name == "chapter").then_some(Protocol::GroupRandom {
             test_fraction,

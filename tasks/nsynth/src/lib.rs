@@ -352,6 +352,10 @@ impl Task for Nsynth {
         Protocol::PredefinedSplit
     }
 
+    fn split_names() -> &'static [&'static str] {
+        &["group-random"]
+    }
+
     fn custom_protocol(&self, name: &str, test_fraction: f64, seed: u64) -> Option<Protocol> {
         (name == "group-random").then_some(Protocol::GroupRandom {
             test_fraction,

@@ -274,6 +274,10 @@ impl Task for UrbanSound8k {
         Protocol::PredefinedFolds
     }
 
+    fn split_names() -> &'static [&'static str] {
+        &["group-random"]
+    }
+
     fn custom_protocol(&self, name: &str, test_fraction: f64, seed: u64) -> Option<Protocol> {
         (name == "group-random").then_some(Protocol::GroupRandom {
             test_fraction,

@@ -213,7 +213,13 @@ fn random_split_reproduces_the_original_study_and_group_random_is_offered() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --split \"chapter\""));
+    // Refused when the command line is parsed, with the task's own choices listed.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid value 'chapter' for '--split")
+            && stderr.contains("[possible values: official, random, group-random]"),
+        "{stderr}"
+    );
 }
 
 #[test]
