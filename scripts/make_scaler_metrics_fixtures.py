@@ -5,6 +5,14 @@ Usage: python3 scripts/make_scaler_metrics_fixtures.py
 Outputs: crates/scaler/tests/fixtures/sklearn_scaler.json
          crates/metrics/tests/fixtures/sklearn_metrics.json
 Every expected number comes from scikit-learn / NumPy; nothing is hand-written.
+
+Each metrics case holds two scikit-learn calls:
+- `labels=range(n_classes)` (`precision`, `recall`, `f1`, `support`, `macro`, `weighted`): a row
+  for every class name, absent classes scored 0; our `macro_avg_all_classes`;
+- the default call without `labels=` (`default`): scikit-learn averages over
+  `unique_labels(y_true, y_pred)`, the classes in the truth or the predictions; our per-class rows
+  of those classes, `macro_avg` and `weighted_avg`. The UndefinedMetricWarnings it raises
+  (zero_division="warn") are recorded under `default.warnings`.
 """
 import json
 import warnings
@@ -12,13 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import sklearn
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
     confusion_matrix,
+    f1_score,
     precision_recall_fscore_support,
     recall_score,
 )
+from sklearn.utils.multiclass import unique_labels
 from sklearn.preprocessing import StandardScaler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +103,30 @@ def metrics_case(name, y_true, y_pred, n_classes, positive):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg)
         case[avg] = {"precision": float(p), "recall": float(r), "f1": float(f)}
     case["icbhi"] = icbhi(np.array(y_true), np.array(y_pred), n_classes, positive)
+    case["default"] = default_call(y_true, y_pred)
     return case
+
+
+def default_call(y_true, y_pred):
+    """scikit-learn's default: no `labels=`, so the classes are unique_labels(y_true, y_pred)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None)
+        out = {
+            "labels": [int(v) for v in unique_labels(y_true, y_pred)],
+            "precision": floats(p), "recall": floats(r), "f1": floats(f),
+            "support": [int(v) for v in s],
+        }
+        for avg in ("macro", "weighted"):
+            p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg)
+            out[avg] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+        # The study's exact call.
+        out["f1_score_macro"] = float(f1_score(y_true, y_pred, average="macro"))
+    # The distinct UndefinedMetricWarning messages (e.g. "Precision is ill-defined and being set
+    # to 0.0 in labels with no predicted samples. ...").
+    out["warnings"] = sorted({str(w.message) for w in caught
+                              if issubclass(w.category, UndefinedMetricWarning)})
+    return out
 
 
 def metrics_fixture():
@@ -112,6 +146,29 @@ def metrics_fixture():
     pred = np.where(rng.random(120) < 0.5, y, rng.integers(0, 4, 120))
     cases.append(metrics_case("icbhi_four_class", y, pred, 4, [1, 2, 3]))
     cases.append(metrics_case("all_wrong", [0, 0, 1], [1, 1, 0], 3, [1]))
+    # Absent classes, for the default call (a separate generator keeps the cases above and the
+    # mean_std values below unchanged).
+    g = np.random.default_rng(2)
+    y = g.integers(0, 4, 60)  # class 4 predicted, never true
+    pred = np.where(g.random(60) < 0.6, y, g.integers(0, 5, 60))
+    pred[:3] = 4
+    cases.append(metrics_case("absent_from_truth", y, pred, 5, [1, 2]))
+    y = g.integers(0, 5, 60)  # class 3 true, never predicted
+    y[:4] = 3
+    pred = np.where(g.random(60) < 0.6, y, g.integers(0, 5, 60))
+    pred[pred == 3] = 1
+    cases.append(metrics_case("absent_from_predictions", y, pred, 5, [1, 2]))
+    y = g.integers(0, 4, 60)  # class 4 neither true nor predicted
+    pred = np.where(g.random(60) < 0.6, y, g.integers(0, 4, 60))
+    cases.append(metrics_case("absent_from_both", y, pred, 5, [1, 2]))
+    # NSynth-like: 11 families, synth_lead (9) never in the test truth; one family (2) never
+    # predicted, one (10) predicted but never true.
+    y = g.choice([0, 1, 2, 3, 4, 5, 6, 7, 8], 150)
+    pred = np.where(g.random(150) < 0.7, y, g.choice([0, 1, 3, 4, 5, 6, 7, 8, 10], 150))
+    pred[pred == 2] = 0
+    cases.append(metrics_case("nsynth_like_mixed", y, pred, 11, [1]))
+    cases.append(metrics_case("one_class_present", [1, 1, 1], [1, 1, 1], 3, [1]))
+    cases.append(metrics_case("truth_and_predictions_disjoint", [0, 0], [1, 1], 3, [1]))
     mean_std = []
     for values in ([0.81, 0.84, 0.79, 0.9, 0.86], [0.5], list(rng.random(10)), [1.0, 1.0, 1.0]):
         v = np.array(values, dtype=np.float64)

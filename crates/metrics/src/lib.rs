@@ -1,20 +1,39 @@
 //! Classification metrics for probe evaluation, with scikit-learn parity.
 //!
-//! Labels are class indices `0..n_classes`. Every per-class quantity is reported for **all**
-//! `n_classes` classes, like scikit-learn called with `labels=range(n_classes)`, so a class that
-//! never appears (in the truth, the predictions, or both) still has a row.
+//! Labels are class indices `0..n_classes`. Per-class rows are reported for **all** `n_classes`
+//! classes (aligned with the class names), so a class that never appears still has a row.
 //!
-//! Zero division follows scikit-learn's default `zero_division="warn"`, which yields `0.0`
-//! (without the warning): precision of a class never predicted, recall of a class absent from
-//! the truth, F1 of a class with `2·tp + fp + fn = 0`, and Se/Sp with no positive/negative
-//! samples are all `0.0`.
+//! # Which classes an average covers
+//!
+//! The macro average ([`ClassificationReport::macro_avg`], the headline macro-F1) is
+//! scikit-learn's default `precision_recall_fscore_support(y_true, y_pred, average="macro")`
+//! (the same as `f1_score(y_true, y_pred, average="macro")`): the unweighted mean over the
+//! classes that occur in `y_true` **or** `y_pred` (`unique_labels(y_true, y_pred)`), not over
+//! every class name. A class with no sample in `y_true` and no prediction is **absent**: its
+//! row has `absent: true` and `None` (JSON `null`) precision, recall and F1, and it is listed in
+//! [`ClassificationReport::absent_classes`]. A class that is predicted but absent from the
+//! truth is present: its recall and F1 are 0 and count in the mean, as in scikit-learn.
+//! [`ClassificationReport::macro_avg_all_classes`] keeps the mean over all `n_classes` class
+//! names (absent classes counted as 0, scikit-learn with `labels=range(n_classes)`), for
+//! comparison with code that passes `labels=`. The weighted average is the same either way
+//! (absent classes weigh 0). [`balanced_accuracy`] averages recall over the classes in `y_true`
+//! only, as `balanced_accuracy_score`.
+//!
+//! # Zero division
+//!
+//! As scikit-learn's default `zero_division="warn"`, an undefined ratio of a present class is
+//! `0.0`: the precision of a class in `y_true` that is never predicted, and the recall of a
+//! class predicted but absent from `y_true` (scikit-learn also raises an
+//! `UndefinedMetricWarning`; this crate returns the value without a warning, and the pipeline's
+//! report names such classes). The F1 of a present class is always defined
+//! (`2·tp + fp + fn > 0`). ICBHI Se/Sp with no positive/negative samples are `0.0`.
 //!
 //! | function | scikit-learn |
 //! |---|---|
 //! | [`accuracy`] | `accuracy_score` |
 //! | [`balanced_accuracy`] | `balanced_accuracy_score` |
 //! | [`ConfusionMatrix::compute`] | `confusion_matrix(labels=range(C))` (rows = true class) |
-//! | [`ClassificationReport::compute`] | `precision_recall_fscore_support(average=None / "macro" / "weighted")` |
+//! | [`ClassificationReport::compute`] | `precision_recall_fscore_support(average=None / "macro" / "weighted")`, default labels |
 //! | [`IcbhiScore::compute`] | ICBHI 2017 challenge Se, Sp, (Se + Sp) / 2 |
 //! | [`MeanStd::from_values`] | `np.mean`, `np.std(ddof=1)` |
 //!
@@ -27,8 +46,16 @@
 //! let y_pred = [0, 1, 1, 1, 0];
 //! let report = ClassificationReport::compute(&y_true, &y_pred, 3).unwrap();
 //! assert_eq!(report.accuracy, 0.6);
-//! assert_eq!(report.per_class[2].f1, 0.0); // class 2 never predicted correctly
+//! assert_eq!(report.per_class[2].f1, Some(0.0)); // class 2 never predicted correctly
 //! assert_eq!(report.confusion_matrix.counts[0], vec![1, 1, 0]); // rows = true class
+//!
+//! // Class 3 is neither true nor predicted: absent, left out of the macro average.
+//! let report = ClassificationReport::compute(&y_true, &y_pred, 4).unwrap();
+//! assert!(report.per_class[3].absent && report.per_class[3].f1.is_none());
+//! assert_eq!(report.absent_classes, vec![3]);
+//! let f1s = [0.5, 0.8, 0.0]; // classes 0, 1, 2
+//! assert!((report.macro_avg.f1 - f1s.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+//! assert!((report.macro_avg_all_classes.f1 - f1s.iter().sum::<f64>() / 4.0).abs() < 1e-12);
 //!
 //! // ICBHI: class 0 is "normal", classes 1 and 2 are abnormal.
 //! let icbhi = IcbhiScore::compute(&y_true, &y_pred, 3, &[1, 2], Matching::Exact).unwrap();
@@ -204,20 +231,29 @@ impl ConfusionMatrix {
 }
 
 /// Precision, recall, F1 and support of one class.
+///
+/// Deserialises rows written before `absent` existed (plain numbers, no `absent` key).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     /// Class index.
     pub class: usize,
     /// Class name (the index as text when no names were given).
     pub name: String,
-    /// `tp / (tp + fp)`; `0.0` when the class is never predicted.
-    pub precision: f64,
-    /// `tp / (tp + fn)`; `0.0` when the class is absent from `y_true`.
-    pub recall: f64,
-    /// `2·tp / (2·tp + fp + fn)` (scikit-learn ≥ 1.3's formula); `0.0` when the denominator is 0.
-    pub f1: f64,
+    /// `tp / (tp + fp)`; `0.0` when the class is in `y_true` but never predicted
+    /// (scikit-learn's `zero_division` default); `None` when the class is absent.
+    pub precision: Option<f64>,
+    /// `tp / (tp + fn)`; `0.0` when the class is predicted but not in `y_true`; `None` when
+    /// the class is absent.
+    pub recall: Option<f64>,
+    /// `2·tp / (2·tp + fp + fn)` (scikit-learn ≥ 1.3's formula); `None` when the class is
+    /// absent (the only case where the denominator is 0).
+    pub f1: Option<f64>,
     /// Number of samples of this class in `y_true`.
     pub support: u64,
+    /// `true` when the class is neither in `y_true` nor predicted: it has no precision, recall
+    /// or F1 and is left out of the macro average.
+    #[serde(default)]
+    pub absent: bool,
 }
 
 /// Averaged precision, recall and F1.
@@ -233,20 +269,27 @@ pub struct Averages {
     pub support: u64,
 }
 
-/// Everything the pipeline reports for one fold or run.
+/// Everything the pipeline reports for one fold or run (or all of them pooled).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassificationReport {
     /// [`accuracy`].
     pub accuracy: f64,
-    /// [`balanced_accuracy`].
+    /// [`balanced_accuracy`] (over the classes in `y_true`).
     pub balanced_accuracy: f64,
-    /// One entry per class `0..n_classes`, including classes absent from both inputs.
+    /// One entry per class `0..n_classes`, including absent classes (`absent: true`).
     pub per_class: Vec<ClassMetrics>,
-    /// Unweighted mean over all `n_classes` classes (`average="macro"`): absent classes count
-    /// with their zeros, as in scikit-learn with `labels=range(n_classes)`.
+    /// scikit-learn's `average="macro"` with its default labels: the unweighted mean over the
+    /// classes in `y_true` or `y_pred`; absent classes are left out. The headline macro-F1.
     pub macro_avg: Averages,
-    /// Support-weighted mean (`average="weighted"`); classes absent from `y_true` weigh 0.
+    /// The unweighted mean over all `n_classes` class names, absent classes counted as 0
+    /// (scikit-learn with `labels=range(n_classes)`). Lower than [`Self::macro_avg`] whenever
+    /// a class is absent; kept only for comparison.
+    pub macro_avg_all_classes: Averages,
+    /// Support-weighted mean (`average="weighted"`); classes absent from `y_true` weigh 0, so
+    /// it does not depend on which classes are listed.
     pub weighted_avg: Averages,
+    /// Classes neither in `y_true` nor predicted, in index order.
+    pub absent_classes: Vec<usize>,
     /// Rows = true class.
     pub confusion_matrix: ConfusionMatrix,
 }
@@ -259,32 +302,45 @@ impl ClassificationReport {
             .map(|c| {
                 let tp = cm.counts[c][c] as f64;
                 let support = cm.support(c);
-                let predicted = cm.predicted(c) as f64;
-                let fp = predicted - tp;
+                let predicted = cm.predicted(c);
+                let absent = support == 0 && predicted == 0;
+                let fp = predicted as f64 - tp;
                 let fn_ = support as f64 - tp;
+                let defined = |v: f64| (!absent).then_some(v);
                 ClassMetrics {
                     class: c,
                     name: c.to_string(),
-                    precision: safe_div(tp, predicted),
-                    recall: safe_div(tp, support as f64),
-                    f1: safe_div(2.0 * tp, 2.0 * tp + fp + fn_),
+                    precision: defined(safe_div(tp, predicted as f64)),
+                    recall: defined(safe_div(tp, support as f64)),
+                    f1: defined(safe_div(2.0 * tp, 2.0 * tp + fp + fn_)),
                     support,
+                    absent,
                 }
             })
             .collect();
         let total: u64 = per_class.iter().map(|m| m.support).sum();
-        let n = n_classes as f64;
+        let present: Vec<&ClassMetrics> = per_class.iter().filter(|m| !m.absent).collect();
+        // `check` refuses empty inputs, so at least one class is present.
+        let mean = |f: fn(&ClassMetrics) -> Option<f64>, n: usize| {
+            per_class.iter().filter_map(f).sum::<f64>() / n as f64
+        };
         let macro_avg = Averages {
-            precision: per_class.iter().map(|m| m.precision).sum::<f64>() / n,
-            recall: per_class.iter().map(|m| m.recall).sum::<f64>() / n,
-            f1: per_class.iter().map(|m| m.f1).sum::<f64>() / n,
+            precision: mean(|m| m.precision, present.len()),
+            recall: mean(|m| m.recall, present.len()),
+            f1: mean(|m| m.f1, present.len()),
             support: total,
         };
-        let w = |f: fn(&ClassMetrics) -> f64| {
+        let macro_avg_all_classes = Averages {
+            precision: mean(|m| m.precision, n_classes),
+            recall: mean(|m| m.recall, n_classes),
+            f1: mean(|m| m.f1, n_classes),
+            support: total,
+        };
+        let w = |f: fn(&ClassMetrics) -> Option<f64>| {
             safe_div(
-                per_class
+                present
                     .iter()
-                    .map(|m| f(m) * m.support as f64)
+                    .map(|m| f(m).unwrap_or(0.0) * m.support as f64)
                     .sum::<f64>(),
                 total as f64,
             )
@@ -298,8 +354,14 @@ impl ClassificationReport {
         Ok(Self {
             accuracy: accuracy(y_true, y_pred)?,
             balanced_accuracy: balanced_accuracy(y_true, y_pred, n_classes)?,
+            absent_classes: per_class
+                .iter()
+                .filter(|m| m.absent)
+                .map(|m| m.class)
+                .collect(),
             per_class,
             macro_avg,
+            macro_avg_all_classes,
             weighted_avg,
             confusion_matrix: cm,
         })
@@ -317,6 +379,14 @@ impl ClassificationReport {
             m.name = name.as_ref().to_string();
         }
         Ok(self)
+    }
+
+    /// The names of [`Self::absent_classes`] (as set by [`Self::with_class_names`]).
+    pub fn absent_class_names(&self) -> Vec<String> {
+        self.absent_classes
+            .iter()
+            .map(|&c| self.per_class[c].name.clone())
+            .collect()
     }
 }
 
@@ -480,13 +550,48 @@ mod tests {
     }
 
     #[test]
-    fn absent_class_is_all_zero_and_counts_in_macro() {
-        let r = ClassificationReport::compute(&[0, 1], &[0, 1], 3).unwrap();
-        assert_eq!(r.per_class[2].precision, 0.0);
-        assert_eq!(r.per_class[2].f1, 0.0);
-        assert!((r.macro_avg.f1 - 2.0 / 3.0).abs() < 1e-12);
+    fn absent_class_has_no_scores_and_is_left_out_of_the_macro_average() {
+        let r = ClassificationReport::compute(&[0, 1], &[0, 1], 3)
+            .unwrap()
+            .with_class_names(&["a", "b", "c"])
+            .unwrap();
+        let c = &r.per_class[2];
+        assert!(c.absent);
+        assert_eq!((c.precision, c.recall, c.f1), (None, None, None));
+        assert!(!r.per_class[0].absent);
+        assert_eq!(r.absent_classes, vec![2]);
+        assert_eq!(r.absent_class_names(), vec!["c".to_string()]);
+        assert_eq!(r.macro_avg.f1, 1.0);
+        assert!((r.macro_avg_all_classes.f1 - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(r.weighted_avg.f1, 1.0);
         assert_eq!(r.balanced_accuracy, 1.0);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["per_class"][2],
+            serde_json::json!({"class": 2, "name": "c", "precision": null, "recall": null,
+                               "f1": null, "support": 0, "absent": true})
+        );
+    }
+
+    #[test]
+    fn predicted_but_untrue_class_is_present_with_zero_recall_and_f1() {
+        // Class 2 never true but predicted once: in the macro mean with F1 0.
+        let r = ClassificationReport::compute(&[0, 1, 1], &[0, 1, 2], 4).unwrap();
+        assert_eq!(r.per_class[2].recall, Some(0.0));
+        assert_eq!(r.per_class[2].f1, Some(0.0));
+        assert!(!r.per_class[2].absent);
+        assert_eq!(r.absent_classes, vec![3]);
+        let f1s = [1.0, 2.0 / 3.0, 0.0];
+        assert!((r.macro_avg.f1 - f1s.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rows_written_before_absent_existed_still_load() {
+        let old = r#"{"class": 0, "name": "a", "precision": 0.5, "recall": 0.0, "f1": 0.0,
+                      "support": 3}"#;
+        let m: ClassMetrics = serde_json::from_str(old).unwrap();
+        assert_eq!(m.precision, Some(0.5));
+        assert!(!m.absent);
     }
 
     #[test]

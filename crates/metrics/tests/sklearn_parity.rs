@@ -35,7 +35,17 @@ fn close(a: f64, b: f64, what: &str) {
 fn classification_metrics_match_sklearn() {
     let fx = fixture();
     let cases = fx["cases"].as_array().unwrap();
-    assert!(cases.len() >= 5);
+    assert!(cases.len() >= 11);
+    // The fixture covers a class absent from the truth only, from the predictions only, and
+    // from both.
+    let has = |name: &str| cases.iter().any(|c| c["name"] == name);
+    for name in [
+        "absent_from_truth",
+        "absent_from_predictions",
+        "absent_from_both",
+    ] {
+        assert!(has(name), "{name}");
+    }
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let n = case["n_classes"].as_u64().unwrap() as usize;
@@ -55,37 +65,93 @@ fn classification_metrics_match_sklearn() {
             serde_json::from_value(case["confusion_matrix"].clone()).unwrap();
         assert_eq!(cm.counts, want_cm, "{name}");
         let r = ClassificationReport::compute(&t, &p, n).unwrap();
+        // scikit-learn's default call (no `labels=`): the classes in y_true or y_pred.
+        let d = &case["default"];
+        let labels = usizes(&d["labels"]);
+        let absent: Vec<usize> = (0..n).filter(|c| !labels.contains(c)).collect();
+        assert_eq!(r.absent_classes, absent, "{name}");
         for (c, m) in r.per_class.iter().enumerate() {
-            close(
-                m.precision,
-                f64s(&case["precision"])[c],
-                &format!("{name} precision[{c}]"),
-            );
-            close(
-                m.recall,
-                f64s(&case["recall"])[c],
-                &format!("{name} recall[{c}]"),
-            );
-            close(m.f1, f64s(&case["f1"])[c], &format!("{name} f1[{c}]"));
+            assert_eq!(m.class, c);
             assert_eq!(m.support as usize, usizes(&case["support"])[c], "{name}");
+            match labels.iter().position(|&l| l == c) {
+                Some(i) => {
+                    assert!(!m.absent, "{name}: class {c} is present");
+                    for (key, got) in [
+                        ("precision", m.precision),
+                        ("recall", m.recall),
+                        ("f1", m.f1),
+                    ] {
+                        let got = got.unwrap_or_else(|| panic!("{name} {key}[{c}] is None"));
+                        close(got, f64s(&d[key])[i], &format!("{name} {key}[{c}]"));
+                        // labels=range(C) gives the same value for a present class.
+                        close(
+                            got,
+                            f64s(&case[key])[c],
+                            &format!("{name} {key}[{c}] (labels=)"),
+                        );
+                    }
+                    assert_eq!(m.support as usize, usizes(&d["support"])[i], "{name}");
+                }
+                None => {
+                    assert!(m.absent, "{name}: class {c} is absent");
+                    assert_eq!((m.precision, m.recall, m.f1), (None, None, None), "{name}");
+                    assert_eq!(m.support, 0);
+                    // scikit-learn with labels=range(C) scores it 0.
+                    assert_eq!(f64s(&case["f1"])[c], 0.0, "{name}");
+                }
+            }
         }
-        for (avg, got) in [("macro", &r.macro_avg), ("weighted", &r.weighted_avg)] {
-            close(
-                got.precision,
-                case[avg]["precision"].as_f64().unwrap(),
-                &format!("{name} {avg} P"),
-            );
-            close(
-                got.recall,
-                case[avg]["recall"].as_f64().unwrap(),
-                &format!("{name} {avg} R"),
-            );
-            close(
-                got.f1,
-                case[avg]["f1"].as_f64().unwrap(),
-                &format!("{name} {avg} F1"),
-            );
+        for (avg, got, want) in [
+            ("macro", &r.macro_avg, &d["macro"]),
+            ("weighted", &r.weighted_avg, &d["weighted"]),
+            (
+                "macro labels=range(C)",
+                &r.macro_avg_all_classes,
+                &case["macro"],
+            ),
+            (
+                "weighted labels=range(C)",
+                &r.weighted_avg,
+                &case["weighted"],
+            ),
+        ] {
+            for key in ["precision", "recall", "f1"] {
+                let got = match key {
+                    "precision" => got.precision,
+                    "recall" => got.recall,
+                    _ => got.f1,
+                };
+                close(
+                    got,
+                    want[key].as_f64().unwrap(),
+                    &format!("{name} {avg} {key}"),
+                );
+            }
         }
+        // The study's `f1_score(y_true, y_pred, average="macro")`.
+        close(
+            r.macro_avg.f1,
+            d["f1_score_macro"].as_f64().unwrap(),
+            &format!("{name} f1_score macro"),
+        );
+        // scikit-learn warns exactly where a present class hits zero_division (value 0.0):
+        // precision of a true class never predicted, recall of a predicted class never true.
+        let warned = |what: &str| {
+            d["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w.as_str().unwrap().starts_with(what))
+        };
+        let never_predicted = labels.iter().any(|&c| cm.predicted(c) == 0);
+        let never_true = labels.iter().any(|&c| cm.support(c) == 0);
+        assert_eq!(
+            warned("Precision is ill-defined"),
+            never_predicted,
+            "{name}"
+        );
+        assert_eq!(warned("Recall is ill-defined"), never_true, "{name}");
+        assert!(!warned("F-score is ill-defined"), "{name}");
         let ic = &case["icbhi"];
         let pos = usizes(&ic["positive_classes"]);
         for (key, matching) in [("exact", Matching::Exact), ("grouped", Matching::Grouped)] {
@@ -109,6 +175,10 @@ fn classification_metrics_match_sklearn() {
         // The report serialises (it goes into results.json).
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["per_class"].as_array().unwrap().len(), n);
+        for &c in &absent {
+            assert_eq!(json["per_class"][c]["absent"], true, "{name}");
+            assert!(json["per_class"][c]["f1"].is_null(), "{name}");
+        }
     }
 }
 

@@ -8,7 +8,8 @@
 //! - [`store`]: the feature store (safetensors, readable from Python);
 //! - [`protocol`]: predefined folds, predefined splits, seeded stratified random splits;
 //! - [`train`]: scaler fit on the training part only, linear and MLP probes per fold and run,
-//!   metrics, results.json, report.md, saved probes;
+//!   metrics (macro-F1 as scikit-learn's default), results.json, report.md, predictions CSVs,
+//!   saved probes;
 //! - [`figures`]: the PNG plots next to results.json (confusion, t-SNE, per layer);
 //! - [`download`] (the `download` crate, re-exported): official archives with resume,
 //!   checksums and unpacking.

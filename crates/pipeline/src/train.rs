@@ -10,6 +10,18 @@
 //! (`per_fold` holds each fold's mean over runs; `mean` and `std` are over every fold x run
 //! evaluation, `std` the sample standard deviation), the confusion matrix summed over folds
 //! and runs (rows = true class), and a per-class report computed from all test predictions.
+//! `predictions_<probe>.csv` next to it holds every test prediction of the reported layer.
+//!
+//! # Macro-F1
+//!
+//! Each evaluation's macro-F1 is scikit-learn's `f1_score(y_true, y_pred, average="macro")`
+//! (see [`metrics::ClassificationReport::macro_avg`]): the mean F1 over the classes that occur
+//! in that evaluation's test labels or predictions. A class with neither is *absent*: it is
+//! left out of the mean, listed in the evaluation's `absent_classes`, and its pooled per-class
+//! row (if absent from every evaluation) has `"absent": true` and `null` precision, recall and
+//! F1. `macro_f1_all_classes` keeps the mean over every class name (absent classes counted as
+//! 0) for comparison. A class predicted without test items is present, with F1 0, as in
+//! scikit-learn; report.md names both kinds, and the classes a split part has no item of.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -136,12 +148,21 @@ pub struct TrainOptions {
 }
 
 /// One probe's aggregated results (the `results.json` schema).
+///
+/// Files written before absent classes were left out of macro-F1 lack `macro_f1_all_classes`,
+/// `absent_classes`, `pooled_macro_avg` and `pooled_weighted_avg`; they still deserialise (and
+/// their `macro_f1` is the mean over every class name).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeResults {
     /// Accuracy over folds and runs.
     pub accuracy: MeanStd,
-    /// Macro-F1 over folds and runs.
+    /// Macro-F1 over folds and runs: each evaluation's scikit-learn `average="macro"` (over the
+    /// classes in its test labels or predictions; absent classes left out).
     pub macro_f1: MeanStd,
+    /// Mean F1 over every class name of the store, absent classes counted as 0 (scikit-learn
+    /// with `labels=range(C)`), over folds and runs. For comparison only; never the headline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macro_f1_all_classes: Option<MeanStd>,
     /// Balanced accuracy over folds and runs.
     pub balanced_accuracy: MeanStd,
     /// Every evaluation: fold name, run, seed, accuracy, macro-F1, best epoch.
@@ -150,8 +171,20 @@ pub struct ProbeResults {
     pub confusion_matrix: Vec<Vec<u64>>,
     /// Class names (row/column order of the confusion matrix).
     pub classes: Vec<String>,
-    /// Per-class precision / recall / F1 / support over all test predictions.
+    /// Per-class precision / recall / F1 / support over all test predictions pooled; a class
+    /// with no test item and no prediction in any evaluation has `absent: true` and `null`
+    /// scores.
     pub per_class: Vec<metrics::ClassMetrics>,
+    /// Classes absent from every evaluation (no test item, never predicted), by name.
+    #[serde(default)]
+    pub absent_classes: Vec<String>,
+    /// scikit-learn's macro average of precision / recall / F1 over all test predictions
+    /// pooled (over the classes not absent from the pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooled_macro_avg: Option<metrics::Averages>,
+    /// Support-weighted average over all test predictions pooled (`average="weighted"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooled_weighted_avg: Option<metrics::Averages>,
     /// Task-specific metrics over all test predictions (ICBHI: Se, Sp, score).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_metrics: Option<serde_json::Value>,
@@ -170,7 +203,7 @@ pub struct Evaluation {
     pub seed: u64,
     /// Test accuracy.
     pub accuracy: f64,
-    /// Test macro-F1.
+    /// Test macro-F1, scikit-learn's `average="macro"` (absent classes left out).
     pub macro_f1: f64,
     /// Test balanced accuracy.
     pub balanced_accuracy: f64,
@@ -178,6 +211,10 @@ pub struct Evaluation {
     pub best_epoch: Option<usize>,
     /// Items in train / valid / test.
     pub sizes: [usize; 3],
+    /// Classes with no test item and no prediction in this evaluation, by name: left out of
+    /// its macro-F1.
+    #[serde(default)]
+    pub absent_classes: Vec<String>,
 }
 
 /// Results of one layer: probe name -> results.
@@ -285,7 +322,7 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
                     &layer_features,
                     &labels,
                     dim,
-                    n_classes,
+                    &store.class_names,
                     opts,
                     &progress,
                 );
@@ -350,8 +387,16 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
     std::fs::create_dir_all(&opts.results_dir)
         .with_context(|| format!("cannot create {}", opts.results_dir.display()))?;
     let (final_pos, final_layer) = &per_layer[reported];
+    let mut predictions = Vec::new();
     for (key, r) in final_layer {
         write_confusion_csv(&opts.results_dir.join(format!("confusion_{key}.csv")), r)?;
+        let name = format!("predictions_{key}.csv");
+        let rows = jobs
+            .iter()
+            .zip(&results)
+            .filter(|(j, _)| j.layer_pos == reported && j.probe.0 == key);
+        write_predictions_csv(&opts.results_dir.join(&name), store, rows)?;
+        predictions.push((key.clone(), name));
     }
     // Learned layer weights per probe: mean and std over folds x runs.
     let layer_weights: Vec<(String, Vec<f64>, Vec<f64>)> = if weighted {
@@ -390,6 +435,11 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
     };
     let mut results_json = results_json(task, store, opts, &folds, &per_layer, &saved)?;
     results_json["plots"] = serde_json::json!(figures);
+    results_json["predictions"] = predictions
+        .iter()
+        .map(|(k, f)| (k.clone(), serde_json::json!(f)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
     if weighted {
         let labels: Vec<serde_json::Value> = (0..store.num_layers)
             .map(|l| layer_label(store, l))
@@ -418,7 +468,8 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
     let report_path = opts.results_dir.join("report.md");
     hubert_core::store::atomic_write(
         &report_path,
-        crate::train::report_markdown(task, store, opts, &per_layer, &saved, &figures).as_bytes(),
+        crate::train::report_markdown(task, store, opts, &folds, &per_layer, &saved, &figures)
+            .as_bytes(),
     )?;
     Ok(TrainOutcome {
         results: results_json,
@@ -489,6 +540,11 @@ fn run_job(
         balanced_accuracy: report.balanced_accuracy,
         best_epoch: trained.best_epoch,
         sizes: [train_y.len(), valid_y.len(), test_y.len()],
+        absent_classes: report
+            .absent_classes
+            .iter()
+            .map(|&c| class_names[c].clone())
+            .collect(),
     };
     let is_first = job.run == 0 && job.fold_index == 0;
     let checkpoint = is_first.then(|| {
@@ -517,10 +573,11 @@ fn run_weighted_job(
     layers: &[Vec<f32>],
     labels: &[usize],
     dim: usize,
-    n_classes: usize,
+    class_names: &[String],
     opts: &TrainOptions,
     progress: &ProgressBar,
 ) -> Result<JobResult> {
+    let n_classes = class_names.len();
     let n_layers = layers.len();
     let parts = [&job.fold.train, &job.fold.valid, &job.fold.test];
     // stacked[p]: rows of part p, each its layers one after another.
@@ -594,6 +651,11 @@ fn run_weighted_job(
         balanced_accuracy: report.balanced_accuracy,
         best_epoch: trained.best_epoch,
         sizes: [train_y.len(), valid_y.len(), test_y.len()],
+        absent_classes: report
+            .absent_classes
+            .iter()
+            .map(|&c| class_names[c].clone())
+            .collect(),
     };
     Ok(JobResult {
         report,
@@ -613,8 +675,8 @@ fn aggregate(
     store: &FeatureStore,
 ) -> Result<ProbeResults> {
     let n_classes = store.class_names.len();
-    let values = |f: fn(&Evaluation) -> f64| -> Result<MeanStd> {
-        let all: Vec<f64> = results.iter().map(|r| f(&r.eval)).collect();
+    let values = |f: fn(&JobResult) -> f64| -> Result<MeanStd> {
+        let all: Vec<f64> = results.iter().map(|r| f(r)).collect();
         let mut ms = MeanStd::from_values(&all)?;
         ms.per_fold = folds
             .iter()
@@ -622,7 +684,7 @@ fn aggregate(
                 let v: Vec<f64> = results
                     .iter()
                     .filter(|r| r.eval.fold == fold.name)
-                    .map(|r| f(&r.eval))
+                    .map(|r| f(r))
                     .collect();
                 v.iter().sum::<f64>() / v.len().max(1) as f64
             })
@@ -640,12 +702,16 @@ fn aggregate(
     let pooled = ClassificationReport::compute(&y_true, &y_pred, n_classes)?
         .with_class_names(&store.class_names)?;
     Ok(ProbeResults {
-        accuracy: values(|e| e.accuracy)?,
-        macro_f1: values(|e| e.macro_f1)?,
-        balanced_accuracy: values(|e| e.balanced_accuracy)?,
+        accuracy: values(|r| r.eval.accuracy)?,
+        macro_f1: values(|r| r.eval.macro_f1)?,
+        macro_f1_all_classes: Some(values(|r| r.report.macro_avg_all_classes.f1)?),
+        balanced_accuracy: values(|r| r.eval.balanced_accuracy)?,
         evaluations: results.iter().map(|r| r.eval.clone()).collect(),
         confusion_matrix: cm.counts.clone(),
         classes: store.class_names.clone(),
+        absent_classes: pooled.absent_class_names(),
+        pooled_macro_avg: Some(pooled.macro_avg),
+        pooled_weighted_avg: Some(pooled.weighted_avg),
         per_class: pooled.per_class,
         task_metrics: task.extra_metrics(&y_true, &y_pred, &store.class_names),
         train_seconds: results.iter().map(|r| r.seconds).sum::<f64>() / results.len().max(1) as f64,
@@ -758,6 +824,8 @@ fn results_json(
     saved: &[String],
 ) -> Result<serde_json::Value> {
     let (final_pos, final_layer) = per_layer.last().context("no layer trained")?;
+    let labels = store.labels();
+    let n = store.class_names.len();
     let probes: serde_json::Map<String, serde_json::Value> = final_layer
         .iter()
         .map(|(k, r)| Ok((k.clone(), serde_json::to_value(r)?)))
@@ -770,7 +838,14 @@ fn results_json(
             "description": opts.protocol.describe(),
             "spec": opts.protocol,
             "folds": folds.iter().map(|f| serde_json::json!({
-                "name": f.name, "train": f.train.len(), "valid": f.valid.len(), "test": f.test.len()
+                "name": f.name, "train": f.train.len(), "valid": f.valid.len(), "test": f.test.len(),
+                "classes_without_items": PARTS.iter().zip(classes_without_items(f, &labels, n))
+                    .filter_map(|(part, missing)| Some((
+                        part.to_string(),
+                        serde_json::json!(missing?.iter().map(|&c| &store.class_names[c])
+                            .collect::<Vec<_>>()),
+                    )))
+                    .collect::<serde_json::Map<_, _>>(),
             })).collect::<Vec<_>>(),
             "val_fraction": opts.val_fraction,
             "runs": opts.runs,
@@ -821,6 +896,172 @@ fn results_json(
     Ok(value)
 }
 
+/// The parts of a fold, in [`classes_without_items`] order.
+const PARTS: [&str; 3] = ["train", "valid", "test"];
+
+/// For the train, valid and test parts of `fold`: the classes (of `0..n_classes`) with no item
+/// there, or `None` for an empty part (no validation part).
+fn classes_without_items(
+    fold: &FoldSplit,
+    labels: &[usize],
+    n_classes: usize,
+) -> [Option<Vec<usize>>; 3] {
+    [&fold.train, &fold.valid, &fold.test].map(|idx| {
+        if idx.is_empty() {
+            return None;
+        }
+        let mut seen = vec![false; n_classes];
+        for &i in idx.iter() {
+            seen[labels[i]] = true;
+        }
+        Some((0..n_classes).filter(|&c| !seen[c]).collect())
+    })
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn or_list(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+/// Sentences naming the classes a split part has no item of: classes with no item in the store
+/// at all, then e.g. "synth_lead has no valid or test items" (per fold where folds differ).
+fn split_gap_lines(folds: &[FoldSplit], labels: &[usize], class_names: &[String]) -> Vec<String> {
+    let n = class_names.len();
+    let mut count = vec![0usize; n];
+    for &l in labels {
+        count[l] += 1;
+    }
+    let mut lines = Vec::new();
+    let nowhere: Vec<&str> = (0..n)
+        .filter(|&c| count[c] == 0)
+        .map(|c| class_names[c].as_str())
+        .collect();
+    if !nowhere.is_empty() {
+        lines.push(format!("no items at all: {}", nowhere.join(", ")));
+    }
+    let gaps: Vec<[Option<Vec<usize>>; 3]> = folds
+        .iter()
+        .map(|f| classes_without_items(f, labels, n))
+        .collect();
+    for c in (0..n).filter(|&c| count[c] > 0) {
+        // (parts without class c, folds) in first-seen order.
+        let mut groups: Vec<(Vec<&str>, Vec<&str>)> = Vec::new();
+        for (fold, parts) in folds.iter().zip(&gaps) {
+            let missing: Vec<&str> = PARTS
+                .iter()
+                .zip(parts)
+                .filter(|(_, m)| m.as_ref().is_some_and(|m| m.contains(&c)))
+                .map(|(p, _)| *p)
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            match groups.iter_mut().find(|(m, _)| *m == missing) {
+                Some((_, f)) => f.push(&fold.name),
+                None => groups.push((missing, vec![&fold.name])),
+            }
+        }
+        let name = &class_names[c];
+        match groups.as_slice() {
+            [] => {}
+            [(parts, f)] if f.len() == folds.len() => lines.push(format!(
+                "{name} has no {} items{}",
+                or_list(parts),
+                if folds.len() > 1 { " in any fold" } else { "" }
+            )),
+            _ => {
+                let each: Vec<String> = groups
+                    .iter()
+                    .map(|(parts, f)| {
+                        let f: Vec<String> = f.iter().map(|f| format!("`{f}`")).collect();
+                        format!("no {} items in fold {}", or_list(parts), f.join(", "))
+                    })
+                    .collect();
+                lines.push(format!("{name} has {}", each.join("; ")));
+            }
+        }
+    }
+    lines
+}
+
+/// "a, b (every evaluation)" or "a in fold `1` run 0; b in fold `2` run 1" for the absent
+/// classes of a probe's evaluations; `None` when no evaluation has an absent class.
+fn absent_text(evaluations: &[Evaluation]) -> Option<String> {
+    let mut groups: Vec<(&Vec<String>, Vec<String>)> = Vec::new();
+    for e in evaluations {
+        let at = format!("fold `{}` run {}", e.fold, e.run);
+        match groups.iter_mut().find(|(a, _)| **a == e.absent_classes) {
+            Some((_, at_list)) => at_list.push(at),
+            None => groups.push((&e.absent_classes, vec![at])),
+        }
+    }
+    if groups.iter().all(|(a, _)| a.is_empty()) {
+        return None;
+    }
+    if let [(absent, _)] = groups.as_slice() {
+        return Some(format!("{} (every evaluation)", absent.join(", ")));
+    }
+    const SHOWN: usize = 8;
+    let parts: Vec<String> = groups
+        .iter()
+        .filter(|(a, _)| !a.is_empty())
+        .map(|(a, at)| {
+            let more = at.len().saturating_sub(SHOWN);
+            let mut list = at[..at.len().min(SHOWN)].join(", ");
+            if more > 0 {
+                list.push_str(&format!(" and {more} more"));
+            }
+            format!("{} in {list}", a.join(", "))
+        })
+        .collect();
+    Some(parts.join("; "))
+}
+
+/// Writes `predictions_<probe>.csv`: one row per test prediction of every fold x run, with the
+/// item's row in the feature store, its path, and the true and predicted label and class.
+fn write_predictions_csv<'a>(
+    path: &Path,
+    store: &FeatureStore,
+    rows: impl Iterator<Item = (&'a Job<'a>, &'a JobResult)>,
+) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "fold",
+        "run",
+        "seed",
+        "item",
+        "path",
+        "true_label",
+        "predicted_label",
+        "true_class",
+        "predicted_class",
+    ])?;
+    for (job, r) in rows {
+        for ((&item, &t), &p) in job.fold.test.iter().zip(&r.y_true).zip(&r.y_pred) {
+            w.write_record([
+                job.fold.name.as_str(),
+                &job.run.to_string(),
+                &r.eval.seed.to_string(),
+                &item.to_string(),
+                &store.items[item].path,
+                &t.to_string(),
+                &p.to_string(),
+                &store.class_names[t],
+                &store.class_names[p],
+            ])?;
+        }
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error()))?;
+    hubert_core::store::atomic_write(path, &bytes)?;
+    Ok(())
+}
+
 /// `official`, `random`, ...: the `--split` value that reproduces a protocol.
 pub fn protocol_name(p: &Protocol) -> &'static str {
     match p {
@@ -860,6 +1101,7 @@ pub fn report_markdown(
     task: &dyn Task,
     store: &FeatureStore,
     opts: &TrainOptions,
+    folds: &[FoldSplit],
     per_layer: &[(usize, LayerResults)],
     saved: &[String],
     figures: &[String],
@@ -915,6 +1157,65 @@ pub fn report_markdown(
             folds.join(", ")
         );
     }
+    let _ = writeln!(
+        s,
+        "\nMacro-F1 is scikit-learn's `f1_score(average=\"macro\")` per evaluation: the mean F1 \
+         over the classes in its test labels or predictions. A class with neither is absent and \
+         left out of the mean."
+    );
+    let gaps = split_gap_lines(folds, &store.labels(), &store.class_names);
+    if !gaps.is_empty() {
+        let _ = writeln!(s, "\nClasses missing from the split:\n");
+        for line in &gaps {
+            let _ = writeln!(s, "- {line}");
+        }
+    }
+    let absent: Vec<(&String, String)> = final_layer
+        .iter()
+        .filter_map(|(k, r)| Some((k, absent_text(&r.evaluations)?)))
+        .collect();
+    if !absent.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nAbsent (no test item, never predicted), left out of macro-F1:\n"
+        );
+        for (k, text) in &absent {
+            let _ = writeln!(s, "- {k}: {text}");
+        }
+        let all: Vec<String> = final_layer
+            .iter()
+            .filter_map(|(k, r)| {
+                let m = r.macro_f1_all_classes.as_ref()?;
+                Some(format!("{k} {:.4} ± {:.4}", m.mean, m.std))
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "\nFor comparison, the mean F1 over all {} class names, absent ones counted as 0 \
+             (`labels=range({})`, `macro_f1_all_classes`): {}.",
+            store.class_names.len(),
+            store.class_names.len(),
+            all.join(", ")
+        );
+    }
+    for (k, r) in final_layer {
+        // Present but with no test item: recall undefined (0), F1 0 in the mean.
+        let untrue: Vec<String> = (0..r.classes.len())
+            .filter(|&c| r.confusion_matrix[c].iter().sum::<u64>() == 0)
+            .filter_map(|c| {
+                let predicted: u64 = r.confusion_matrix.iter().map(|row| row[c]).sum();
+                (predicted > 0).then(|| format!("{} ({predicted}x)", r.classes[c]))
+            })
+            .collect();
+        if !untrue.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{k}: predicted without test items, so in the macro mean with F1 0 (as \
+                 scikit-learn): {}",
+                untrue.join(", ")
+            );
+        }
+    }
     for (k, r) in final_layer {
         if let Some(m) = &r.task_metrics {
             let _ = writeln!(s, "\n{k} task metrics: `{m}`");
@@ -951,11 +1252,17 @@ pub fn report_markdown(
             s,
             "| class | precision | recall | F1 | support |\n|---|---|---|---|---|"
         );
+        let score = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.3}"));
         for c in &r.per_class {
             let _ = writeln!(
                 s,
-                "| {} | {:.3} | {:.3} | {:.3} | {} |",
-                c.name, c.precision, c.recall, c.f1, c.support
+                "| {}{} | {} | {} | {} | {} |",
+                c.name,
+                if c.absent { " (absent)" } else { "" },
+                score(c.precision),
+                score(c.recall),
+                score(c.f1),
+                c.support
             );
         }
     }
@@ -965,6 +1272,15 @@ pub fn report_markdown(
         final_layer
             .iter()
             .map(|(k, _)| format!("`confusion_{k}.csv`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "\nEvery test prediction (fold, run, seed, store row, path, true and predicted class): {}",
+        final_layer
+            .iter()
+            .map(|(k, _)| format!("`predictions_{k}.csv`"))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -1001,4 +1317,106 @@ fn progress_bar(len: u64) -> ProgressBar {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fold(name: &str, train: &[usize], valid: &[usize], test: &[usize]) -> FoldSplit {
+        FoldSplit {
+            name: name.into(),
+            train: train.to_vec(),
+            valid: valid.to_vec(),
+            test: test.to_vec(),
+        }
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn split_gaps_name_classes_missing_from_a_part() {
+        // Labels of items 0..7: class 2 only in training items, class 3 nowhere.
+        let labels = [0, 1, 2, 0, 1, 0, 1];
+        let classes = names(&["a", "b", "lead", "none"]);
+        let official = [fold("test", &[0, 1, 2], &[3, 4], &[5, 6])];
+        assert_eq!(
+            classes_without_items(&official[0], &labels, 4),
+            [Some(vec![3]), Some(vec![2, 3]), Some(vec![2, 3])]
+        );
+        assert_eq!(
+            split_gap_lines(&official, &labels, &classes),
+            ["no items at all: none", "lead has no valid or test items"]
+        );
+        // No validation part: it is not reported as missing every class.
+        let cv = [
+            fold("1", &[0, 1, 2], &[], &[3, 4]),
+            fold("2", &[3, 4, 5], &[], &[0, 1, 2]),
+        ];
+        assert_eq!(classes_without_items(&cv[0], &labels, 4)[1], None);
+        assert_eq!(
+            split_gap_lines(&cv, &labels, &classes),
+            [
+                "no items at all: none",
+                "lead has no test items in fold `1`; no train items in fold `2`"
+            ]
+        );
+        assert_eq!(or_list(&["train", "valid", "test"]), "train, valid or test");
+    }
+
+    #[test]
+    fn absent_text_groups_evaluations() {
+        let eval = |fold: &str, run: usize, absent: &[&str]| Evaluation {
+            fold: fold.into(),
+            run,
+            seed: 42 + run as u64,
+            accuracy: 1.0,
+            macro_f1: 1.0,
+            balanced_accuracy: 1.0,
+            best_epoch: None,
+            sizes: [1, 0, 1],
+            absent_classes: names(absent),
+        };
+        assert_eq!(absent_text(&[eval("1", 0, &[]), eval("2", 0, &[])]), None);
+        assert_eq!(
+            absent_text(&[eval("test", 0, &["x", "y"]), eval("test", 1, &["x", "y"])]).unwrap(),
+            "x, y (every evaluation)"
+        );
+        assert_eq!(
+            absent_text(&[
+                eval("1", 0, &["x"]),
+                eval("2", 0, &[]),
+                eval("3", 1, &["x"])
+            ])
+            .unwrap(),
+            "x in fold `1` run 0, fold `3` run 1"
+        );
+    }
+
+    #[test]
+    fn results_written_before_absent_classes_still_load() {
+        let old = serde_json::json!({
+            "accuracy": {"mean": 0.5, "std": 0.0, "per_fold": [0.5]},
+            "macro_f1": {"mean": 0.4, "std": 0.0, "per_fold": [0.4]},
+            "balanced_accuracy": {"mean": 0.5, "std": 0.0, "per_fold": [0.5]},
+            "evaluations": [{"fold": "test", "run": 0, "seed": 42, "accuracy": 0.5,
+                             "macro_f1": 0.4, "balanced_accuracy": 0.5, "best_epoch": 3,
+                             "sizes": [4, 2, 2]}],
+            "confusion_matrix": [[1, 1], [0, 0]],
+            "classes": ["a", "b"],
+            "per_class": [
+                {"class": 0, "name": "a", "precision": 1.0, "recall": 0.5, "f1": 0.667,
+                 "support": 2},
+                {"class": 1, "name": "b", "precision": 0.0, "recall": 0.0, "f1": 0.0,
+                 "support": 0}
+            ],
+            "train_seconds": 0.1
+        });
+        let r: ProbeResults = serde_json::from_value(old).unwrap();
+        assert!(r.macro_f1_all_classes.is_none() && r.absent_classes.is_empty());
+        assert_eq!(r.per_class[1].f1, Some(0.0));
+        assert!(r.evaluations[0].absent_classes.is_empty());
+    }
 }

@@ -3,7 +3,11 @@
 //!
 //! - `summary.md`, `summary.csv`, `summary.json`: one row per task and probe with accuracy and
 //!   macro-F1 as mean ± std over folds x runs, the best probe per task (highest mean accuracy),
-//!   and each task's protocol, layer and item count, like the original study's table;
+//!   and each task's protocol, layer and item count, like the original study's table. Macro-F1
+//!   is results.json's `macro_f1`: scikit-learn's `f1_score(average="macro")` per evaluation,
+//!   over the classes in its test labels or predictions; the classes left out (absent) are
+//!   listed. A results.json written before that definition (no `macro_f1_all_classes`) still
+//!   loads; its macro-F1, averaged over every class name, is marked `†`;
 //! - `task_similarity.md`, `task_similarity.png`: for tasks trained with `--layer all`, the
 //!   Pearson correlation of their per-layer accuracy profiles (the probes' mean accuracy at
 //!   each hidden state): two tasks correlate when the same layers serve them well, whatever their
@@ -38,6 +42,14 @@ pub struct ProbeSummary {
     pub macro_f1_std: f64,
     /// Number of fold x run evaluations behind the figures.
     pub evaluations: usize,
+    /// Classes absent from every evaluation (no test item, never predicted), left out of
+    /// macro-F1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent_classes: Vec<String>,
+    /// `true` when results.json predates macro-F1 over the classes present: its `macro_f1`
+    /// averages over every class name, absent classes counted as 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub macro_f1_over_all_class_names: bool,
     /// Task-specific metrics (ICBHI Se / Sp / score), when the task reports them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_metrics: Option<Value>,
@@ -101,6 +113,8 @@ pub fn read_task(path: &Path) -> Result<TaskSummary> {
             macro_f1_mean: num(&p["macro_f1"]["mean"], "macro_f1.mean")?,
             macro_f1_std: num(&p["macro_f1"]["std"], "macro_f1.std")?,
             evaluations: p["evaluations"].as_array().map_or(0, Vec::len),
+            absent_classes: serde_json::from_value(p["absent_classes"].clone()).unwrap_or_default(),
+            macro_f1_over_all_class_names: p.get("macro_f1_all_classes").is_none(),
             task_metrics: p.get("task_metrics").filter(|v| !v.is_null()).cloned(),
         });
     }
@@ -192,7 +206,10 @@ pub fn summary_markdown(tasks: &[TaskSummary]) -> String {
     let _ = writeln!(
         s,
         "Accuracy and macro-F1 are mean ± sample std over every fold x run evaluation of the \
-         task's protocol; the best probe (highest mean accuracy) is in bold.\n"
+         task's protocol; the best probe (highest mean accuracy) is in bold. Macro-F1 is \
+         scikit-learn's `f1_score(average=\"macro\")`: each evaluation's mean F1 over the \
+         classes in its test labels or predictions (absent classes, listed below, are left \
+         out).\n"
     );
     let _ = write!(s, "| task | protocol | layer |");
     for p in &probe_names {
@@ -216,9 +233,14 @@ pub fn summary_markdown(tasks: &[TaskSummary]) -> String {
             match t.probes.iter().find(|p| &p.probe == name) {
                 Some(p) => {
                     let bold = if p.probe == t.best_probe { "**" } else { "" };
+                    let dagger = if p.macro_f1_over_all_class_names {
+                        " †"
+                    } else {
+                        ""
+                    };
                     let _ = write!(
                         s,
-                        " {bold}{:.4} ± {:.4}{bold} | {:.4} ± {:.4} |",
+                        " {bold}{:.4} ± {:.4}{bold} | {:.4} ± {:.4}{dagger} |",
                         p.accuracy_mean, p.accuracy_std, p.macro_f1_mean, p.macro_f1_std
                     );
                 }
@@ -226,6 +248,35 @@ pub fn summary_markdown(tasks: &[TaskSummary]) -> String {
             }
         }
         let _ = writeln!(s, " {} |", t.best_probe);
+    }
+    if tasks
+        .iter()
+        .flat_map(|t| &t.probes)
+        .any(|p| p.macro_f1_over_all_class_names)
+    {
+        let _ = writeln!(
+            s,
+            "\n† results.json written before macro-F1 left absent classes out: the mean over \
+             every class name, absent classes counted as 0 (scikit-learn with \
+             `labels=range(C)`); run the task's `train` again for scikit-learn's default."
+        );
+    }
+    let absent: Vec<String> = tasks
+        .iter()
+        .flat_map(|t| {
+            t.probes
+                .iter()
+                .filter(|p| !p.absent_classes.is_empty())
+                .map(move |p| format!("- {} {}: {}", t.task, p.probe, p.absent_classes.join(", ")))
+        })
+        .collect();
+    if !absent.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Classes left out of macro-F1\n\nAbsent from every evaluation (no test item, \
+             never predicted):\n\n{}",
+            absent.join("\n")
+        );
     }
     let _ = writeln!(s, "\n## Protocols\n");
     for t in tasks {
@@ -282,16 +333,16 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// The summary as CSV, one row per task and probe.
+/// The summary as CSV, one row per task and probe (`absent_classes` joined by `;`).
 pub fn summary_csv(tasks: &[TaskSummary]) -> String {
     let mut s = String::from(
-        "task,protocol,protocol_description,layer,items,probe,accuracy_mean,accuracy_std,macro_f1_mean,macro_f1_std,evaluations,best\n",
+        "task,protocol,protocol_description,layer,items,probe,accuracy_mean,accuracy_std,macro_f1_mean,macro_f1_std,evaluations,best,absent_classes,macro_f1_over_all_class_names\n",
     );
     for t in tasks {
         for p in &t.probes {
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 csv_field(&t.task),
                 csv_field(&t.protocol),
                 csv_field(&t.protocol_description),
@@ -303,7 +354,9 @@ pub fn summary_csv(tasks: &[TaskSummary]) -> String {
                 p.macro_f1_mean,
                 p.macro_f1_std,
                 p.evaluations,
-                p.probe == t.best_probe
+                p.probe == t.best_probe,
+                csv_field(&p.absent_classes.join(";")),
+                p.macro_f1_over_all_class_names
             );
         }
     }
@@ -482,6 +535,8 @@ mod tests {
             serde_json::json!({
                 "accuracy": {"mean": acc, "std": 0.01, "per_fold": [acc]},
                 "macro_f1": {"mean": acc - 0.05, "std": 0.02, "per_fold": [acc]},
+                "macro_f1_all_classes": {"mean": acc - 0.1, "std": 0.02, "per_fold": [acc]},
+                "absent_classes": [],
                 "evaluations": [{}, {}],
             })
         };
@@ -574,6 +629,41 @@ mod tests {
         );
         let png = std::fs::read(dir.path().join("task_similarity.png")).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    }
+
+    #[test]
+    fn absent_classes_are_listed_and_old_results_are_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nsynth = results("nsynth", 0.6, 0.5, None);
+        nsynth["probes"]["linear"]["absent_classes"] = serde_json::json!(["synth_lead"]);
+        write(dir.path(), "nsynth", &nsynth);
+        // Written before macro-F1 left absent classes out: no macro_f1_all_classes.
+        let mut old = results("esc50", 0.7, 0.8, None);
+        for probe in ["linear", "mlp"] {
+            let p = old["probes"][probe].as_object_mut().unwrap();
+            p.remove("macro_f1_all_classes");
+            p.remove("absent_classes");
+        }
+        write(dir.path(), "esc50", &old);
+        write_report(dir.path()).unwrap();
+        let tasks = collect(dir.path()).unwrap();
+        assert!(tasks[0]
+            .probes
+            .iter()
+            .all(|p| p.macro_f1_over_all_class_names));
+        assert!(!tasks[1].probes[0].macro_f1_over_all_class_names);
+        assert_eq!(tasks[1].probes[0].absent_classes, ["synth_lead"]);
+        let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+        assert!(md.contains("| 0.6500 ± 0.0200 † |"), "{md}");
+        assert!(md.contains("\n† results.json written before"), "{md}");
+        assert!(
+            md.contains("| nsynth | official | 12 | **0.6000 ± 0.0100** | 0.5500 ± 0.0200 |"),
+            "{md}"
+        );
+        assert!(md.contains("- nsynth linear: synth_lead\n"), "{md}");
+        let csv = std::fs::read_to_string(dir.path().join("summary.csv")).unwrap();
+        assert!(csv.contains(",true,synth_lead,false\n"), "{csv}");
+        assert!(csv.contains("esc50,official,5-fold CV,12,100,linear,0.7,0.01,0.6499999999999999,0.02,2,false,,true\n"), "{csv}");
     }
 
     #[test]

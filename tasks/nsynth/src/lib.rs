@@ -28,10 +28,14 @@
 //! `--split official` (default): train on `nsynth-train`, choose the best epoch on
 //! `nsynth-valid`, evaluate on `nsynth-test` (one split). `synth_lead` has training notes but no
 //! validation or test notes in the real data: the loader reports every family missing from a
-//! part (printed as a note), results.json lists the classes without test examples and a macro-F1
-//! over the classes present (`task_metrics`), since the 11-class macro-F1 counts an absent class
-//! as F1 0. `--split random` reproduces the original study's stratified 80/20 split over all
-//! notes; `--split group-random` keeps each instrument whole.
+//! part (printed as a note), and `train` finds the same from the split itself: report.md says
+//! "synth_lead has no valid or test items" under the results table, and results.json lists it
+//! per fold (`protocol.folds[].classes_without_items`). Macro-F1 is scikit-learn's
+//! `average="macro"`, over the families in the test labels or predictions: when the probe never
+//! predicts synth_lead it is absent (`absent_classes`, `"absent": true` in `per_class`) and left
+//! out of the mean rather than averaged in as F1 0; when it does predict it, synth_lead counts
+//! with F1 0, as in scikit-learn. `--split random` reproduces the original study's stratified
+//! 80/20 split over all notes; `--split group-random` keeps each instrument whole.
 //!
 //! # Extraction in parts
 //!
@@ -327,8 +331,8 @@ impl Task for Nsynth {
                     "{family} has no {} examples{}",
                     missing.join(" or "),
                     if missing.contains(&"test") {
-                        " (its test support is 0: see task_metrics.classes_without_test_examples \
-                         and macro_f1_present_classes in results.json)"
+                        " (test support 0: left out of macro-F1 unless predicted; see \
+                         absent_classes in results.json)"
                     } else {
                         ""
                     }
@@ -366,70 +370,11 @@ impl Task for Nsynth {
     fn extract_only(&self) -> Option<Partition> {
         self.options.part.map(Part::partition)
     }
-
-    fn extra_metrics(
-        &self,
-        y_true: &[usize],
-        y_pred: &[usize],
-        class_names: &[String],
-    ) -> Option<serde_json::Value> {
-        Some(absent_class_metrics(y_true, y_pred, class_names))
-    }
-}
-
-/// The classes with no test example, and the macro-F1 over the classes that have some
-/// (scikit-learn's `f1_score(average="macro", labels=present)`).
-pub fn absent_class_metrics(
-    y_true: &[usize],
-    y_pred: &[usize],
-    class_names: &[String],
-) -> serde_json::Value {
-    let n = class_names.len();
-    let (mut tp, mut support, mut predicted) = (vec![0u64; n], vec![0u64; n], vec![0u64; n]);
-    for (&t, &p) in y_true.iter().zip(y_pred) {
-        if t < n && p < n {
-            support[t] += 1;
-            predicted[p] += 1;
-            tp[t] += u64::from(t == p);
-        }
-    }
-    let present: Vec<usize> = (0..n).filter(|&c| support[c] > 0).collect();
-    let f1 = |c: usize| {
-        let denom = (support[c] + predicted[c]) as f64;
-        if denom == 0.0 {
-            0.0
-        } else {
-            2.0 * tp[c] as f64 / denom
-        }
-    };
-    let macro_present = if present.is_empty() {
-        0.0
-    } else {
-        present.iter().map(|&c| f1(c)).sum::<f64>() / present.len() as f64
-    };
-    serde_json::json!({
-        "classes_without_test_examples": (0..n)
-            .filter(|&c| support[c] == 0)
-            .map(|c| class_names[c].clone())
-            .collect::<Vec<_>>(),
-        "macro_f1_present_classes": macro_present,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn absent_classes_are_listed_and_left_out_of_the_present_macro_f1() {
-        let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        // Class 2 never occurs; one `a` is predicted as `c`.
-        let m = absent_class_metrics(&[0, 0, 1, 1], &[0, 2, 1, 1], &names);
-        assert_eq!(m["classes_without_test_examples"], serde_json::json!(["c"]));
-        // F1(a) = 2*1/(2+1) = 2/3, F1(b) = 1.
-        let f = m["macro_f1_present_classes"].as_f64().unwrap();
-        assert!((f - (2.0 / 3.0 + 1.0) / 2.0).abs() < 1e-12, "{f}");
-    }
 
     #[test]
     fn store_metadata_per_item_stays_far_under_the_safetensors_header_limit() {

@@ -165,10 +165,11 @@ fn run_trains_on_train_selects_on_valid_and_tests_on_test() {
         "{stderr}"
     );
 
-    let results: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("results/nsynth/results.json")).unwrap(),
-    )
-    .unwrap();
+    let results_dir = tmp.path().join("results/nsynth");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results_dir.join("results.json")).unwrap())
+            .unwrap();
+    let report = std::fs::read_to_string(results_dir.join("report.md")).unwrap();
     assert_eq!(results["task"], "nsynth");
     assert_eq!(results["protocol"]["name"], "official");
     let folds = results["protocol"]["folds"].as_array().unwrap();
@@ -196,29 +197,156 @@ fn run_trains_on_train_selects_on_valid_and_tests_on_test() {
         let eval = &p["evaluations"][0];
         assert!(eval["best_epoch"].as_u64().is_some(), "{eval}");
         assert_eq!(eval["sizes"], serde_json::json!([N_TRAIN, N_VALID, N_TEST]));
-        let tm = &p["task_metrics"];
-        let absent: Vec<&str> = all
-            .iter()
-            .enumerate()
-            .filter(|(c, _)| ![0, 3, 4].contains(c))
-            .map(|(_, n)| *n)
-            .collect();
+        // Macro-F1 is scikit-learn's f1_score(y_true, y_pred, average="macro") on the stored
+        // predictions, recomputed here from predictions_<probe>.csv.
+        let (y_true, y_pred) =
+            read_predictions(&results_dir.join(format!("predictions_{probe}.csv")));
+        assert_eq!(y_true.len(), N_TEST);
+        let mut from_csv = vec![vec![0u64; 11]; 11];
+        for (&t, &p) in y_true.iter().zip(&y_pred) {
+            from_csv[t][p] += 1;
+        }
         assert_eq!(
-            tm["classes_without_test_examples"],
+            from_csv, cm,
+            "{probe}: predictions CSV agrees with the confusion matrix"
+        );
+        let (want, labels) = sklearn_macro_f1(&y_true, &y_pred);
+        let got = p["macro_f1"]["mean"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-12,
+            "{probe}: macro-F1 {got}, scikit-learn's {want}"
+        );
+        assert_eq!(p["evaluations"][0]["macro_f1"].as_f64().unwrap(), got);
+        // The 11-class mean is kept apart, and differs whenever a family is absent.
+        let all11 = p["macro_f1_all_classes"]["mean"].as_f64().unwrap();
+        assert!(
+            (all11 * 11.0 - got * labels.len() as f64).abs() < 1e-9,
+            "{probe}"
+        );
+        assert!(labels.len() < 11);
+        // Families in neither the test labels nor the predictions are absent: listed per
+        // evaluation and pooled, with null scores. synth_lead is among them unless predicted.
+        let absent: Vec<&str> = (0..11)
+            .filter(|c| !labels.contains(c))
+            .map(|c| all[c])
+            .collect();
+        assert!(absent.contains(&"brass"));
+        assert_eq!(
+            absent.contains(&"synth_lead"),
+            !y_pred.contains(&9),
+            "{probe}"
+        );
+        assert_eq!(p["absent_classes"], serde_json::json!(absent), "{probe}");
+        assert_eq!(
+            p["evaluations"][0]["absent_classes"],
             serde_json::json!(absent)
         );
-        let present = tm["macro_f1_present_classes"].as_f64().unwrap();
-        let macro11 = p["macro_f1"]["mean"].as_f64().unwrap();
-        assert!(
-            (present * 3.0 / 11.0 - macro11).abs() < 1e-9,
-            "{probe}: the 11-class macro-F1 {macro11} averages 8 absent zeros with the 3 present ({present})"
+        for (c, row) in p["per_class"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(row["name"], all[c]);
+            let is_absent = absent.contains(&all[c]);
+            assert_eq!(row["absent"], is_absent, "{probe} {}", all[c]);
+            assert_eq!(row["f1"].is_null(), is_absent, "{probe} {}", all[c]);
+            assert_eq!(row["precision"].is_null(), is_absent, "{probe} {}", all[c]);
+        }
+        assert!(p.get("task_metrics").is_none());
+        assert_eq!(
+            results["predictions"][probe],
+            format!("predictions_{probe}.csv")
+        );
+        // The report shows the corrected figure.
+        let line = format!(
+            "| {probe} | {:.4} ± {:.4} | {:.4} ± {:.4} |",
+            acc,
+            p["accuracy"]["std"].as_f64().unwrap(),
+            got,
+            p["macro_f1"]["std"].as_f64().unwrap()
+        );
+        assert!(report.contains(&line), "{line}\n{report}");
+    }
+    // The split itself says which families have no valid or test items.
+    let gaps = &folds[0]["classes_without_items"];
+    assert_eq!(
+        gaps["train"],
+        serde_json::json!(["brass", "flute", "mallet", "organ", "reed", "string", "vocal"])
+    );
+    for part in ["valid", "test"] {
+        assert_eq!(
+            gaps[part],
+            serde_json::json!([
+                "brass",
+                "flute",
+                "mallet",
+                "organ",
+                "reed",
+                "string",
+                "synth_lead",
+                "vocal"
+            ]),
+            "{part}"
         );
     }
-    assert!(tmp.path().join("results/nsynth/report.md").is_file());
+    // Next to the figures: the definition and the families missing from the split.
+    let table = report.find("| linear |").unwrap();
+    let after = &report[table..report.find("## Per class").unwrap()];
+    for want in [
+        "scikit-learn's `f1_score(average=\"macro\")`",
+        "- synth_lead has no valid or test items\n",
+        "- no items at all: brass, flute, mallet, organ, reed, string, vocal\n",
+        "Absent (no test item, never predicted), left out of macro-F1",
+        "over all 11 class names",
+    ] {
+        assert!(
+            after.contains(want),
+            "{want:?} not under the results table:\n{report}"
+        );
+    }
+    assert!(
+        report.contains("| brass (absent) | — | — | — | 0 |"),
+        "{report}"
+    );
     assert!(tmp
         .path()
         .join("models/nsynth_linear_classifier.safetensors")
         .is_file());
+}
+
+/// `(true_label, predicted_label)` columns of a `predictions_<probe>.csv`, found by header name.
+fn read_predictions(path: &Path) -> (Vec<usize>, Vec<usize>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (t, p) = (col("true_label"), col("predicted_label"));
+    lines
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            (
+                cells[t].parse::<usize>().unwrap(),
+                cells[p].parse::<usize>().unwrap(),
+            )
+        })
+        .unzip()
+}
+
+/// scikit-learn's `f1_score(y_true, y_pred, average="macro")`, written out from its definition:
+/// the labels are `unique_labels(y_true, y_pred)` (sorted), each label's F1 is
+/// `2·tp / (#true + #predicted)`, and the result is their plain mean. Returns it with the labels.
+fn sklearn_macro_f1(y_true: &[usize], y_pred: &[usize]) -> (f64, Vec<usize>) {
+    let mut labels: Vec<usize> = y_true.iter().chain(y_pred).copied().collect();
+    labels.sort_unstable();
+    labels.dedup();
+    let f1 = |l: usize| {
+        let n_true = y_true.iter().filter(|&&t| t == l).count();
+        let n_pred = y_pred.iter().filter(|&&p| p == l).count();
+        let tp = y_true
+            .iter()
+            .zip(y_pred)
+            .filter(|(&t, &p)| t == l && p == l)
+            .count();
+        2.0 * tp as f64 / (n_true + n_pred) as f64
+    };
+    let sum: f64 = labels.iter().map(|&l| f1(l)).sum();
+    (sum / labels.len() as f64, labels)
 }
 
 fn store_bytes(features_dir: &Path) -> Vec<u8> {
