@@ -14,14 +14,10 @@ use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptio
 use symphonia::core::meta::MetadataOptions;
 
 use crate::error::{AudioError, Container};
-use crate::resample::{output_len, MonoTo16k};
+use crate::poly::output_len;
+use crate::resample::MonoTo16k;
 use crate::wav;
-use crate::AudioInfo;
-
-/// Lowest accepted sample rate: below this a header is corrupt, not a recording.
-pub(crate) const MIN_SAMPLE_RATE: u32 = 1_000;
-/// Highest accepted sample rate (4 x 192 kHz); also bounds the resampler's alignment work.
-pub(crate) const MAX_SAMPLE_RATE: u32 = 768_000;
+use crate::{AudioInfo, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 
 /// Where the bytes come from.
 pub(crate) enum Input {

@@ -60,7 +60,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{AudioError, Container};
 pub use parallel::LoadMany;
-pub use resample::output_len;
+pub use poly::output_len;
 
 use decode::Input;
 
@@ -78,6 +78,11 @@ pub mod tuning {
 
 /// The sample rate of everything this crate returns, in Hz.
 pub const TARGET_SAMPLE_RATE: u32 = 16_000;
+
+/// Lowest accepted sample rate: below this a header is corrupt, not a recording.
+pub(crate) const MIN_SAMPLE_RATE: u32 = 1_000;
+/// Highest accepted sample rate (4 x 192 kHz); also bounds the resampler's alignment work.
+pub(crate) const MAX_SAMPLE_RATE: u32 = 768_000;
 
 /// Header facts of an audio file, from [`probe`].
 #[derive(Debug, Clone, PartialEq, Eq)]

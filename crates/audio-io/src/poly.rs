@@ -35,8 +35,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::resample::output_len;
 use crate::TARGET_SAMPLE_RATE;
+
+/// `round(n * 16000 / sr)` in exact integer arithmetic (halves round up).
+pub fn output_len(n: u64, sample_rate: u32) -> u64 {
+    let sr = u128::from(sample_rate);
+    ((u128::from(n) * u128::from(TARGET_SAMPLE_RATE) * 2 + sr) / (2 * sr)) as u64
+}
 
 /// Largest phase count `p` served by the polyphase filter (table `p * taps` f32). 44.1 kHz
 /// has `p = 160`, 22.05 kHz 320, 11.025 kHz 640; odd rates such as 44 101 Hz (`p = 16000`)

@@ -42,7 +42,7 @@ use rubato::{
     WindowFunction,
 };
 
-use crate::poly::{self, PolyStream};
+use crate::poly::{self, output_len, PolyStream};
 use crate::TARGET_SAMPLE_RATE;
 
 /// Length of the windowed-sinc filter, in taps at the input rate (rubato builds the filter on
@@ -99,12 +99,6 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
         (a, b) = (b, a % b);
     }
     a
-}
-
-/// `round(n * 16000 / sr)` in exact integer arithmetic (halves round up).
-pub fn output_len(n: u64, sample_rate: u32) -> u64 {
-    let sr = u128::from(sample_rate);
-    ((u128::from(n) * u128::from(TARGET_SAMPLE_RATE) * 2 + sr) / (2 * sr)) as u64
 }
 
 /// The filter choices, for the parameter sweep in `benches/` (see [`crate::tuning`]);

@@ -20,7 +20,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
-use crate::decode::{MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
+use crate::{MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 
 /// Bytes of `data` converted per step (a multiple of every frame size is taken below it).
 pub(crate) const BLOCK_BYTES: usize = 1 << 16;

@@ -10,10 +10,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use artifacts::{write_safetensors, RawTensor};
 use clap::{Args, Parser, Subcommand};
-use hubert_core::store::{write_safetensors, RawTensor};
 use hubert_core::{EmbedOptions, Embedder, Embedding, Hubert, LayerSelection, ModelArgs, Outputs};
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// HuBERT (and wav2vec2) features for audio files, exact against transformers.
 #[derive(Parser)]
@@ -80,10 +79,7 @@ struct InfoArgs {
 
 fn main() {
     hubert_core::tune_allocator();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("HUBERT_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
+    terminal::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => embed(args),
@@ -145,7 +141,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
     let mut embedder = Embedder::new(&hubert, options)?;
     let num_layers = embedder.num_layers();
 
-    let progress = progress_bar(paths.len() as u64);
+    let progress = terminal::count_bar(paths.len() as u64, "embed", "clips");
     let started = Instant::now();
     let mut results: Vec<Option<Embedding>> = (0..paths.len()).map(|_| None).collect();
     let mut skipped: Vec<(PathBuf, String)> = Vec::new();
@@ -173,7 +169,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
         }
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         progress.set_message(format!(
-            "{:.1} audio-s/s",
+            ", {:.1} audio-s/s",
             embedder.seconds_embedded() / secs
         ));
     }
@@ -263,21 +259,6 @@ fn embed(args: EmbedArgs) -> Result<()> {
         }
     );
     Ok(())
-}
-
-fn progress_bar(len: u64) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} clips ({per_sec}, {msg}) ETA {eta}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar
 }
 
 fn info(args: InfoArgs) -> Result<()> {

@@ -37,7 +37,6 @@ pub mod gemm;
 mod model;
 pub mod params;
 mod source;
-pub mod store;
 mod weights;
 mod winograd;
 

@@ -255,6 +255,7 @@ where
     T: Task,
 {
     hubert_core::tune_allocator();
+    terminal::init_logging();
     let mut splits = vec!["official", "random"];
     splits.extend_from_slice(T::split_names());
     let split_values = clap::builder::TypedValueParser::try_map(
@@ -524,16 +525,11 @@ fn run_train(
     }
     let outcome = train(task, &store, &opts)?;
     println!("{} ({})", task.name(), opts.protocol.describe());
-    if let Some(probes) = outcome.results["probes"].as_object() {
-        for (k, r) in probes {
-            println!(
-                "  {k:<7} accuracy {:.4} ± {:.4}   macro-F1 {:.4} ± {:.4}",
-                r["accuracy"]["mean"].as_f64().unwrap_or(f64::NAN),
-                r["accuracy"]["std"].as_f64().unwrap_or(f64::NAN),
-                r["macro_f1"]["mean"].as_f64().unwrap_or(f64::NAN),
-                r["macro_f1"]["std"].as_f64().unwrap_or(f64::NAN),
-            );
-        }
+    for (k, r) in &outcome.results.probes {
+        println!(
+            "  {k:<7} accuracy {:.4} ± {:.4}   macro-F1 {:.4} ± {:.4}",
+            r.accuracy.mean, r.accuracy.std, r.macro_f1.mean, r.macro_f1.std,
+        );
     }
     println!(
         "results: {}\nreport:  {}",

@@ -14,11 +14,10 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use hubert_core::store::{atomic_write, write_safetensors, RawTensor};
+use artifacts::{atomic_write, write_safetensors, RawTensor};
 use hubert_core::{
     parse_count, EmbedOptions, Embedder, Embedding, Hubert, LayerSelection, ModelArgs, ModelSource,
 };
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{fingerprint, write_store, FeatureStore, Provenance, Skipped, StoreContents};
@@ -354,7 +353,7 @@ fn run_chunks(
         }
     }
 
-    let progress = progress_bar(item_ids.len() as u64);
+    let progress = terminal::count_bar(item_ids.len() as u64, "extract", "clips");
     let started = Instant::now();
     let options = EmbedOptions::new(opts.layers.clone()).with_batch_size(opts.batch_size);
     let mut embedder = Embedder::new(hubert, options)?;
@@ -403,7 +402,7 @@ fn run_chunks(
         }
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         progress.set_message(format!(
-            "{:.1} audio-s/s",
+            ", {:.1} audio-s/s",
             embedder.seconds_embedded() / secs
         ));
     }
@@ -596,21 +595,6 @@ pub fn merge(dataset: &Dataset, store: &Path, other_parts: &[PathBuf]) -> Result
     }
     assemble(dataset, &parts, store)?;
     Ok(store.to_path_buf())
-}
-
-fn progress_bar(len: u64) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "extract {spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} clips ({per_sec}, {msg}) ETA {eta}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar
 }
 
 #[cfg(test)]

@@ -19,9 +19,11 @@ pub mod extract;
 pub mod figures;
 pub mod protocol;
 pub mod store;
+#[cfg(test)]
+mod synthetic_tests;
 pub mod table;
 pub mod task;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod train;
 

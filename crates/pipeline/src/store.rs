@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use hubert_core::store::{write_safetensors, RawTensor};
+use artifacts::{write_safetensors, RawTensor};
 use hubert_core::StoredLayer;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};

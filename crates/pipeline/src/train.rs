@@ -27,10 +27,11 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use metrics::{ClassificationReport, MeanStd};
 use probe_heads::{Checkpoint, Dataset as ProbeData, ProbeKind, TrainConfig, Trainer};
 use rayon::prelude::*;
+use results::Results;
 use scaler::StandardScaler;
 use serde::{Deserialize, Serialize};
 
@@ -147,75 +148,7 @@ pub struct TrainOptions {
     pub plots: bool,
 }
 
-/// One probe's aggregated results (the `results.json` schema).
-///
-/// Files written before absent classes were left out of macro-F1 lack `macro_f1_all_classes`,
-/// `absent_classes`, `pooled_macro_avg` and `pooled_weighted_avg`; they still deserialise (and
-/// their `macro_f1` is the mean over every class name).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProbeResults {
-    /// Accuracy over folds and runs.
-    pub accuracy: MeanStd,
-    /// Macro-F1 over folds and runs: each evaluation's scikit-learn `average="macro"` (over the
-    /// classes in its test labels or predictions; absent classes left out).
-    pub macro_f1: MeanStd,
-    /// Mean F1 over every class name of the store, absent classes counted as 0 (scikit-learn
-    /// with `labels=range(C)`), over folds and runs. For comparison only; never the headline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub macro_f1_all_classes: Option<MeanStd>,
-    /// Balanced accuracy over folds and runs.
-    pub balanced_accuracy: MeanStd,
-    /// Every evaluation: fold name, run, seed, accuracy, macro-F1, best epoch.
-    pub evaluations: Vec<Evaluation>,
-    /// Summed over folds and runs; rows = true class.
-    pub confusion_matrix: Vec<Vec<u64>>,
-    /// Class names (row/column order of the confusion matrix).
-    pub classes: Vec<String>,
-    /// Per-class precision / recall / F1 / support over all test predictions pooled; a class
-    /// with no test item and no prediction in any evaluation has `absent: true` and `null`
-    /// scores.
-    pub per_class: Vec<metrics::ClassMetrics>,
-    /// Classes absent from every evaluation (no test item, never predicted), by name.
-    #[serde(default)]
-    pub absent_classes: Vec<String>,
-    /// scikit-learn's macro average of precision / recall / F1 over all test predictions
-    /// pooled (over the classes not absent from the pool).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pooled_macro_avg: Option<metrics::Averages>,
-    /// Support-weighted average over all test predictions pooled (`average="weighted"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pooled_weighted_avg: Option<metrics::Averages>,
-    /// Task-specific metrics over all test predictions (ICBHI: Se, Sp, score).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_metrics: Option<serde_json::Value>,
-    /// Mean training time per fold x run, seconds.
-    pub train_seconds: f64,
-}
-
-/// One fold x run evaluation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Evaluation {
-    /// Fold name.
-    pub fold: String,
-    /// Run number (0-based).
-    pub run: usize,
-    /// Seed.
-    pub seed: u64,
-    /// Test accuracy.
-    pub accuracy: f64,
-    /// Test macro-F1, scikit-learn's `average="macro"` (absent classes left out).
-    pub macro_f1: f64,
-    /// Test balanced accuracy.
-    pub balanced_accuracy: f64,
-    /// Epoch whose weights were kept (validation), if any.
-    pub best_epoch: Option<usize>,
-    /// Items in train / valid / test.
-    pub sizes: [usize; 3],
-    /// Classes with no test item and no prediction in this evaluation, by name: left out of
-    /// its macro-F1.
-    #[serde(default)]
-    pub absent_classes: Vec<String>,
-}
+pub use results::{Evaluation, ProbeResults};
 
 /// Results of one layer: probe name -> results.
 pub type LayerResults = Vec<(String, ProbeResults)>;
@@ -223,8 +156,8 @@ pub type LayerResults = Vec<(String, ProbeResults)>;
 /// Everything `train` produced.
 #[derive(Debug)]
 pub struct TrainOutcome {
-    /// The results.json value.
-    pub results: serde_json::Value,
+    /// What results.json holds.
+    pub results: Results,
     /// Where results.json was written.
     pub results_path: PathBuf,
     /// Where report.md was written.
@@ -311,7 +244,7 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
             }
         }
     }
-    let progress = progress_bar((jobs.len() * opts.config.epochs) as u64);
+    let progress = terminal::count_bar((jobs.len() * opts.config.epochs) as u64, "train", "epochs");
     let dim = store.dim;
     let results: Vec<JobResult> = jobs
         .par_iter()
@@ -433,46 +366,45 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
     } else {
         Vec::new()
     };
-    let mut results_json = results_json(task, store, opts, &folds, &per_layer, &saved)?;
-    results_json["plots"] = serde_json::json!(figures);
-    results_json["predictions"] = predictions
-        .iter()
-        .map(|(k, f)| (k.clone(), serde_json::json!(f)))
-        .collect::<serde_json::Map<_, _>>()
-        .into();
+    let mut results = results_summary(task, store, opts, &folds, &per_layer, &saved)?;
+    results.plots = figures.clone();
+    results.predictions = predictions.into_iter().collect();
     if weighted {
         let labels: Vec<serde_json::Value> = (0..store.num_layers)
             .map(|l| layer_label(store, l))
             .collect();
-        results_json["layer_weights"] = layer_weights
-            .iter()
-            .map(|(key, mean, std)| {
-                (
-                    key.clone(),
-                    serde_json::json!({"layers": labels, "mean": mean, "std": std}),
-                )
-            })
-            .collect::<serde_json::Map<_, _>>()
-            .into();
-        results_json["layer_weighting"] = serde_json::json!(
+        results.layer_weights = Some(
+            layer_weights
+                .iter()
+                .map(|(key, mean, std)| {
+                    (
+                        key.clone(),
+                        results::LayerWeights {
+                            layers: labels.clone(),
+                            mean: mean.clone(),
+                            std: std.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        );
+        results.layer_weighting = Some(
             "softmax-weighted sum of every stored layer, weights learned jointly with the probe \
              (Adam, logits initialised to 0); each layer standardised by its own StandardScaler \
              fit on the training part, before the sum"
+                .to_string(),
         );
     }
     let results_path = opts.results_dir.join("results.json");
-    hubert_core::store::atomic_write(
-        &results_path,
-        serde_json::to_string_pretty(&results_json)?.as_bytes(),
-    )?;
+    results.write(&results_path)?;
     let report_path = opts.results_dir.join("report.md");
-    hubert_core::store::atomic_write(
+    artifacts::atomic_write(
         &report_path,
         crate::train::report_markdown(task, store, opts, &folds, &per_layer, &saved, &figures)
             .as_bytes(),
     )?;
     Ok(TrainOutcome {
-        results: results_json,
+        results,
         results_path,
         report_path,
     })
@@ -815,85 +747,106 @@ fn layer_label(store: &FeatureStore, pos: usize) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-fn results_json(
+fn results_summary(
     task: &dyn Task,
     store: &FeatureStore,
     opts: &TrainOptions,
     folds: &[FoldSplit],
     per_layer: &[(usize, LayerResults)],
     saved: &[String],
-) -> Result<serde_json::Value> {
+) -> Result<Results> {
     let (final_pos, final_layer) = per_layer.last().context("no layer trained")?;
     let labels = store.labels();
     let n = store.class_names.len();
-    let probes: serde_json::Map<String, serde_json::Value> = final_layer
-        .iter()
-        .map(|(k, r)| Ok((k.clone(), serde_json::to_value(r)?)))
-        .collect::<Result<_>>()?;
-    let mut value = serde_json::json!({
-        "task": task.name(),
-        "description": task.description(),
-        "protocol": {
-            "name": protocol_name(&opts.protocol),
-            "description": opts.protocol.describe(),
-            "spec": opts.protocol,
-            "folds": folds.iter().map(|f| serde_json::json!({
-                "name": f.name, "train": f.train.len(), "valid": f.valid.len(), "test": f.test.len(),
-                "classes_without_items": PARTS.iter().zip(classes_without_items(f, &labels, n))
-                    .filter_map(|(part, missing)| Some((
-                        part.to_string(),
-                        serde_json::json!(missing?.iter().map(|&c| &store.class_names[c])
-                            .collect::<Vec<_>>()),
-                    )))
-                    .collect::<serde_json::Map<_, _>>(),
-            })).collect::<Vec<_>>(),
-            "val_fraction": opts.val_fraction,
-            "runs": opts.runs,
-            "scaler": "StandardScaler fit on each training part only",
-        },
-        "hyperparameters": {
-            "epochs": opts.config.epochs,
-            "batch_size": opts.config.batch_size,
-            "learning_rate": opts.config.learning_rate,
-            "optimizer": "Adam",
-            "betas": [opts.config.beta1, opts.config.beta2],
-            "eps": opts.config.eps,
-            "weight_decay": opts.config.weight_decay,
-            "seed": opts.config.seed,
-            "mlp_hidden": probe_heads::DEFAULT_HIDDEN,
-        },
-        "features": {
-            "path": store.path.display().to_string(),
-            "sha256": store.sha256(),
-            "model": store.provenance.model,
-            "revision": store.provenance.revision,
-            "layers_stored": store.provenance.layers,
-            "layer": layer_label(store, *final_pos),
-            "pooling": "mean",
-            "dim": store.dim,
-            "items": store.len(),
-            "skipped": store.skipped,
-            "padded": store.padded.len(),
-        },
-        "probes": probes,
-        "saved_probes": saved,
-    });
-    if per_layer.len() > 1 {
-        value["per_layer"] = per_layer
+    let fold_summary = |f: &FoldSplit| results::FoldSummary {
+        name: f.name.clone(),
+        train: f.train.len(),
+        valid: f.valid.len(),
+        test: f.test.len(),
+        classes_without_items: PARTS
             .iter()
-            .map(|(pos, layer)| {
-                let mut entry = serde_json::json!({ "layer": layer_label(store, *pos) });
-                for (k, r) in layer {
-                    entry[k] = serde_json::json!({
-                        "accuracy": r.accuracy.mean, "accuracy_std": r.accuracy.std,
-                        "macro_f1": r.macro_f1.mean,
-                    });
-                }
-                entry
+            .zip(classes_without_items(f, &labels, n))
+            .filter_map(|(part, missing)| {
+                let names = missing?
+                    .iter()
+                    .map(|&c| store.class_names[c].clone())
+                    .collect();
+                Some((part.to_string(), names))
             })
-            .collect();
-    }
-    Ok(value)
+            .collect(),
+    };
+    Ok(Results {
+        task: task.name(),
+        description: task.description(),
+        protocol: results::ProtocolSummary {
+            name: protocol_name(&opts.protocol).to_string(),
+            description: opts.protocol.describe(),
+            spec: serde_json::to_value(&opts.protocol)?,
+            folds: folds.iter().map(fold_summary).collect(),
+            val_fraction: opts.val_fraction,
+            runs: opts.runs,
+            scaler: "StandardScaler fit on each training part only".to_string(),
+        },
+        hyperparameters: results::Hyperparameters {
+            epochs: opts.config.epochs,
+            batch_size: opts.config.batch_size,
+            learning_rate: opts.config.learning_rate,
+            optimizer: "Adam".to_string(),
+            betas: [opts.config.beta1, opts.config.beta2],
+            eps: opts.config.eps,
+            weight_decay: opts.config.weight_decay,
+            seed: opts.config.seed,
+            mlp_hidden: probe_heads::DEFAULT_HIDDEN,
+        },
+        features: results::FeaturesSummary {
+            path: store.path.display().to_string(),
+            sha256: store.sha256(),
+            model: store.provenance.model.clone(),
+            revision: store.provenance.revision.clone(),
+            layers_stored: store.provenance.layers.clone(),
+            layer: layer_label(store, *final_pos),
+            pooling: "mean".to_string(),
+            dim: store.dim,
+            items: store.len(),
+            skipped: store
+                .skipped
+                .iter()
+                .map(|s| results::SkippedItem {
+                    index: s.index,
+                    path: s.path.clone(),
+                    error: s.error.clone(),
+                })
+                .collect(),
+            padded: store.padded.len(),
+        },
+        probes: final_layer.iter().cloned().collect(),
+        saved_probes: saved.to_vec(),
+        plots: Vec::new(),
+        predictions: Default::default(),
+        per_layer: (per_layer.len() > 1).then(|| {
+            per_layer
+                .iter()
+                .map(|(pos, layer)| results::LayerEntry {
+                    layer: layer_label(store, *pos),
+                    probes: layer
+                        .iter()
+                        .map(|(k, r)| {
+                            (
+                                k.clone(),
+                                results::LayerScore {
+                                    accuracy: r.accuracy.mean,
+                                    accuracy_std: r.accuracy.std,
+                                    macro_f1: r.macro_f1.mean,
+                                },
+                            )
+                        })
+                        .collect(),
+                })
+                .collect()
+        }),
+        layer_weights: None,
+        layer_weighting: None,
+    })
 }
 
 /// The parts of a fold, in [`classes_without_items`] order.
@@ -1058,7 +1011,7 @@ fn write_predictions_csv<'a>(
     let bytes = w
         .into_inner()
         .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error()))?;
-    hubert_core::store::atomic_write(path, &bytes)?;
+    artifacts::atomic_write(path, &bytes)?;
     Ok(())
 }
 
@@ -1092,7 +1045,7 @@ fn write_confusion_csv(path: &Path, r: &ProbeResults) -> Result<()> {
         }
         out.push('\n');
     }
-    hubert_core::store::atomic_write(path, out.as_bytes())?;
+    artifacts::atomic_write(path, out.as_bytes())?;
     Ok(())
 }
 
@@ -1302,21 +1255,6 @@ pub fn report_markdown(
         );
     }
     s
-}
-
-fn progress_bar(len: u64) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "train {spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} epochs ETA {eta}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar
 }
 
 #[cfg(test)]

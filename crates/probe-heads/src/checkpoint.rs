@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use artifacts::{write_safetensors, RawTensor};
+use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Dense, LinearClassifier, Probe, ProbeKind, ThreeLayerClassifier};
@@ -97,30 +98,21 @@ impl Checkpoint {
                 self.probe.n_classes()
             )));
         }
-        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let mut data = Vec::new();
+        let mut tensors = Vec::new();
         for (layer, prefix) in self
             .probe
             .layers()
             .iter()
             .zip(tensor_names(self.probe.kind()))
         {
-            data.push((
+            tensors.push((
                 format!("{prefix}.weight"),
-                vec![layer.out_dim, layer.in_dim],
-                bytes(&layer.weight),
+                RawTensor::f32(vec![layer.out_dim, layer.in_dim], &layer.weight),
             ));
-            data.push((
+            tensors.push((
                 format!("{prefix}.bias"),
-                vec![layer.out_dim],
-                bytes(&layer.bias),
+                RawTensor::f32(vec![layer.out_dim], &layer.bias),
             ));
-        }
-        let mut views = Vec::with_capacity(data.len());
-        for (name, shape, raw) in &data {
-            let view = TensorView::new(Dtype::F32, shape.clone(), raw)
-                .map_err(|e| err(format!("tensor `{name}`: {e}")))?;
-            views.push((name.as_str(), view));
         }
         let meta_json = serde_json::to_string(&self.metadata()).map_err(|e| err(e.to_string()))?;
         let metadata: HashMap<String, String> = [
@@ -130,14 +122,10 @@ impl Checkpoint {
         ]
         .into_iter()
         .collect();
-        let file = safetensors::serialize(views, Some(metadata)).map_err(|e| err(e.to_string()))?;
-        let tmp = path.with_extension("safetensors.tmp");
-        let io = |source| ProbeError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        std::fs::write(&tmp, file).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        write_safetensors(path, &tensors, metadata).map_err(|e| match e {
+            artifacts::Error::Io { path, source } => ProbeError::Io { path, source },
+            artifacts::Error::Encode { msg, .. } => err(msg),
+        })
     }
 
     /// Reads a checkpoint written by [`Checkpoint::save`]; the architecture, dimensions and class

@@ -91,6 +91,11 @@ pub use model::{Dense, LinearClassifier, Probe, ProbeKind, ThreeLayerClassifier,
 pub use train::{evaluate, Dataset, EpochStats, TrainConfig, TrainedProbe, Trainer};
 pub use weighted::{evaluate_weighted, TrainedWeightedProbe, WeightedProbe};
 
+/// The one random stream of a training run: initialisation first, then one shuffle per epoch.
+pub(crate) fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
+    rand::SeedableRng::seed_from_u64(seed)
+}
+
 /// Errors from building datasets, training, inference and checkpoint I/O.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {

@@ -125,7 +125,7 @@ pub struct LinearClassifier {
 impl LinearClassifier {
     /// A freshly initialised probe (PyTorch's default initialisation, from `seed`).
     pub fn new(in_dim: usize, n_classes: usize, seed: u64) -> Self {
-        let mut rng = crate::train::rng(seed);
+        let mut rng = crate::rng(seed);
         Self {
             fc: Dense::init(in_dim, n_classes, &mut rng),
         }
@@ -148,7 +148,7 @@ pub struct ThreeLayerClassifier {
 impl ThreeLayerClassifier {
     /// A freshly initialised probe (PyTorch's default initialisation, from `seed`).
     pub fn new(in_dim: usize, hidden: usize, n_classes: usize, seed: u64) -> Self {
-        let mut rng = crate::train::rng(seed);
+        let mut rng = crate::rng(seed);
         Self::init(in_dim, hidden, n_classes, &mut rng)
     }
 
@@ -184,7 +184,7 @@ pub enum Probe {
 impl Probe {
     /// A freshly initialised probe of `kind` (PyTorch's default initialisation, from `seed`).
     pub fn new(kind: ProbeKind, in_dim: usize, n_classes: usize, seed: u64) -> Self {
-        let mut rng = crate::train::rng(seed);
+        let mut rng = crate::rng(seed);
         Self::init(kind, in_dim, n_classes, &mut rng)
     }
 

@@ -4,7 +4,6 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -15,11 +14,7 @@ use crate::kernels::{
     LANES,
 };
 use crate::model::{argmax_rows, forward, Dense, Probe, ProbeKind};
-use crate::{ProbeError, Result};
-
-pub(crate) fn rng(seed: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed)
-}
+use crate::{rng, ProbeError, Result};
 
 /// Training hyper-parameters. [`Default`] is the original study's: batch 8, Adam lr 1e-3,
 /// 100 epochs, seed 42, PyTorch's Adam defaults (betas 0.9/0.999, eps 1e-8, no weight decay).

@@ -12,7 +12,8 @@
 use std::ops::ControlFlow;
 
 use crate::model::{argmax_rows, Dense, Probe, ProbeKind};
-use crate::train::{check_inputs, rng, run_epochs, Dataset, EpochStats, TrainConfig, Trainer};
+use crate::rng;
+use crate::train::{check_inputs, run_epochs, Dataset, EpochStats, TrainConfig, Trainer};
 use crate::{ProbeError, Result};
 
 /// A probe on the softmax-weighted sum of `n_layers` stored layers of `dim` features each.

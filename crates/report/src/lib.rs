@@ -1,5 +1,5 @@
-//! The cross-task report: reads every `<results-dir>/<task>/results.json` (the schema the
-//! task binaries write, see DESIGN.md) and writes
+//! The cross-task report: reads every `<results-dir>/<task>/results.json` (the schema of the
+//! `results` crate, which the task binaries write) and writes
 //!
 //! - `summary.md`, `summary.csv`, `summary.json`: one row per task and probe with accuracy and
 //!   macro-F1 as mean ± std over folds x runs, the best probe per task (highest mean accuracy),
@@ -87,75 +87,66 @@ pub struct TaskSummary {
     pub plots: Vec<String>,
 }
 
-/// Reads one results.json.
+/// Reads one results.json (the [`results::Results`] schema).
 pub fn read_task(path: &Path) -> Result<TaskSummary> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let r: Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let task = r["task"]
-        .as_str()
-        .with_context(|| format!("{}: no \"task\"", path.display()))?
-        .to_string();
-    let probes_obj = r["probes"]
-        .as_object()
-        .with_context(|| format!("{}: no \"probes\" object", path.display()))?;
-    let num = |v: &Value, what: &str| -> Result<f64> {
-        v.as_f64()
-            .with_context(|| format!("{}: {what} is not a number", path.display()))
-    };
-    let mut probes = Vec::new();
-    for (name, p) in probes_obj {
-        probes.push(ProbeSummary {
+    summarise(&results::Results::read(path)?)
+        .with_context(|| format!("{}: no probe results", path.display()))
+}
+
+/// One task's summary from its results; `None` when it holds no probe.
+pub fn summarise(r: &results::Results) -> Option<TaskSummary> {
+    let probes: Vec<ProbeSummary> = r
+        .probes
+        .iter()
+        .map(|(name, p)| ProbeSummary {
             probe: name.clone(),
-            accuracy_mean: num(&p["accuracy"]["mean"], "accuracy.mean")?,
-            accuracy_std: num(&p["accuracy"]["std"], "accuracy.std")?,
-            macro_f1_mean: num(&p["macro_f1"]["mean"], "macro_f1.mean")?,
-            macro_f1_std: num(&p["macro_f1"]["std"], "macro_f1.std")?,
-            evaluations: p["evaluations"].as_array().map_or(0, Vec::len),
-            absent_classes: serde_json::from_value(p["absent_classes"].clone()).unwrap_or_default(),
-            macro_f1_over_all_class_names: p.get("macro_f1_all_classes").is_none(),
-            task_metrics: p.get("task_metrics").filter(|v| !v.is_null()).cloned(),
-        });
-    }
-    if probes.is_empty() {
-        bail!("{}: no probe results", path.display());
-    }
+            accuracy_mean: p.accuracy.mean,
+            accuracy_std: p.accuracy.std,
+            macro_f1_mean: p.macro_f1.mean,
+            macro_f1_std: p.macro_f1.std,
+            evaluations: p.evaluations.len(),
+            absent_classes: p.absent_classes.clone(),
+            macro_f1_over_all_class_names: p.macro_f1_all_classes.is_none(),
+            task_metrics: p.task_metrics.clone().filter(|v| !v.is_null()),
+        })
+        .collect();
     // Highest mean accuracy; on a tie, the first probe in results.json order.
     let best_probe = probes
         .iter()
         .fold(None::<&ProbeSummary>, |best, p| match best {
             Some(b) if b.accuracy_mean >= p.accuracy_mean => Some(b),
             _ => Some(p),
-        })
-        .map(|p| p.probe.clone())
-        .unwrap_or_default();
-    let per_layer = r["per_layer"].as_array().map(|layers| {
+        })?
+        .probe
+        .clone();
+    let per_layer = r.per_layer.as_ref().map(|layers| {
         layers
             .iter()
             .map(|entry| {
                 let accs: Vec<f64> = probes
                     .iter()
-                    .filter_map(|p| entry[&p.probe]["accuracy"].as_f64())
+                    .filter_map(|p| entry.probes.get(&p.probe).map(|s| s.accuracy))
                     .collect();
                 accs.iter().sum::<f64>() / accs.len() as f64
             })
             .collect()
     });
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    Ok(TaskSummary {
-        task,
-        description: s(&r["description"]),
-        protocol: s(&r["protocol"]["name"]),
-        protocol_description: s(&r["protocol"]["description"]),
-        layer: r["features"]["layer"].clone(),
-        items: r["features"]["items"].as_u64().unwrap_or(0),
-        model: s(&r["features"]["model"]),
+    Some(TaskSummary {
+        task: r.task.clone(),
+        description: r.description.clone(),
+        protocol: r.protocol.name.clone(),
+        protocol_description: r.protocol.description.clone(),
+        layer: r.features.layer.clone(),
+        items: r.features.items as u64,
+        model: r.features.model.clone(),
         probes,
         best_probe,
         per_layer,
-        layer_weights: r.get("layer_weights").filter(|v| !v.is_null()).cloned(),
-        plots: serde_json::from_value(r["plots"].clone()).unwrap_or_default(),
+        layer_weights: r
+            .layer_weights
+            .as_ref()
+            .and_then(|w| serde_json::to_value(w).ok()),
+        plots: r.plots.clone(),
     })
 }
 
@@ -530,30 +521,48 @@ pub fn write_report(results_dir: &Path) -> Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
 
+    /// A complete results.json of the `results` schema.
     fn results(task: &str, lin: f64, mlp: f64, profile: Option<&[f64]>) -> Value {
+        let ms =
+            |mean: f64, std: f64| serde_json::json!({"mean": mean, "std": std, "per_fold": [mean]});
+        let evaluation = |acc: f64| {
+            serde_json::json!({"fold": "fold1", "run": 0, "seed": 42, "accuracy": acc,
+                "macro_f1": acc - 0.05, "balanced_accuracy": acc, "best_epoch": null,
+                "sizes": [80, 0, 20]})
+        };
         let probe = |acc: f64| {
             serde_json::json!({
-                "accuracy": {"mean": acc, "std": 0.01, "per_fold": [acc]},
-                "macro_f1": {"mean": acc - 0.05, "std": 0.02, "per_fold": [acc]},
-                "macro_f1_all_classes": {"mean": acc - 0.1, "std": 0.02, "per_fold": [acc]},
+                "accuracy": ms(acc, 0.01),
+                "macro_f1": ms(acc - 0.05, 0.02),
+                "macro_f1_all_classes": ms(acc - 0.1, 0.02),
+                "balanced_accuracy": ms(acc, 0.01),
                 "absent_classes": [],
-                "evaluations": [{}, {}],
+                "evaluations": [evaluation(acc), evaluation(acc)],
+                "confusion_matrix": [[1, 0], [0, 1]],
+                "classes": ["a", "b"],
+                "per_class": [],
+                "train_seconds": 0.5,
             })
         };
         let mut v = serde_json::json!({
             "task": task, "description": "d, with comma",
             "protocol": {"name": "official", "description": "5-fold CV"},
-            "features": {"layer": 12, "items": 100, "model": "m"},
+            "hyperparameters": {"epochs": 100, "batch_size": 8, "learning_rate": 0.001,
+                "optimizer": "Adam", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+                "seed": 42, "mlp_hidden": 256},
+            "features": {"path": "f.safetensors", "sha256": "00", "model": "m", "revision": null,
+                "layers_stored": "all", "layer": 12, "pooling": "mean", "dim": 768,
+                "items": 100},
             "probes": {"linear": probe(lin), "mlp": probe(mlp)},
             "plots": ["tsne.png"],
         });
         if let Some(p) = profile {
+            let score =
+                |a: f64| serde_json::json!({"accuracy": a, "accuracy_std": 0.0, "macro_f1": a});
             v["per_layer"] = p
                 .iter()
                 .enumerate()
-                .map(|(i, a)| {
-                    serde_json::json!({"layer": i, "linear": {"accuracy": a - 0.1}, "mlp": {"accuracy": a}})
-                })
+                .map(|(i, a)| serde_json::json!({"layer": i, "linear": score(a - 0.1), "mlp": score(*a)}))
                 .collect();
         }
         v

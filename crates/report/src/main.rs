@@ -15,6 +15,7 @@ struct Args {
 }
 
 fn main() {
+    terminal::init_logging();
     let args = Args::parse();
     match report::write_report(&args.results_dir) {
         Ok(written) => {

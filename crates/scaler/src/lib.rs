@@ -44,7 +44,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use artifacts::{write_safetensors, RawTensor};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 /// Value of the `format` metadata key written by [`StandardScaler::save`].
 pub const FORMAT: &str = "hubert-probe.standard-scaler";
@@ -279,18 +280,17 @@ impl StandardScaler {
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let shape = vec![self.n_features()];
-        let bytes = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let (mean, scale, var) = (bytes(&self.mean), bytes(&self.scale), bytes(&self.var));
-        let format_err = |reason: String| ScalerError::Format {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let mut tensors = Vec::with_capacity(3);
-        for (name, data) in [("mean", &mean), ("scale", &scale), ("var", &var)] {
-            let view = TensorView::new(Dtype::F64, shape.clone(), data)
-                .map_err(|e| format_err(e.to_string()))?;
-            tensors.push((name, view));
-        }
+        let tensors = vec![
+            (
+                "mean".to_string(),
+                RawTensor::f64(shape.clone(), &self.mean),
+            ),
+            (
+                "scale".to_string(),
+                RawTensor::f64(shape.clone(), &self.scale),
+            ),
+            ("var".to_string(), RawTensor::f64(shape, &self.var)),
+        ];
         let metadata: HashMap<String, String> = [
             ("format", FORMAT.to_string()),
             ("format_version", FORMAT_VERSION.to_string()),
@@ -302,15 +302,10 @@ impl StandardScaler {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let data = safetensors::serialize(tensors, Some(metadata))
-            .map_err(|e| format_err(e.to_string()))?;
-        let tmp = path.with_extension("safetensors.tmp");
-        let io_err = |source| ScalerError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        std::fs::write(&tmp, data).map_err(io_err)?;
-        std::fs::rename(&tmp, path).map_err(io_err)
+        write_safetensors(path, &tensors, metadata).map_err(|e| match e {
+            artifacts::Error::Io { path, source } => ScalerError::Io { path, source },
+            artifacts::Error::Encode { path, msg } => ScalerError::Format { path, reason: msg },
+        })
     }
 
     /// Reads a scaler written by [`StandardScaler::save`]. A missing file is

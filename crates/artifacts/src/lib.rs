@@ -1,14 +1,38 @@
-//! Writing named tensors plus JSON-able string metadata to a safetensors file atomically (a
-//! temporary file in the same directory, then a rename), so a reader never sees half a file.
-//! Used by `hubert embed` and the pipeline's feature store; the files open in Python with
-//! `safetensors.safe_open` / `safetensors.torch.load_file`.
+//! Everything the tools write goes through here: [`atomic_write`] (a temporary sibling file,
+//! synced, then renamed over the target, so a reader or a resumed run never sees half a file, and
+//! the temporary is removed on every failure), and [`write_safetensors`] (named tensors plus
+//! string metadata, byte-for-byte deterministic). Feature stores, `hubert embed` outputs, saved
+//! probes, scalers, results.json and reports use them; the safetensors files open in Python with
+//! `safetensors.safe_open` / `safetensors.numpy.load_file`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use safetensors::tensor::Dtype;
+pub use safetensors::tensor::Dtype;
 
-use crate::{Error, Result};
+/// Why a write failed: the path and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Creating, writing, syncing or renaming failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file being written.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The tensors do not make a valid safetensors file.
+    #[error("cannot write {path}: {msg}")]
+    Encode {
+        /// The file being written.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// This crate's result.
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// One tensor to write: little-endian bytes with their dtype and shape.
 #[derive(Debug, Clone)]
@@ -26,6 +50,15 @@ impl RawTensor {
     pub fn f32(shape: Vec<usize>, data: &[f32]) -> Self {
         Self {
             dtype: Dtype::F32,
+            shape,
+            bytes: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+
+    /// An f64 tensor.
+    pub fn f64(shape: Vec<usize>, data: &[f64]) -> Self {
+        Self {
+            dtype: Dtype::F64,
             shape,
             bytes: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
         }
@@ -51,7 +84,7 @@ pub fn write_safetensors(
     tensors: &[(String, RawTensor)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let bytes = serialize_safetensors(tensors, &metadata).map_err(|msg| Error::Checkpoint {
+    let bytes = serialize_safetensors(tensors, &metadata).map_err(|msg| Error::Encode {
         path: path.to_path_buf(),
         msg,
     })?;

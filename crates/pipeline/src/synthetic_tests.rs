@@ -1,0 +1,324 @@
+//! The generic pipeline on a small synthetic task, through the library (no task binary): a
+//! `Task` whose items are `class<c>/clip<i>.wav` tones at 22.05 kHz in two folds. Covers what
+//! every dataset shares: extraction (up to date, resume, shards in any order, merge, chunk sizes,
+//! undecodable files), training (folds, runs, every layer, the weighted sum) and the outputs
+//! (results.json through the `results` schema, report.md, confusion and prediction CSVs, plots).
+
+use std::path::{Path, PathBuf};
+
+use hubert_core::{LayerSelection, ModelArgs, ModelSource};
+use probe_heads::TrainConfig;
+
+use crate::extract::{
+    extract, merge, parts_dir, store_path, ExtractOptions, ExtractOutcome, Shard,
+};
+use crate::protocol::Protocol;
+use crate::store::FeatureStore;
+use crate::task::{Dataset, Item, Partition, Task};
+use crate::testing::{class_tone, tiny_model_dir, write_wav, WavEncoding};
+use crate::train::{train, LayerChoice, ProbeChoice, TrainOptions};
+
+const CLASSES: usize = 3;
+const PER_CLASS_AND_FOLD: usize = 3;
+
+/// Three tone classes, two folds.
+struct Synthetic;
+
+impl Task for Synthetic {
+    fn name(&self) -> String {
+        "synthetic".into()
+    }
+    fn description(&self) -> String {
+        "three tones".into()
+    }
+    fn default_data_dir(&self) -> PathBuf {
+        PathBuf::from("data/synthetic")
+    }
+    fn resources(&self) -> Vec<crate::download::Resource> {
+        Vec::new()
+    }
+    fn is_present(&self, data_dir: &Path) -> bool {
+        data_dir.join("class0").is_dir()
+    }
+    fn load(&self, data_dir: &Path) -> anyhow::Result<Dataset> {
+        let mut items = Vec::new();
+        for fold in 1..=2u32 {
+            for class in 0..CLASSES {
+                for i in 0..PER_CLASS_AND_FOLD {
+                    items.push(Item {
+                        path: format!("class{class}/clip{fold}{i}.wav"),
+                        label: class,
+                        split: Partition::Fold(fold),
+                        group: Some(format!("{class}-{fold}-{i}")),
+                        segment: None,
+                    });
+                }
+            }
+        }
+        Ok(Dataset {
+            root: data_dir.to_path_buf(),
+            class_names: (0..CLASSES).map(|c| format!("tone{c}")).collect(),
+            items,
+            notes: Vec::new(),
+        })
+    }
+    fn official_protocol(&self) -> Protocol {
+        Protocol::PredefinedFolds
+    }
+}
+
+/// Writes the corpus: 0.4-1.2 s tones of unequal lengths (so batches bucket), one 300-sample clip
+/// (zero-padded to the receptive field).
+fn corpus(dir: &Path) -> Dataset {
+    let dataset = Synthetic.load(dir).unwrap();
+    for (k, item) in dataset.items.iter().enumerate() {
+        let seconds = if k == 4 {
+            300.0 / 22_050.0
+        } else {
+            0.4 + 0.1 * (k % 9) as f64
+        };
+        let audio = class_tone(item.label, k as u64, seconds, 22_050);
+        write_wav(&dir.join(&item.path), 22_050, 1, WavEncoding::Pcm16, &audio);
+    }
+    dataset
+}
+
+fn options(chunk_size: usize, shard: Option<Shard>) -> ExtractOptions {
+    ExtractOptions {
+        model: ModelArgs {
+            model: tiny_model_dir().display().to_string(),
+            device: Default::default(),
+            dtype: Default::default(),
+        },
+        layers: LayerSelection::All,
+        batch_size: 4,
+        shard,
+        skip_bad: false,
+        chunk_size,
+    }
+}
+
+fn source() -> ModelSource {
+    ModelSource::resolve(&tiny_model_dir().display().to_string()).unwrap()
+}
+
+fn run(dataset: &Dataset, store: &Path, opts: &ExtractOptions) -> ExtractOutcome {
+    extract(&Synthetic, dataset, store, opts, source()).unwrap()
+}
+
+#[test]
+fn extraction_resumes_shards_and_merges_to_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = corpus(&tmp.path().join("data"));
+    let n = dataset.items.len();
+
+    let reference = store_path(&tmp.path().join("one"), "synthetic", &LayerSelection::All);
+    assert_eq!(
+        run(&dataset, &reference, &options(4, None)),
+        ExtractOutcome::Complete(reference.clone())
+    );
+    let bytes = std::fs::read(&reference).unwrap();
+    let store = FeatureStore::open(&reference).unwrap();
+    assert_eq!((store.len(), store.num_layers, store.dim), (n, 3, 32));
+    assert_eq!(store.padded, ["class1/clip11.wav"], "the 300-sample clip");
+    assert!(
+        !parts_dir(&reference).exists(),
+        "parts removed once assembled"
+    );
+    // Up to date: nothing recomputed, nothing rewritten.
+    run(&dataset, &reference, &options(4, None));
+    assert_eq!(std::fs::read(&reference).unwrap(), bytes);
+
+    // Another chunk size gives the same store.
+    let other = store_path(
+        &tmp.path().join("chunks"),
+        "synthetic",
+        &LayerSelection::All,
+    );
+    run(&dataset, &other, &options(7, None));
+    assert_eq!(std::fs::read(&other).unwrap(), bytes);
+
+    // Shards in any order: only the last one assembles, and the store equals one run's.
+    let sharded = store_path(
+        &tmp.path().join("shards"),
+        "synthetic",
+        &LayerSelection::All,
+    );
+    for (k, expect_done) in [(3, false), (1, false), (2, true)] {
+        let outcome = run(
+            &dataset,
+            &sharded,
+            &options(4, Some(Shard { index: k, count: 3 })),
+        );
+        assert_eq!(
+            matches!(outcome, ExtractOutcome::Complete(_)),
+            expect_done,
+            "shard {k}: {outcome:?}"
+        );
+    }
+    assert_eq!(std::fs::read(&sharded).unwrap(), bytes);
+
+    // Resume: a run that stopped after some chunks (here: shard 1 of 2) is finished by a full
+    // run, which computes only what is missing.
+    let resumed = store_path(
+        &tmp.path().join("resume"),
+        "synthetic",
+        &LayerSelection::All,
+    );
+    let first_half = run(
+        &dataset,
+        &resumed,
+        &options(4, Some(Shard { index: 1, count: 2 })),
+    );
+    assert_eq!(first_half, ExtractOutcome::ShardDone { done: 2, total: 5 });
+    run(&dataset, &resumed, &options(4, None));
+    assert_eq!(std::fs::read(&resumed).unwrap(), bytes);
+
+    // Merge: parts made on "another machine" are copied in, and the store assembled.
+    let machine_a = store_path(&tmp.path().join("a"), "synthetic", &LayerSelection::All);
+    let machine_b = store_path(&tmp.path().join("b"), "synthetic", &LayerSelection::All);
+    run(
+        &dataset,
+        &machine_a,
+        &options(4, Some(Shard { index: 1, count: 2 })),
+    );
+    run(
+        &dataset,
+        &machine_b,
+        &options(4, Some(Shard { index: 2, count: 2 })),
+    );
+    let merged = merge(&dataset, &machine_a, &[parts_dir(&machine_b)]).unwrap();
+    assert_eq!(std::fs::read(merged).unwrap(), bytes);
+}
+
+#[test]
+fn undecodable_files_stop_extraction_or_are_skipped_and_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = corpus(&tmp.path().join("data"));
+    std::fs::write(
+        dataset.path_of(&dataset.items[2]),
+        b"RIFF\x10\0\0\0WAVEjunk",
+    )
+    .unwrap();
+    let store = store_path(&tmp.path().join("f"), "synthetic", &LayerSelection::All);
+    let err = extract(&Synthetic, &dataset, &store, &options(4, None), source()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("class0/clip12.wav") && msg.contains("--skip-bad"),
+        "{msg}"
+    );
+    let mut opts = options(4, None);
+    opts.skip_bad = true;
+    run(&dataset, &store, &opts);
+    let store = FeatureStore::open(&store).unwrap();
+    assert_eq!(store.len(), dataset.items.len() - 1);
+    assert_eq!(store.skipped.len(), 1);
+    assert_eq!(store.skipped[0].index, 2);
+}
+
+fn train_options(dir: &Path, layer: LayerChoice, runs: usize, plots: bool) -> TrainOptions {
+    TrainOptions {
+        probe: ProbeChoice::Both,
+        config: TrainConfig {
+            epochs: 8,
+            ..TrainConfig::default()
+        },
+        protocol: Protocol::PredefinedFolds,
+        runs,
+        layer,
+        val_fraction: 0.0,
+        results_dir: dir.join("results/synthetic"),
+        models_dir: dir.join("models"),
+        plots,
+    }
+}
+
+#[test]
+fn training_writes_results_report_csvs_and_plots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = corpus(&tmp.path().join("data"));
+    let path = store_path(&tmp.path().join("f"), "synthetic", &LayerSelection::All);
+    run(&dataset, &path, &options(8, None));
+    let store = FeatureStore::open(&path).unwrap();
+    let n = dataset.items.len() as u64;
+
+    let opts = train_options(tmp.path(), LayerChoice::Last, 2, true);
+    let outcome = train(&Synthetic, &store, &opts).unwrap();
+    // results.json reads back through the schema, equal to what `train` returned.
+    let results = results::Results::read(&outcome.results_path).unwrap();
+    assert_eq!(results, outcome.results);
+    assert_eq!(results.task, "synthetic");
+    assert_eq!(results.protocol.folds.len(), 2);
+    assert_eq!(results.features.padded, 1);
+    assert_eq!(
+        results.features.layer,
+        serde_json::json!(2),
+        "last stored layer"
+    );
+    for (name, probe) in &results.probes {
+        assert_eq!(probe.evaluations.len(), 4, "{name}: 2 folds x 2 runs");
+        let seeds: Vec<u64> = probe.evaluations.iter().map(|e| e.seed).collect();
+        assert!(seeds.contains(&42) && seeds.contains(&43), "{seeds:?}");
+        let total: u64 = probe.confusion_matrix.iter().flatten().sum();
+        assert_eq!(total, 2 * n, "{name}: every item tested once per run");
+        assert_eq!(probe.accuracy.per_fold.len(), 2);
+        let csv = outcome
+            .results_path
+            .with_file_name(&results.predictions[name]);
+        let rows = std::fs::read_to_string(csv).unwrap().lines().count() as u64;
+        assert_eq!(rows, 1 + 2 * n, "{name}: header + one row per prediction");
+    }
+    let dir = outcome.results_path.parent().unwrap();
+    for plot in &results.plots {
+        let png = std::fs::read(dir.join(plot)).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG", "{plot}");
+    }
+    assert!(results.plots.iter().any(|p| p.contains("confusion")));
+    assert!(dir.join("confusion_linear.csv").is_file());
+    let report = std::fs::read_to_string(&outcome.report_path).unwrap();
+    assert!(
+        report.contains("# synthetic") && report.contains("| mlp |"),
+        "{report}"
+    );
+    for probe in ["linear", "three"] {
+        let saved = opts
+            .models_dir
+            .join(format!("synthetic_{probe}_classifier.safetensors"));
+        assert!(saved.is_file(), "{}", saved.display());
+    }
+
+    // Every layer: one result per stored hidden state.
+    let all = train(
+        &Synthetic,
+        &store,
+        &train_options(tmp.path(), LayerChoice::All, 1, false),
+    )
+    .unwrap();
+    let per_layer = all.results.per_layer.as_ref().unwrap();
+    assert_eq!(per_layer.len(), 3);
+    assert!(per_layer.iter().all(|l| l.probes.contains_key("mlp")));
+    // The learned weighted sum: weights per stored layer.
+    let weighted = train(
+        &Synthetic,
+        &store,
+        &train_options(tmp.path(), LayerChoice::Weighted, 1, false),
+    )
+    .unwrap();
+    let w = &weighted.results.layer_weights.as_ref().unwrap()["linear"];
+    assert_eq!(w.mean.len(), 3);
+    assert!((w.mean.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+    assert_eq!(
+        weighted.results.features.layer,
+        serde_json::json!("weighted")
+    );
+
+    // A layer that is not stored is an error naming what is.
+    let err = train(
+        &Synthetic,
+        &store,
+        &train_options(tmp.path(), LayerChoice::Index(7), 1, false),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("hidden state 7 is not stored"), "{err}");
+}
