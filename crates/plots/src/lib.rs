@@ -10,7 +10,10 @@
 //! - [`line_chart`]: one or more series over categorical x (accuracy per layer);
 //! - [`bar_chart`]: one value per category (learned layer weights);
 //! - [`tsne`]: exact t-SNE (van der Maaten & Hinton 2008, with sklearn's defaults where it has
-//!   them), O(N²) per iteration, for the few thousand points a plot needs.
+//!   them), O(N²) per iteration, for the few thousand points a plot needs;
+//! - [`umap()`]: UMAP (McInnes et al. 2018) as umap-learn computes it on small data (exact
+//!   neighbours, fuzzy simplicial set, spectral start, SGD with negative sampling),
+//!   deterministic for a seed; [`trustworthiness`] measures how faithful such an embedding is.
 //!
 //! ```no_run
 //! let classes = vec!["dog".to_string(), "rain".to_string()];
@@ -33,9 +36,12 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontTransform;
 
+mod eigen;
 mod tsne;
+mod umap;
 
 pub use tsne::{tsne, TsneConfig};
+pub use umap::{find_ab_params, trustworthiness, umap, Umap, UmapConfig, UmapInit};
 
 /// DejaVu Sans (Bitstream Vera licence), registered as the `sans-serif` family.
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -59,6 +65,14 @@ pub enum PlotError {
 
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, PlotError>;
+
+/// A standard normal draw (Box-Muller).
+pub(crate) fn normal(rng: &mut rand_chacha::ChaCha8Rng) -> f64 {
+    use rand::Rng;
+    let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
 
 fn register_font() {
     static ONCE: Once = Once::new();
