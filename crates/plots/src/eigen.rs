@@ -129,7 +129,7 @@ pub(crate) fn laplacian_eigenvectors(
         let b = norm(&w);
         let steps = basis.len();
         let exhausted = b <= 1e-10 || steps >= max_steps;
-        if steps >= count && (exhausted || steps % 4 == 0) {
+        if steps >= count && (exhausted || steps.is_multiple_of(4)) {
             let (theta, last) = tridiagonal_eigen(&alpha, &beta, Rows::Last)
                 .ok_or("the tridiagonal QL iteration did not converge")?;
             let wanted = largest(&theta, count);
