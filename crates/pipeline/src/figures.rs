@@ -139,6 +139,7 @@ pub fn tsne_plot(
     plots::scatter(
         &dir.join(&name),
         &format!("{task}: t-SNE of {what}{sampled}"),
+        "t-SNE",
         &points,
         &y,
         &store.class_names,
@@ -173,6 +174,7 @@ pub fn umap_plot(
             "{task}: UMAP of {what}{sampled} ({} neighbours, min_dist {})",
             cfg.n_neighbors, cfg.min_dist
         ),
+        "UMAP",
         &embedding.points,
         &y,
         &store.class_names,

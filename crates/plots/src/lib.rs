@@ -6,7 +6,7 @@
 //!   class names on both axes (readable up to ~60 classes; counts printed in the cells when
 //!   they are large enough);
 //! - [`heat_map`]: any labelled matrix (task similarity);
-//! - [`scatter`]: 2-d points coloured by class with a legend (t-SNE of features);
+//! - [`scatter`]: 2-d points coloured by class with a legend (t-SNE and UMAP of features);
 //! - [`line_chart`]: one or more series over categorical x (accuracy per layer);
 //! - [`bar_chart`]: one value per category (learned layer weights);
 //! - [`tsne`]: exact t-SNE (van der Maaten & Hinton 2008, with sklearn's defaults where it has
@@ -386,10 +386,11 @@ pub fn confusion_matrix(
 }
 
 /// Draws 2-d `points` coloured by `labels` (indices into `classes`) with a legend of the
-/// classes on the right.
+/// classes on the right; the axes are `{axis} 1` and `{axis} 2` (e.g. `t-SNE`, `UMAP`).
 pub fn scatter(
     path: &Path,
     title: &str,
+    axis: &str,
     points: &[[f32; 2]],
     labels: &[usize],
     classes: &[String],
@@ -448,8 +449,8 @@ pub fn scatter(
         .configure_mesh()
         .light_line_style(WHITE.mix(0.0))
         .label_style(font(11.0))
-        .x_desc("t-SNE 1")
-        .y_desc("t-SNE 2")
+        .x_desc(format!("{axis} 1"))
+        .y_desc(format!("{axis} 2"))
         .draw()
         .map_err(&err)?;
     let radius = if points.len() > 800 { 3 } else { 4 };
@@ -723,7 +724,7 @@ mod tests {
         let p = dir.path().join("scatter.png");
         let pts: Vec<[f32; 2]> = (0..40).map(|i| [i as f32, (i % 7) as f32]).collect();
         let labels: Vec<usize> = (0..40).map(|i| i % 4).collect();
-        scatter(&p, "scatter", &pts, &labels, &names(4)).unwrap();
+        scatter(&p, "scatter", "t-SNE", &pts, &labels, &names(4)).unwrap();
         assert_eq!(
             png_size(&p),
             (760 + text_width("class_0", 13.0) as u32 + 40, 720)
@@ -763,7 +764,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.png");
         assert!(confusion_matrix(&p, "", &names(2), &[vec![1, 2]]).is_err());
-        assert!(scatter(&p, "", &[[0.0, 0.0]], &[3], &names(2)).is_err());
+        assert!(scatter(&p, "", "t-SNE", &[[0.0, 0.0]], &[3], &names(2)).is_err());
         assert!(bar_chart(&p, "", "", "", &names(2), &[1.0]).is_err());
         assert!(!p.exists());
     }
