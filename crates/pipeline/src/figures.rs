@@ -8,7 +8,9 @@
 //!   state (mean over folds and runs);
 //! - `tsne.png`: exact t-SNE of the reported layer's features (with `--layer weighted`, the
 //!   per-layer standardised features summed with the learned weights; every item, or a seeded
-//!   sample of [`TSNE_MAX_POINTS`]), standardised over the plotted items, coloured by class.
+//!   sample of [`TSNE_MAX_POINTS`]), standardised over the plotted items, coloured by class;
+//! - `umap.png`: UMAP (15 neighbours, `min_dist` 0.1, seed [`TSNE_SEED`]) of the same items and
+//!   the same standardised features, coloured by class.
 
 use std::path::Path;
 
@@ -19,10 +21,11 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::store::FeatureStore;
 
-/// At most this many items are embedded by t-SNE (exact t-SNE is O(N²) per iteration).
+/// At most this many items are embedded by t-SNE and UMAP (exact t-SNE is O(N²) per
+/// iteration, UMAP's exact neighbours O(N²) once); both plots show the same items.
 pub const TSNE_MAX_POINTS: usize = 2000;
 
-/// Seed of the t-SNE item sample and initial embedding.
+/// Seed of the item sample and of both embeddings.
 pub const TSNE_SEED: u64 = 42;
 
 /// One probe's confusion matrix to plot.
@@ -123,6 +126,66 @@ pub fn tsne_plot(
     what: &str,
 ) -> Result<String> {
     let name = "tsne.png".to_string();
+    let (x, y, sampled) = embedding_input(store, features);
+    let points = plots::tsne(
+        &x,
+        store.dim,
+        &plots::TsneConfig {
+            seed: TSNE_SEED,
+            ..plots::TsneConfig::default()
+        },
+    )
+    .context("t-SNE failed")?;
+    plots::scatter(
+        &dir.join(&name),
+        &format!("{task}: t-SNE of {what}{sampled}"),
+        "t-SNE",
+        &points,
+        &y,
+        &store.class_names,
+    )
+    .context("cannot plot tsne.png")?;
+    Ok(name)
+}
+
+/// Writes `umap.png` of the same items and features as [`tsne_plot`]; returns the file name.
+/// A spectral initialisation that fails (the layout then starts at random, as umap-learn's
+/// does) is logged as a warning.
+pub fn umap_plot(
+    dir: &Path,
+    task: &str,
+    store: &FeatureStore,
+    features: &[f32],
+    what: &str,
+) -> Result<String> {
+    let name = "umap.png".to_string();
+    let (x, y, sampled) = embedding_input(store, features);
+    let cfg = plots::UmapConfig {
+        seed: TSNE_SEED,
+        ..plots::UmapConfig::default()
+    };
+    let embedding = plots::umap(&x, store.dim, &cfg).context("UMAP failed")?;
+    if let plots::UmapInit::Random { reason } = &embedding.init {
+        tracing::warn!("umap.png: spectral initialisation failed ({reason}); random start");
+    }
+    plots::scatter(
+        &dir.join(&name),
+        &format!(
+            "{task}: UMAP of {what}{sampled} ({} neighbours, min_dist {})",
+            cfg.n_neighbors, cfg.min_dist
+        ),
+        "UMAP",
+        &embedding.points,
+        &y,
+        &store.class_names,
+    )
+    .context("cannot plot umap.png")?;
+    Ok(name)
+}
+
+/// The items both embeddings show (every item, or a seeded sample of [`TSNE_MAX_POINTS`] in
+/// store order): their standardised features, labels, and the title's item count.
+fn embedding_input(store: &FeatureStore, features: &[f32]) -> (Vec<f32>, Vec<usize>, String) {
     let labels = store.labels();
     let dim = store.dim;
     let n = labels.len();
@@ -138,34 +201,17 @@ pub fn tsne_plot(
         x.extend_from_slice(&features[i * dim..(i + 1) * dim]);
     }
     standardise(&mut x, dim);
-    let points = plots::tsne(
-        &x,
-        dim,
-        &plots::TsneConfig {
-            seed: TSNE_SEED,
-            ..plots::TsneConfig::default()
-        },
-    )
-    .context("t-SNE failed")?;
     let y: Vec<usize> = chosen.iter().map(|&i| labels[i]).collect();
     let sampled = if n > chosen.len() {
         format!(", {} of {n} items", chosen.len())
     } else {
         format!(", {n} items")
     };
-    plots::scatter(
-        &dir.join(&name),
-        &format!("{task}: t-SNE of {what}{sampled}"),
-        &points,
-        &y,
-        &store.class_names,
-    )
-    .context("cannot plot tsne.png")?;
-    Ok(name)
+    (x, y, sampled)
 }
 
 /// Per-column zero mean, unit variance (constant columns become 0), so every feature counts
-/// alike in the t-SNE distances, as it does for the probes after their StandardScaler.
+/// alike in the t-SNE and UMAP distances, as it does for the probes after their StandardScaler.
 fn standardise(x: &mut [f32], dim: usize) {
     let n = x.len() / dim;
     if n == 0 {

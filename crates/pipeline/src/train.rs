@@ -719,6 +719,9 @@ fn write_figures(
     written.push(crate::figures::tsne_plot(
         dir, &name, store, &features, &what,
     )?);
+    written.push(crate::figures::umap_plot(
+        dir, &name, store, &features, &what,
+    )?);
     Ok(written)
 }
 

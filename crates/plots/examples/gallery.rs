@@ -48,7 +48,18 @@ fn main() {
         plots::scatter(
             &dir.join(format!("tsne_{n}.png")),
             "t-SNE",
+            "t-SNE",
             &points,
+            &labels,
+            &classes,
+        )
+        .expect("scatter");
+        let umap = plots::umap(&x, 16, &plots::UmapConfig::default()).expect("UMAP");
+        plots::scatter(
+            &dir.join(format!("umap_{n}.png")),
+            "UMAP",
+            "UMAP",
+            &umap.points,
             &labels,
             &classes,
         )

@@ -6,11 +6,14 @@
 //!   class names on both axes (readable up to ~60 classes; counts printed in the cells when
 //!   they are large enough);
 //! - [`heat_map`]: any labelled matrix (task similarity);
-//! - [`scatter`]: 2-d points coloured by class with a legend (t-SNE of features);
+//! - [`scatter`]: 2-d points coloured by class with a legend (t-SNE and UMAP of features);
 //! - [`line_chart`]: one or more series over categorical x (accuracy per layer);
 //! - [`bar_chart`]: one value per category (learned layer weights);
 //! - [`tsne`]: exact t-SNE (van der Maaten & Hinton 2008, with sklearn's defaults where it has
-//!   them), O(N²) per iteration, for the few thousand points a plot needs.
+//!   them), O(N²) per iteration, for the few thousand points a plot needs;
+//! - [`umap()`]: UMAP (McInnes et al. 2018) as umap-learn computes it on small data (exact
+//!   neighbours, fuzzy simplicial set, spectral start, SGD with negative sampling),
+//!   deterministic for a seed; [`trustworthiness`] measures how faithful such an embedding is.
 //!
 //! ```no_run
 //! let classes = vec!["dog".to_string(), "rain".to_string()];
@@ -33,9 +36,12 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontTransform;
 
+mod eigen;
 mod tsne;
+mod umap;
 
 pub use tsne::{tsne, TsneConfig};
+pub use umap::{find_ab_params, trustworthiness, umap, Umap, UmapConfig, UmapInit};
 
 /// DejaVu Sans (Bitstream Vera licence), registered as the `sans-serif` family.
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -59,6 +65,14 @@ pub enum PlotError {
 
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, PlotError>;
+
+/// A standard normal draw (Box-Muller).
+pub(crate) fn normal(rng: &mut rand_chacha::ChaCha8Rng) -> f64 {
+    use rand::Rng;
+    let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
 
 fn register_font() {
     static ONCE: Once = Once::new();
@@ -372,10 +386,11 @@ pub fn confusion_matrix(
 }
 
 /// Draws 2-d `points` coloured by `labels` (indices into `classes`) with a legend of the
-/// classes on the right.
+/// classes on the right; the axes are `{axis} 1` and `{axis} 2` (e.g. `t-SNE`, `UMAP`).
 pub fn scatter(
     path: &Path,
     title: &str,
+    axis: &str,
     points: &[[f32; 2]],
     labels: &[usize],
     classes: &[String],
@@ -434,8 +449,8 @@ pub fn scatter(
         .configure_mesh()
         .light_line_style(WHITE.mix(0.0))
         .label_style(font(11.0))
-        .x_desc("t-SNE 1")
-        .y_desc("t-SNE 2")
+        .x_desc(format!("{axis} 1"))
+        .y_desc(format!("{axis} 2"))
         .draw()
         .map_err(&err)?;
     let radius = if points.len() > 800 { 3 } else { 4 };
@@ -709,7 +724,7 @@ mod tests {
         let p = dir.path().join("scatter.png");
         let pts: Vec<[f32; 2]> = (0..40).map(|i| [i as f32, (i % 7) as f32]).collect();
         let labels: Vec<usize> = (0..40).map(|i| i % 4).collect();
-        scatter(&p, "scatter", &pts, &labels, &names(4)).unwrap();
+        scatter(&p, "scatter", "t-SNE", &pts, &labels, &names(4)).unwrap();
         assert_eq!(
             png_size(&p),
             (760 + text_width("class_0", 13.0) as u32 + 40, 720)
@@ -749,7 +764,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.png");
         assert!(confusion_matrix(&p, "", &names(2), &[vec![1, 2]]).is_err());
-        assert!(scatter(&p, "", &[[0.0, 0.0]], &[3], &names(2)).is_err());
+        assert!(scatter(&p, "", "t-SNE", &[[0.0, 0.0]], &[3], &names(2)).is_err());
         assert!(bar_chart(&p, "", "", "", &names(2), &[1.0]).is_err());
         assert!(!p.exists());
     }

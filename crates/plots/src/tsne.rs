@@ -5,11 +5,11 @@
 //! Each iteration is O(n²) (rows in parallel with rayon): fine for the ≤ 2000 points a plot
 //! needs (Barnes-Hut would pay off only beyond that).
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::{PlotError, Result};
+use crate::{normal, PlotError, Result};
 
 /// t-SNE settings; [`Default`] is described in the module docs, with 500 iterations.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,13 +94,6 @@ pub fn tsne(x: &[f32], dim: usize, cfg: &TsneConfig) -> Result<Vec<[f32; 2]>> {
     Ok(y.chunks_exact(2)
         .map(|c| [c[0] as f32, c[1] as f32])
         .collect())
-}
-
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
-    // Box-Muller.
-    let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
 /// Symmetrised `P` (`[n, n]`, summing to 1): per row, the Gaussian bandwidth whose conditional
@@ -206,6 +199,7 @@ fn gradient(p: &[f64], y: &[f64], n: usize, exaggeration: f64, grad: &mut [f64])
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::Rng;
 
     /// Four tight, well-separated clusters in 20-d.
     fn clusters(per: usize) -> (Vec<f32>, Vec<usize>) {

@@ -134,12 +134,17 @@ fn per_layer_weighted_plots_and_report() {
         "confusion_mlp.png",
         "per_layer.png",
         "tsne.png",
+        "umap.png",
     ] {
         assert!(plots.contains(&f.to_string()), "{f} listed in {plots:?}");
         png_size(&results.join(f));
     }
     let report = std::fs::read_to_string(results.join("report.md")).unwrap();
     assert!(report.contains("## Per layer") && report.contains("![per_layer.png](per_layer.png)"));
+    assert!(
+        report.contains("![umap.png](umap.png)"),
+        "report.md shows the UMAP plot"
+    );
     keep_for_docs(&results, "esc50-layers");
 
     // The cross-task report over this results folder.
@@ -194,6 +199,7 @@ fn per_layer_weighted_plots_and_report() {
         "layer_weights_linear.png",
         "layer_weights_mlp.png",
         "tsne.png",
+        "umap.png",
     ] {
         assert!(plots.contains(&f.to_string()), "{f} listed in {plots:?}");
         png_size(&results.join(f));
