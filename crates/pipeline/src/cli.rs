@@ -1,5 +1,5 @@
 //! The command line every task binary shares: `download`, `extract`, `train`, `run`, `merge`,
-//! with the flags of DESIGN.md's interface section. A task binary is one call:
+//! with the flags listed in docs/ARCHITECTURE.md ("Stable interfaces"). A task binary is one call:
 //!
 //! ```ignore
 //! fn main() {

@@ -55,7 +55,7 @@
 //!
 //! `https://www.openslr.org/resources/12/train-clean-100.tar.gz` (6.3 GB), md5
 //! `2a93770f6d5c6c964bc36631d331a522`, the value OpenSLR publishes and several public loaders pin
-//! (DATASETS.md does not list it); it is checked after download. The size is not pinned.
+//! (no hash is published beside the dataset's own page); it is checked after download. The size is not pinned.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
