@@ -275,6 +275,15 @@ where
     .mut_subcommand("run", |c| {
         c.mut_arg("split", |a| a.value_parser(split_values.clone()))
     });
+    // A flag given twice counts once, with its last value (as in most Unix tools), so a script can
+    // append an override to a shared command line.
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    let cmd = names.iter().fold(cmd, |cmd, name| {
+        cmd.mut_subcommand(name, |c| c.args_override_self(true))
+    });
     let matches = cmd.get_matches();
     let command = match Command::<O>::from_arg_matches(&matches) {
         Ok(c) => c,

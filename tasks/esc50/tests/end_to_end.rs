@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, write_wav, zip_dir, TestServer, WavEncoding};
+use pipeline::testing::{task, task_in};
 
 const CATEGORIES: [(&str, bool); 5] = [
     ("dog", true),
@@ -48,13 +49,7 @@ fn make_corpus(parent: &Path) -> PathBuf {
 }
 
 fn esc50(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_esc50"));
-    cmd.args(args)
-        .arg("--features-dir")
-        .arg(dir.join("features"))
-        .env_remove("HUBERT_PROBE_MIRROR")
-        .env_remove("HUBERT_PROBE_THROTTLE_MS");
-    cmd
+    task_in(env!("CARGO_BIN_EXE_esc50"), dir, args)
 }
 
 #[test]
@@ -204,8 +199,7 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
 
     // Reference: one uninterrupted extraction.
     let reference_dir = tmp.path().join("reference");
-    ok(Command::new(env!("CARGO_BIN_EXE_esc50"))
-        .arg("extract")
+    ok(task(env!("CARGO_BIN_EXE_esc50"), &["extract"])
         .args(common)
         .arg("--features-dir")
         .arg(&reference_dir)
@@ -216,8 +210,7 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
     // Kill -9 midway (throttled so it is still running), then resume.
     let dir = tmp.path().join("killed");
     let parts = dir.join("esc50_features_hubert.safetensors.parts");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_esc50"))
-        .arg("extract")
+    let mut child = task(env!("CARGO_BIN_EXE_esc50"), &["extract"])
         .args(common)
         .arg("--features-dir")
         .arg(&dir)
@@ -255,8 +248,7 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
         "killed midway: {done} of 13 chunks"
     );
     assert!(!dir.join("esc50_features_hubert.safetensors").exists());
-    let out = ok(Command::new(env!("CARGO_BIN_EXE_esc50"))
-        .arg("extract")
+    let out = ok(task(env!("CARGO_BIN_EXE_esc50"), &["extract"])
         .args(common)
         .arg("--features-dir")
         .arg(&dir)
@@ -277,8 +269,7 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
     // Two shards on "two machines", then merge.
     let (a, b) = (tmp.path().join("shard-a"), tmp.path().join("shard-b"));
     for (shard, d) in [("1/2", &a), ("2/2", &b)] {
-        let out = ok(Command::new(env!("CARGO_BIN_EXE_esc50"))
-            .arg("extract")
+        let out = ok(task(env!("CARGO_BIN_EXE_esc50"), &["extract"])
             .args(common)
             .args(["--shard", shard])
             .arg("--features-dir")
@@ -287,12 +278,14 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
             .unwrap());
         assert!(String::from_utf8_lossy(&out.stderr).contains("shard done"));
     }
-    ok(Command::new(env!("CARGO_BIN_EXE_esc50"))
-        .args(["merge", "--data-dir", &data_arg, "--features-dir"])
-        .arg(&a)
-        .arg(b.join("esc50_features_hubert.safetensors.parts"))
-        .output()
-        .unwrap());
+    ok(task(
+        env!("CARGO_BIN_EXE_esc50"),
+        &["merge", "--data-dir", &data_arg, "--features-dir"],
+    )
+    .arg(&a)
+    .arg(b.join("esc50_features_hubert.safetensors.parts"))
+    .output()
+    .unwrap());
     assert_same(
         &store_bytes(&a),
         &reference,
@@ -317,8 +310,7 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
 fn broken_layouts_and_bad_files_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |data: &Path, extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_esc50"))
-            .arg("extract")
+        task(env!("CARGO_BIN_EXE_esc50"), &["extract"])
             .arg("--data-dir")
             .arg(data)
             .args(["--model", &model()])

@@ -9,6 +9,7 @@ use std::process::Command;
 
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, tar_gz_dir, write_wav, TestServer, WavEncoding};
+use pipeline::testing::{task, task_in};
 
 /// (family index, family, source index): bass, guitar, keyboard everywhere, synth_lead in train
 /// only.
@@ -103,14 +104,7 @@ fn make_corpus(root: &Path) -> PathBuf {
 }
 
 fn nsynth(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nsynth"));
-    cmd.args(args)
-        .arg("--features-dir")
-        .arg(dir.join("features"))
-        .env_remove("HUBERT_PROBE_MIRROR")
-        .env_remove("HUBERT_PROBE_THROTTLE_MS")
-        .env_remove("HUBERT_PROBE_SKIP_CHECKSUMS");
-    cmd
+    task_in(env!("CARGO_BIN_EXE_nsynth"), dir, args)
 }
 
 #[test]
@@ -358,7 +352,7 @@ fn parts_extracted_one_by_one_in_any_order_assemble_the_same_store() {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_corpus(&tmp.path().join("nsynth"));
     let extract = |features: &Path, part: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nsynth"));
+        let mut cmd = task(env!("CARGO_BIN_EXE_nsynth"), &[]);
         cmd.arg("extract")
             .arg("--data-dir")
             .arg(&data)
@@ -432,11 +426,13 @@ fn parts_extracted_one_by_one_in_any_order_assemble_the_same_store() {
     let per_item = meta["items"].len() as f64 / N as f64;
     assert!(per_item < 130.0, "{per_item} bytes per item");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_nsynth"))
-        .args(["run", "--part", "train", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = task(
+        env!("CARGO_BIN_EXE_nsynth"),
+        &["run", "--part", "train", "--data-dir"],
+    )
+    .arg(&data)
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("`run` extracts every item"),
@@ -449,8 +445,7 @@ fn parts_extracted_one_by_one_in_any_order_assemble_the_same_store() {
 fn broken_layouts_and_bad_archives_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let extract = |data: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_nsynth"))
-            .arg("extract")
+        task(env!("CARGO_BIN_EXE_nsynth"), &["extract"])
             .arg("--data-dir")
             .arg(data)
             .args(["--model", &model()])
