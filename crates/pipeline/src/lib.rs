@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod extract;
 pub mod figures;
+pub mod item;
 pub mod protocol;
 pub mod store;
 #[cfg(test)]

@@ -52,6 +52,16 @@ pub fn task_in(bin: &str, dir: &Path, args: &[&str]) -> std::process::Command {
     cmd
 }
 
+/// Runs `<bin> extract --model <tiny model> --data-dir <data>` with every folder under `dir`
+/// ([`task_in`]) and returns its output: the start of every task's broken-layout test.
+pub fn extract_output(bin: &str, dir: &Path, data: &Path) -> std::process::Output {
+    task_in(bin, dir, &["extract", "--model", &tiny_model_arg()])
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .expect("the task binary runs")
+}
+
 /// Asserts that a finished command succeeded, showing its stdout and stderr when it did not.
 pub fn assert_success(out: std::process::Output) -> std::process::Output {
     assert!(

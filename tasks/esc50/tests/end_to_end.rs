@@ -65,10 +65,6 @@ fn run_downloads_extracts_trains_and_reports() {
             .arg(&data)
             .arg("--mirror")
             .arg(&server.url)
-            .arg("--results-dir")
-            .arg(tmp.path().join("results"))
-            .arg("--models-dir")
-            .arg(tmp.path().join("models"))
             .output()
             .unwrap(),
     );
@@ -157,10 +153,6 @@ fn run_downloads_extracts_trains_and_reports() {
     .arg(&data)
     .arg("--mirror")
     .arg(&server.url)
-    .arg("--results-dir")
-    .arg(tmp.path().join("results"))
-    .arg("--models-dir")
-    .arg(tmp.path().join("models"))
     .output()
     .unwrap());
     assert_eq!(server.requests(), before, "no second download");
@@ -310,15 +302,16 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
 fn broken_layouts_and_bad_files_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |data: &Path, extra: &[&str]| {
-        task(env!("CARGO_BIN_EXE_esc50"), &["extract"])
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--model", &model()])
-            .arg("--features-dir")
-            .arg(tmp.path().join("features"))
-            .args(extra)
-            .output()
-            .unwrap()
+        task_in(
+            env!("CARGO_BIN_EXE_esc50"),
+            tmp.path(),
+            &["extract", "--model", &model()],
+        )
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .output()
+        .unwrap()
     };
     let fails_with =
         |out: Output, needle: &str| pipeline::testing::assert_fails_with(out, &[needle]);
@@ -381,10 +374,6 @@ fn esc10_with_the_original_studys_random_split() {
     )
     .arg("--data-dir")
     .arg(&data)
-    .arg("--results-dir")
-    .arg(tmp.path().join("results"))
-    .arg("--models-dir")
-    .arg(tmp.path().join("models"))
     .output()
     .unwrap());
     let results: serde_json::Value = serde_json::from_str(

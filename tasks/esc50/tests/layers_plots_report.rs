@@ -2,7 +2,7 @@
 //! end on a generated ESC-50 corpus (official layout) with the tiny fixture model.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use pipeline::testing::{assert_success as ok, task_in};
 use pipeline::testing::{class_tone, tiny_model_dir, write_wav, WavEncoding};

@@ -375,10 +375,7 @@ impl Task for LibriSpeech {
     }
 
     fn custom_protocol(&self, name: &str, test_fraction: f64, seed: u64) -> Option<Protocol> {
-        (name == "chapter").then_some(Protocol::GroupRandom {
-            test_fraction,
-            seed,
-        })
+        Protocol::group_random_named(name, "chapter", test_fraction, seed)
     }
 }
 

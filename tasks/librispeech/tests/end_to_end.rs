@@ -12,7 +12,7 @@ use flacenc::component::BitRepr;
 use flacenc::error::Verify;
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, tar_gz_dir, TestServer};
-use pipeline::testing::{task, task_in};
+use pipeline::testing::{extract_output, task_in};
 
 /// (speaker, sex, subset in SPEAKERS.TXT, name, chapters).
 const SPEAKERS: [(u32, &str, &str, &str, [u32; 2]); 4] = [
@@ -237,16 +237,7 @@ fn run_downloads_extracts_trains_and_reports_then_chapter_split() {
 #[test]
 fn broken_layouts_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let extract = |data: &Path| {
-        task(env!("CARGO_BIN_EXE_librispeech"), &["extract"])
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--model", &model()])
-            .arg("--features-dir")
-            .arg(tmp.path().join("features"))
-            .output()
-            .unwrap()
-    };
+    let extract = |data: &Path| extract_output(env!("CARGO_BIN_EXE_librispeech"), tmp.path(), data);
     let fails_with = pipeline::testing::assert_fails_with;
     fails_with(
         extract(&tmp.path().join("nowhere")),

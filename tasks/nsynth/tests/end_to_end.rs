@@ -9,7 +9,7 @@ use std::process::Command;
 
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, tar_gz_dir, write_wav, TestServer, WavEncoding};
-use pipeline::testing::{task, task_in};
+use pipeline::testing::{extract_output, task, task_in};
 
 /// (family index, family, source index): bass, guitar, keyboard everywhere, synth_lead in train
 /// only.
@@ -139,10 +139,6 @@ fn run_trains_on_train_selects_on_valid_and_tests_on_test() {
     .arg(&data)
     .arg("--mirror")
     .arg(&server.url)
-    .arg("--results-dir")
-    .arg(tmp.path().join("results"))
-    .arg("--models-dir")
-    .arg(tmp.path().join("models"))
     .env("HUBERT_PROBE_SKIP_CHECKSUMS", "1")
     .output()
     .unwrap());
@@ -444,16 +440,7 @@ fn parts_extracted_one_by_one_in_any_order_assemble_the_same_store() {
 #[test]
 fn broken_layouts_and_bad_archives_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let extract = |data: &Path| {
-        task(env!("CARGO_BIN_EXE_nsynth"), &["extract"])
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--model", &model()])
-            .arg("--features-dir")
-            .arg(tmp.path().join("features"))
-            .output()
-            .unwrap()
-    };
+    let extract = |data: &Path| extract_output(env!("CARGO_BIN_EXE_nsynth"), tmp.path(), data);
     let fails_with = pipeline::testing::assert_fails_with;
     fails_with(
         extract(&tmp.path().join("nowhere")),

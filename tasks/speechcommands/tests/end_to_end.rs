@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use pipeline::testing::task_in;
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, write_wav, TestServer, WavEncoding};
-use pipeline::testing::{task, task_in};
 
 /// Speaker hashes; the first four train, the fifth is in validation_list.txt, the sixth in
 /// testing_list.txt (the official lists assign whole speakers).
@@ -323,15 +323,16 @@ fn v1_downloads_into_its_default_data_dir() {
 fn broken_layouts_and_options_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let extract = |data: &Path, extra: &[&str]| {
-        task(env!("CARGO_BIN_EXE_speechcommands"), &["extract"])
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--model", &model()])
-            .arg("--features-dir")
-            .arg(tmp.path().join("features"))
-            .args(extra)
-            .output()
-            .unwrap()
+        task_in(
+            env!("CARGO_BIN_EXE_speechcommands"),
+            tmp.path(),
+            &["extract", "--model", &model()],
+        )
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .output()
+        .unwrap()
     };
     let fails_with = pipeline::testing::assert_fails_with;
     fails_with(

@@ -279,10 +279,7 @@ impl Task for UrbanSound8k {
     }
 
     fn custom_protocol(&self, name: &str, test_fraction: f64, seed: u64) -> Option<Protocol> {
-        (name == "group-random").then_some(Protocol::GroupRandom {
-            test_fraction,
-            seed,
-        })
+        Protocol::group_random_named(name, "group-random", test_fraction, seed)
     }
 }
 
