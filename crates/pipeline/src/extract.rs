@@ -949,6 +949,11 @@ fn assemble(
             settings: Some(&manifest.settings),
         },
     )?;
+    eprintln!(
+        "assembled {} from {} chunks",
+        store.display(),
+        manifest.num_chunks()
+    );
     if !claim.is_ours() {
         // Stalled past the claim's lifetime and taken over: the new holder clears the parts
         // (the store it writes is the same).
