@@ -360,6 +360,9 @@ fn dispatch<O: Args, T: Task>(command: Command<O>, make: &impl Fn(&O) -> Result<
             let store = match run_extract(&task, &paths, &ex, source)? {
                 ExtractOutcome::Complete(p) => p,
                 ExtractOutcome::ShardDone { .. } => unreachable!("no shard in run"),
+                ExtractOutcome::AssembledElsewhere { by } => bail!(
+                    "another process ({by}) is assembling this store; run again when it is done"
+                ),
             };
             run_train(&task, &paths, &tr, opts, Some(store))
         }
@@ -478,6 +481,9 @@ fn run_extract(
         ExtractOutcome::Complete(p) => eprintln!("features: {}", p.display()),
         ExtractOutcome::ShardDone { done, total } => eprintln!(
             "shard done: {done} of {total} chunks present; the store is assembled when all are (or run `merge`)"
+        ),
+        ExtractOutcome::AssembledElsewhere { by } => eprintln!(
+            "shard done: every chunk is present and another process ({by}) assembles the store"
         ),
     }
     Ok(outcome)

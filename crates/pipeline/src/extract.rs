@@ -5,9 +5,23 @@
 //! written atomically to `<store>.parts/chunk-NNNNN.safetensors`; a killed run (Ctrl-C,
 //! `kill -9`, a SLURM time limit) loses at most the chunks in flight and resumes from the rest.
 //! `--shard K/N` extracts the K-th of N contiguous ranges of chunks, so N machines (a SLURM job
-//! array) can share one dataset; when every chunk exists, the store is assembled (by the last
-//! shard to finish, or by `merge`). Chunks are keyed by a fingerprint of the task, model,
-//! revision, layers, dtype and item list, so a changed dataset or model never reuses stale work.
+//! array) can share one dataset; when every chunk exists, the store is assembled (by a shard
+//! that finds every chunk present, or by `merge`).
+//!
+//! Cached work is trusted only as far as it is checked:
+//!
+//! - Chunks and stores are keyed by [`Settings`]: the weights, config and preprocessor files by
+//!   sha256 (so weights replaced in place are noticed), canonical dtype and device names,
+//!   layers, pooling, decoding and the item list. A run whose settings (or `--chunk-size`)
+//!   differ from the chunks already in `<store>.parts` stops and names each difference; it never
+//!   deletes another run's work.
+//! - Every chunk carries a sha256 over its rows, metadata and features, and its row list is
+//!   checked against the chunk's item range. A missing, truncated, altered or foreign chunk is
+//!   removed and redone, never assembled.
+//! - Exactly one process assembles: the one that creates `<store>.parts/assemble.claim`
+//!   exclusively (no `flock`: it is node-local or off on cluster file systems). The others exit
+//!   successfully, saying who assembles. A claim whose holder died (killed, wall time, node
+//!   lost) is taken over: see the `claim` module.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -20,7 +34,11 @@ use hubert_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::store::{fingerprint, write_store, FeatureStore, Provenance, Skipped, StoreContents};
+use crate::claim::{try_claim, Attempt, Claim};
+use crate::store::{
+    decode_settings, file_sha256, sha256_hex, weights_sha256, write_store, FeatureStore,
+    Provenance, Settings, Skipped, StoreContents,
+};
 use crate::task::{Dataset, Item, Partition, Task};
 
 /// `--shard K/N`: the K-th (1-based) of N slices.
@@ -98,6 +116,12 @@ pub enum ExtractOutcome {
         /// Chunks in all.
         total: usize,
     },
+    /// Every chunk is present and another process is assembling the store (it holds the
+    /// claim); this one has nothing left to do.
+    AssembledElsewhere {
+        /// The holder: host, pid, SLURM job.
+        by: String,
+    },
 }
 
 /// `features/<name>_features_hubert.safetensors` for `last`, `..._hubert_<layers>.safetensors`
@@ -117,10 +141,19 @@ pub fn parts_dir(store: &Path) -> PathBuf {
     store.with_file_name(name)
 }
 
+/// Format tag of a parts folder's manifest.
+const PARTS_FORMAT: &str = "hubert-probe.parts/2";
+
+/// The claim file of the process that assembles the store.
+const CLAIM: &str = "assemble.claim";
+
 /// Written into the parts directory: what the chunks belong to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Manifest {
+    format: String,
     fingerprint: String,
+    settings: Settings,
+    /// What the store will record (the first run's model id and revision).
     provenance: Provenance,
     num_items: usize,
     chunk_size: usize,
@@ -132,24 +165,139 @@ impl Manifest {
     fn num_chunks(&self) -> usize {
         self.num_items.div_ceil(self.chunk_size)
     }
+
+    /// The item range `[start, end)` of chunk `c`.
+    fn range(&self, c: usize) -> (usize, usize) {
+        let start = c.saturating_mul(self.chunk_size).min(self.num_items);
+        (
+            start,
+            start.saturating_add(self.chunk_size).min(self.num_items),
+        )
+    }
+
+    /// Each setting that differs from `other` (`name: ours vs theirs`).
+    fn differences(&self, other: &Manifest) -> Vec<String> {
+        let mut d = self.settings.differences(&other.settings);
+        for (name, a, b) in [
+            ("chunk_size", self.chunk_size, other.chunk_size),
+            ("num_items", self.num_items, other.num_items),
+            ("num_layers", self.num_layers, other.num_layers),
+            ("dim", self.dim, other.dim),
+        ] {
+            if a != b {
+                d.push(format!("{name}: {a} vs {b}"));
+            }
+        }
+        if self.format != other.format {
+            d.push(format!("format: {} vs {}", self.format, other.format));
+        }
+        d
+    }
 }
 
 fn chunk_path(parts: &Path, chunk: usize) -> PathBuf {
     parts.join(format!("chunk-{chunk:05}.safetensors"))
 }
 
-fn items_fingerprint(provenance: &Provenance, dataset: &Dataset) -> Result<String> {
+/// sha256 of the item list and class names.
+fn items_sha256(dataset: &Dataset) -> Result<String> {
     let items = serde_json::to_string(&dataset.items)?;
     let names = serde_json::to_string(&dataset.class_names)?;
-    Ok(fingerprint(&[
-        &provenance.task,
-        &provenance.model,
-        provenance.revision.as_deref().unwrap_or(""),
-        &provenance.layers,
-        &provenance.dtype,
-        &names,
-        &items,
-    ]))
+    Ok(sha256_hex(format!("{items}\0{names}").as_bytes()))
+}
+
+/// The settings of this extraction; the weights are hashed (once per file version, cached in
+/// `features_dir`).
+fn settings_for(
+    task: &dyn Task,
+    dataset: &Dataset,
+    opts: &ExtractOptions,
+    source: &ModelSource,
+    features_dir: &Path,
+) -> Result<Settings> {
+    let config = &source.config;
+    let files = &source.files;
+    Ok(Settings {
+        task: task.name(),
+        weights_sha256: weights_sha256(&files.weights, features_dir)?,
+        config_sha256: file_sha256(&files.config)?,
+        preprocessor_sha256: match &files.preprocessor {
+            Some(p) => file_sha256(p)?,
+            None => "defaults".into(),
+        },
+        layers: opts.layers.name(),
+        layer_indices: opts.layers.stored_layers(config.num_hidden_layers),
+        dtype: opts.model.dtype.to_string(),
+        device: match opts.model.device {
+            hubert_core::DeviceSpec::Cpu => "cpu".into(),
+            hubert_core::DeviceSpec::Cuda(_) => "cuda".into(),
+        },
+        pooling: "mean".into(),
+        decode: decode_settings(),
+        items_sha256: items_sha256(dataset)?,
+    })
+}
+
+/// Why `existing` cannot stand for an extraction with `settings` of `dataset` (`None`: it can).
+fn store_mismatch(
+    existing: &FeatureStore,
+    settings: &Settings,
+    dataset: &Dataset,
+) -> Option<String> {
+    match &existing.settings {
+        None => Some("it records no settings (an older version made it)".into()),
+        Some(s) if s != settings => Some(format!(
+            "it was made with other settings ({}; stored vs now)",
+            s.differences(settings).join(", ")
+        )),
+        Some(_)
+            if existing.class_names != dataset.class_names || !items_match(existing, dataset) =>
+        {
+            Some("its item list differs".into())
+        }
+        Some(_) => None,
+    }
+}
+
+fn store_up_to_date(store: &Path, settings: &Settings, dataset: &Dataset) -> bool {
+    FeatureStore::open(store).is_ok_and(|s| store_mismatch(&s, settings, dataset).is_none())
+}
+
+/// Loads the model when a chunk must be computed, at most once.
+struct Worker<'a> {
+    task: &'a dyn Task,
+    opts: &'a ExtractOptions,
+    source: Option<ModelSource>,
+    hubert: Option<Hubert>,
+}
+
+impl Worker<'_> {
+    fn run(
+        &mut self,
+        dataset: &Dataset,
+        manifest: &Manifest,
+        parts: &Path,
+        chunks: &[usize],
+    ) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        if self.hubert.is_none() {
+            let source = self
+                .source
+                .take()
+                .context("internal: model source used up")?;
+            self.hubert = Some(
+                source
+                    .load(self.opts.model.device, self.opts.model.dtype)
+                    .with_context(|| format!("cannot load model {:?}", self.opts.model.model))?,
+            );
+        }
+        let hubert = self.hubert.as_ref().expect("loaded above");
+        run_chunks(
+            self.task, dataset, hubert, manifest, parts, chunks, self.opts,
+        )
+    }
 }
 
 /// Extracts (the shard of) `dataset` into the store at `store`, resuming from finished chunks.
@@ -175,27 +323,29 @@ pub fn extract(
         layer_indices: opts.layers.stored_layers(config.num_hidden_layers),
         dtype: opts.model.dtype.to_string(),
     };
-    let fp = items_fingerprint(&provenance, dataset)?;
+    let features_dir = store
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let settings = settings_for(task, dataset, opts, &source, features_dir)?;
 
     if store.is_file() {
         match FeatureStore::open(store) {
-            Ok(existing)
-                if existing.provenance == provenance
-                    && existing.class_names == dataset.class_names
-                    && items_match(&existing, dataset) =>
-            {
-                eprintln!("{} is up to date", store.display());
-                return Ok(ExtractOutcome::Complete(store.to_path_buf()));
-            }
-            _ => eprintln!(
-                "{} was made from another model, layer set or item list: extracting again",
-                store.display()
-            ),
+            Ok(existing) => match store_mismatch(&existing, &settings, dataset) {
+                None => {
+                    eprintln!("{} is up to date", store.display());
+                    return Ok(ExtractOutcome::Complete(store.to_path_buf()));
+                }
+                Some(why) => eprintln!("{}: {why}: extracting again", store.display()),
+            },
+            Err(e) => eprintln!("{e:#}: extracting again"),
         }
     }
 
     let manifest = Manifest {
-        fingerprint: fp,
+        format: PARTS_FORMAT.into(),
+        fingerprint: settings.fingerprint(),
+        settings,
         provenance,
         num_items: dataset.items.len(),
         chunk_size: opts.chunk_size.max(1),
@@ -224,27 +374,78 @@ pub fn extract(
     let todo: Vec<usize> = candidates[first..last]
         .iter()
         .copied()
-        .filter(|&c| !chunk_path(&parts, c).is_file())
+        .filter(|&c| !chunk_ok(&parts, &manifest, dataset, c))
         .collect();
-    if !todo.is_empty() {
-        let hubert = source
-            .load(opts.model.device, opts.model.dtype)
-            .with_context(|| format!("cannot load model {:?}", opts.model.model))?;
-        run_chunks(task, dataset, &hubert, &manifest, &parts, &todo, opts)?;
-    }
+    let mut worker = Worker {
+        task,
+        opts,
+        source: Some(source),
+        hubert: None,
+    };
+    worker.run(dataset, &manifest, &parts, &todo)?;
+    finish(dataset, store, &parts, &manifest, Some(&mut worker))
+}
 
-    let done = (0..total_chunks)
-        .filter(|&c| chunk_path(&parts, c).is_file())
+/// After this process's chunks: assemble the store if every chunk is present and this process
+/// wins the claim (verifying every chunk first and redoing bad ones when it has a model), or say
+/// why not.
+fn finish(
+    dataset: &Dataset,
+    store: &Path,
+    parts: &Path,
+    manifest: &Manifest,
+    worker: Option<&mut Worker<'_>>,
+) -> Result<ExtractOutcome> {
+    let total = manifest.num_chunks();
+    let present = (0..total)
+        .filter(|&c| chunk_path(parts, c).is_file())
         .count();
-    if done == total_chunks {
-        assemble(dataset, &parts, store)?;
-        Ok(ExtractOutcome::Complete(store.to_path_buf()))
-    } else {
-        Ok(ExtractOutcome::ShardDone {
-            done,
-            total: total_chunks,
-        })
+    if present < total {
+        // Another process may have assembled and cleared the parts meanwhile.
+        if !parts.exists() && store_up_to_date(store, &manifest.settings, dataset) {
+            return Ok(ExtractOutcome::Complete(store.to_path_buf()));
+        }
+        return Ok(ExtractOutcome::ShardDone {
+            done: present,
+            total,
+        });
     }
+    let claim = match try_claim(&parts.join(CLAIM))
+        .with_context(|| format!("cannot claim the assembly in {}", parts.display()))?
+    {
+        Attempt::Claimed(claim) => claim,
+        Attempt::Held(by) => {
+            eprintln!(
+                "every chunk is present; the store is being assembled by another process ({by})"
+            );
+            return Ok(ExtractOutcome::AssembledElsewhere { by });
+        }
+        Attempt::Gone => {
+            if store_up_to_date(store, &manifest.settings, dataset) {
+                return Ok(ExtractOutcome::Complete(store.to_path_buf()));
+            }
+            bail!(
+                "{} was removed while this process finished, and {} is not complete",
+                parts.display(),
+                store.display()
+            );
+        }
+    };
+    // Trust nothing another process wrote: verify every chunk, redo what fails.
+    let bad: Vec<usize> = (0..total)
+        .filter(|&c| !chunk_ok(parts, manifest, dataset, c))
+        .collect();
+    if !bad.is_empty() {
+        match worker {
+            Some(w) => w.run(dataset, manifest, parts, &bad)?,
+            None => bail!(
+                "{}: chunks {bad:?} were missing or invalid (removed); run `extract` with the same settings (the shards holding them) to redo them",
+                parts.display()
+            ),
+        }
+    }
+    assemble(dataset, parts, store, manifest, claim)?;
+    Ok(ExtractOutcome::Complete(store.to_path_buf()))
 }
 
 /// The chunks (of `chunk_size` items, in item order) holding at least one item of `partition`,
@@ -273,28 +474,236 @@ fn items_match(store: &FeatureStore, dataset: &Dataset) -> bool {
     expected.len() == store.items.len() && expected.iter().zip(&store.items).all(|(a, b)| *a == b)
 }
 
-/// Creates the parts directory with its manifest, clearing chunks of another configuration.
+/// Reads a parts folder's manifest (`None` when it has none).
+fn read_manifest(parts: &Path) -> Result<Option<Manifest>> {
+    let path = parts.join("manifest.json");
+    let len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    if len > 1 << 20 {
+        bail!("{}: {len} bytes, not a manifest", path.display());
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let manifest: Manifest = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: unreadable (written by another version?); delete {} to start over",
+            path.display(),
+            parts.display()
+        )
+    })?;
+    Ok(Some(manifest))
+}
+
+/// Creates the parts directory with its manifest, or checks that the chunks already there were
+/// made with the same settings; if not, stops naming each difference (deleting nothing).
 fn prepare_parts(parts: &Path, manifest: &Manifest) -> Result<()> {
-    let manifest_path = parts.join("manifest.json");
-    if let Ok(text) = std::fs::read_to_string(&manifest_path) {
-        match serde_json::from_str::<Manifest>(&text) {
-            Ok(old) if old == *manifest => return Ok(()),
-            _ => {
-                eprintln!(
-                    "{}: chunks from another model, layer set, chunk size or item list: starting over",
-                    parts.display()
-                );
-                std::fs::remove_dir_all(parts)
-                    .with_context(|| format!("cannot clear {}", parts.display()))?;
+    for _ in 0..3 {
+        if let Some(old) = read_manifest(parts)? {
+            let diffs = old.differences(manifest);
+            if diffs.is_empty() {
+                return Ok(());
             }
+            bail!(
+                "{} holds chunks made with other settings (there vs this run):\n  {}\nRun with the same settings to continue that extraction, or delete {} (or pick another --features-dir) to start over; nothing was deleted",
+                parts.display(),
+                diffs.join("\n  "),
+                parts.display()
+            );
+        }
+        std::fs::create_dir_all(parts)
+            .with_context(|| format!("cannot create {}", parts.display()))?;
+        if publish_manifest(parts, manifest)? {
+            return Ok(());
+        }
+        // Another process published its manifest first: compare with it.
+    }
+    bail!("{}: the manifest keeps changing", parts.display())
+}
+
+/// Writes `manifest.json` unless one exists (hard link of a complete temporary file: exclusive
+/// and atomic on network file systems too). Whether this process's manifest was written.
+fn publish_manifest(parts: &Path, manifest: &Manifest) -> Result<bool> {
+    let path = parts.join("manifest.json");
+    static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = parts.join(format!(".manifest.{}.{serial}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(manifest)?.as_bytes())?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+    }
+    let linked = std::fs::hard_link(&tmp, &path);
+    let result = match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        // File systems without hard links: an atomic rename (last writer wins; differing
+        // chunks are then caught by their fingerprints).
+        Err(_) => std::fs::rename(&tmp, &path)
+            .map(|()| true)
+            .with_context(|| format!("cannot write {}", path.display())),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
+/// A chunk read back and checked.
+struct ChunkData {
+    rows: Vec<usize>,
+    skipped: Vec<Skipped>,
+    padded: Vec<String>,
+    features: Vec<f32>,
+}
+
+/// Why a chunk cannot be used.
+enum ChunkFault {
+    Missing,
+    Invalid(String),
+}
+
+/// The checksum a chunk carries: sha256 over its metadata values, shape and feature bytes.
+pub(crate) fn chunk_checksum(fields: [&str; 5], shape: &[usize], data: &[u8]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for f in fields {
+        h.update(f.as_bytes());
+        h.update([0u8]);
+    }
+    h.update(format!("{shape:?}").as_bytes());
+    h.update([0u8]);
+    h.update(data);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads chunk `c` and checks everything about it: size bound, format, fingerprint, chunk
+/// number, checksum, and that its rows and skipped items partition its item range exactly.
+fn read_chunk(
+    parts: &Path,
+    manifest: &Manifest,
+    dataset: &Dataset,
+    c: usize,
+) -> std::result::Result<ChunkData, ChunkFault> {
+    use ChunkFault::{Invalid, Missing};
+    let path = chunk_path(parts, c);
+    let len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Missing),
+        Err(e) => return Err(Invalid(format!("cannot read it: {e}"))),
+    };
+    let (start, end) = manifest.range(c);
+    let count = end - start;
+    let row_bytes = manifest.num_layers * manifest.dim * 4;
+    let limit = (count * row_bytes + (1 << 20) + count * (16 << 10)) as u64;
+    if len > limit {
+        return Err(Invalid(format!(
+            "{len} bytes, more than a chunk of {count} items can hold"
+        )));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| Invalid(format!("cannot read it: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Invalid(format!("not a complete safetensors file ({e})")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Invalid(format!("bad header ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let get = |k: &str| {
+        meta.get(k)
+            .map(String::as_str)
+            .ok_or_else(|| Invalid(format!("metadata `{k}` missing")))
+    };
+    if get("fingerprint")? != manifest.fingerprint {
+        return Err(Invalid("made with other settings".into()));
+    }
+    if get("chunk")? != c.to_string() {
+        return Err(Invalid(format!("it says it is chunk {}", get("chunk")?)));
+    }
+    let t = st
+        .tensor("features")
+        .map_err(|e| Invalid(format!("no features ({e})")))?;
+    if t.dtype() != safetensors::Dtype::F32 {
+        return Err(Invalid(format!("features are {:?}, not F32", t.dtype())));
+    }
+    let fields = [
+        get("fingerprint")?,
+        get("chunk")?,
+        get("rows")?,
+        get("skipped")?,
+        get("padded")?,
+    ];
+    if get("checksum")? != chunk_checksum(fields, t.shape(), t.data()) {
+        return Err(Invalid("checksum mismatch (altered or damaged)".into()));
+    }
+    let parse_err = |k: &str, e: serde_json::Error| Invalid(format!("metadata `{k}`: {e}"));
+    let rows: Vec<usize> = serde_json::from_str(fields[2]).map_err(|e| parse_err("rows", e))?;
+    let skipped: Vec<Skipped> =
+        serde_json::from_str(fields[3]).map_err(|e| parse_err("skipped", e))?;
+    let padded: Vec<String> =
+        serde_json::from_str(fields[4]).map_err(|e| parse_err("padded", e))?;
+    let increasing_in_range = |v: &[usize]| {
+        v.iter().all(|i| (start..end).contains(i)) && v.windows(2).all(|w| w[0] < w[1])
+    };
+    let skipped_rows: Vec<usize> = skipped.iter().map(|s| s.index).collect();
+    let skipped_ok = skipped
+        .iter()
+        .all(|s| s.index < dataset.items.len() && dataset.items[s.index].path == s.path);
+    if !increasing_in_range(&rows)
+        || !increasing_in_range(&skipped_rows)
+        || !skipped_ok
+        || rows.len() + skipped.len() != count
+        || skipped.iter().any(|s| rows.binary_search(&s.index).is_ok())
+    {
+        return Err(Invalid(format!(
+            "its rows and skipped items do not cover items {start}..{end} exactly"
+        )));
+    }
+    let row_paths: std::collections::HashSet<&str> = rows
+        .iter()
+        .map(|&r| dataset.items[r].path.as_str())
+        .collect();
+    if padded.iter().any(|p| !row_paths.contains(p.as_str())) {
+        return Err(Invalid("a padded item is not one of its rows".into()));
+    }
+    if t.shape() != [rows.len(), manifest.num_layers, manifest.dim] {
+        return Err(Invalid(format!(
+            "features {:?} for {} rows of {} x {}",
+            t.shape(),
+            rows.len(),
+            manifest.num_layers,
+            manifest.dim
+        )));
+    }
+    let features = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(ChunkData {
+        rows,
+        skipped,
+        padded,
+        features,
+    })
+}
+
+/// Whether chunk `c` is present and valid; an invalid one is removed (saying why) so that it is
+/// redone.
+fn chunk_ok(parts: &Path, manifest: &Manifest, dataset: &Dataset, c: usize) -> bool {
+    match read_chunk(parts, manifest, dataset, c) {
+        Ok(_) => true,
+        Err(ChunkFault::Missing) => false,
+        Err(ChunkFault::Invalid(why)) => {
+            let path = chunk_path(parts, c);
+            eprintln!("{}: {why}; redoing it", path.display());
+            let _ = std::fs::remove_file(&path);
+            false
         }
     }
-    std::fs::create_dir_all(parts).with_context(|| format!("cannot create {}", parts.display()))?;
-    atomic_write(
-        &manifest_path,
-        serde_json::to_string_pretty(manifest)?.as_bytes(),
-    )?;
-    Ok(())
 }
 
 /// One chunk being filled.
@@ -441,23 +850,30 @@ fn write_chunk(
             features.extend(row);
         }
     }
+    let shape = vec![rows.len(), manifest.num_layers, manifest.dim];
+    let tensor = RawTensor::f32(shape.clone(), &features);
+    let fields = [
+        manifest.fingerprint.clone(),
+        state.chunk.to_string(),
+        serde_json::to_string(&rows)?,
+        serde_json::to_string(&state.skipped)?,
+        serde_json::to_string(&padded)?,
+    ];
+    let checksum = chunk_checksum(
+        [&fields[0], &fields[1], &fields[2], &fields[3], &fields[4]],
+        &shape,
+        &tensor.bytes,
+    );
+    let [fingerprint, chunk, rows, skipped, padded] = fields;
     let meta = std::collections::HashMap::from([
-        ("fingerprint".to_string(), manifest.fingerprint.clone()),
-        ("chunk".to_string(), state.chunk.to_string()),
-        ("rows".to_string(), serde_json::to_string(&rows)?),
-        (
-            "skipped".to_string(),
-            serde_json::to_string(&state.skipped)?,
-        ),
-        ("padded".to_string(), serde_json::to_string(&padded)?),
+        ("fingerprint".to_string(), fingerprint),
+        ("chunk".to_string(), chunk),
+        ("rows".to_string(), rows),
+        ("skipped".to_string(), skipped),
+        ("padded".to_string(), padded),
+        ("checksum".to_string(), checksum),
     ]);
-    let tensors = vec![(
-        "features".to_string(),
-        RawTensor::f32(
-            vec![rows.len(), manifest.num_layers, manifest.dim],
-            &features,
-        ),
-    )];
+    let tensors = vec![("features".to_string(), tensor)];
     write_safetensors(&chunk_path(parts, state.chunk), &tensors, meta)?;
     // A test hook, compiled only into test builds (the `testing` feature, which the task crates'
     // tests enable): `HUBERT_PROBE_THROTTLE_MS` pauses after each chunk so the interruption
@@ -472,16 +888,20 @@ fn write_chunk(
     Ok(())
 }
 
-/// Joins every chunk into the final store (atomically) and removes the parts directory.
-fn assemble(dataset: &Dataset, parts: &Path, store: &Path) -> Result<()> {
-    let manifest: Manifest = serde_json::from_str(
-        &std::fs::read_to_string(parts.join("manifest.json"))
-            .with_context(|| format!("{}: manifest.json missing", parts.display()))?,
-    )
-    .with_context(|| format!("{}: bad manifest.json", parts.display()))?;
-    if manifest.num_items != dataset.items.len() {
+/// Joins every chunk into the final store (atomically) and removes the parts directory; called
+/// by the holder of the assembly claim, after every chunk was verified.
+fn assemble(
+    dataset: &Dataset,
+    parts: &Path,
+    store: &Path,
+    manifest: &Manifest,
+    claim: Claim,
+) -> Result<()> {
+    if manifest.num_items != dataset.items.len()
+        || manifest.settings.items_sha256 != items_sha256(dataset)?
+    {
         bail!(
-            "{}: chunks are for {} items, the dataset has {}",
+            "{}: the chunks are for another item list ({} items) than the dataset's ({} items)",
             parts.display(),
             manifest.num_items,
             dataset.items.len()
@@ -491,46 +911,26 @@ fn assemble(dataset: &Dataset, parts: &Path, store: &Path) -> Result<()> {
     let mut items = Vec::new();
     let mut skipped = Vec::new();
     let mut padded = Vec::new();
-    let missing: Vec<usize> = (0..manifest.num_chunks())
-        .filter(|&c| !chunk_path(parts, c).is_file())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "{}: {} of {} chunks missing (first: {}); run the remaining shards or copy their parts here",
-            parts.display(),
-            missing.len(),
-            manifest.num_chunks(),
-            missing[0]
-        );
-    }
     for c in 0..manifest.num_chunks() {
-        let path = chunk_path(parts, c);
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .with_context(|| format!("{}: corrupt chunk (delete it to redo)", path.display()))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        if meta.get("fingerprint") != Some(&manifest.fingerprint) {
-            bail!(
-                "{}: chunk from another configuration (delete it to redo)",
-                path.display()
-            );
-        }
-        let rows: Vec<usize> = serde_json::from_str(meta.get("rows").map_or("[]", |s| s))?;
-        skipped.extend(serde_json::from_str::<Vec<Skipped>>(
-            meta.get("skipped").map_or("[]", |s| s),
-        )?);
-        padded.extend(serde_json::from_str::<Vec<String>>(
-            meta.get("padded").map_or("[]", |s| s),
-        )?);
-        let t = st.tensor("features")?;
-        features.extend(
-            t.data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
-        items.extend(rows.iter().map(|&r| dataset.items[r].clone()));
+        let chunk = match read_chunk(parts, manifest, dataset, c) {
+            Ok(chunk) => chunk,
+            Err(fault) => {
+                let path = chunk_path(parts, c);
+                let why = match fault {
+                    ChunkFault::Missing => "missing".to_string(),
+                    ChunkFault::Invalid(why) => why,
+                };
+                let _ = std::fs::remove_file(&path);
+                bail!(
+                    "{}: {why} (removed; run `extract` again to redo it)",
+                    path.display()
+                );
+            }
+        };
+        features.extend(chunk.features);
+        items.extend(chunk.rows.iter().map(|&r| dataset.items[r].clone()));
+        skipped.extend(chunk.skipped);
+        padded.extend(chunk.padded);
     }
     if items.is_empty() {
         bail!("no item could be embedded (all were skipped)");
@@ -546,45 +946,83 @@ fn assemble(dataset: &Dataset, parts: &Path, store: &Path) -> Result<()> {
             dim: manifest.dim,
             skipped: &skipped,
             padded: &padded,
+            settings: Some(&manifest.settings),
         },
     )?;
-    std::fs::remove_dir_all(parts).with_context(|| format!("cannot remove {}", parts.display()))?;
+    eprintln!(
+        "assembled {} from {} chunks",
+        store.display(),
+        manifest.num_chunks()
+    );
+    if !claim.is_ours() {
+        // Stalled past the claim's lifetime and taken over: the new holder clears the parts
+        // (the store it writes is the same).
+        eprintln!(
+            "{}: the assembly claim was taken over; leaving the parts to its new holder",
+            parts.display()
+        );
+        return Ok(());
+    }
+    // Move the folder out of the way first, so that no other process sees a half-removed one.
+    claim.disarm();
+    let mut name = parts.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".done-{}", std::process::id()));
+    let done = parts.with_file_name(name);
+    let doomed = match std::fs::rename(parts, &done) {
+        Ok(()) => done,
+        Err(_) => parts.to_path_buf(),
+    };
+    std::fs::remove_dir_all(&doomed)
+        .with_context(|| format!("cannot remove {}", doomed.display()))?;
     Ok(())
 }
 
 /// `merge`: copies chunk files from other parts directories (e.g. fetched from the machines of a
-/// job array) into this store's parts directory and assembles the store.
+/// job array) into this store's parts directory and assembles the store. Only chunks that pass
+/// every check are copied; parts made with other settings are refused, naming the difference.
 pub fn merge(dataset: &Dataset, store: &Path, other_parts: &[PathBuf]) -> Result<PathBuf> {
     let parts = parts_dir(store);
-    let own: Option<Manifest> = std::fs::read_to_string(parts.join("manifest.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let mut own = read_manifest(&parts)?;
     for other in other_parts {
-        let text = std::fs::read_to_string(other.join("manifest.json"))
+        let theirs = read_manifest(other)?
             .with_context(|| format!("{}: manifest.json missing", other.display()))?;
-        let theirs: Manifest = serde_json::from_str(&text)
-            .with_context(|| format!("{}: bad manifest.json", other.display()))?;
-        match &own {
-            Some(m) if *m != theirs => bail!(
-                "{} holds chunks of another configuration than {}",
-                other.display(),
-                parts.display()
-            ),
-            Some(_) => {}
-            None => {
-                std::fs::create_dir_all(&parts)?;
-                atomic_write(&parts.join("manifest.json"), text.as_bytes())?;
+        let manifest = match &own {
+            Some(m) => {
+                let diffs = m.differences(&theirs);
+                if !diffs.is_empty() {
+                    bail!(
+                        "{} holds chunks made with other settings than {} ({} vs there):\n  {}",
+                        other.display(),
+                        parts.display(),
+                        parts.display(),
+                        diffs.join("\n  ")
+                    );
+                }
+                m.clone()
             }
-        }
-        for c in 0..theirs.num_chunks() {
-            let (src, dst) = (chunk_path(other, c), chunk_path(&parts, c));
-            if src.is_file() && !dst.is_file() {
-                let bytes = std::fs::read(&src)?;
-                atomic_write(&dst, &bytes)?;
+            None => {
+                prepare_parts(&parts, &theirs)?;
+                own = Some(theirs.clone());
+                theirs
+            }
+        };
+        for c in 0..manifest.num_chunks() {
+            if chunk_ok(&parts, &manifest, dataset, c) {
+                continue;
+            }
+            match read_chunk(other, &manifest, dataset, c) {
+                Ok(_) => {
+                    let bytes = std::fs::read(chunk_path(other, c))?;
+                    atomic_write(&chunk_path(&parts, c), &bytes)?;
+                }
+                Err(ChunkFault::Missing) => {}
+                Err(ChunkFault::Invalid(why)) => {
+                    eprintln!("{}: {why}; not copied", chunk_path(other, c).display())
+                }
             }
         }
     }
-    if !parts.join("manifest.json").is_file() {
+    let Some(manifest) = own else {
         if store.is_file() {
             return Ok(store.to_path_buf());
         }
@@ -592,9 +1030,24 @@ pub fn merge(dataset: &Dataset, store: &Path, other_parts: &[PathBuf]) -> Result
             "{}: nothing to merge (no extraction parts)",
             parts.display()
         );
+    };
+    match finish(dataset, store, &parts, &manifest, None)? {
+        ExtractOutcome::Complete(p) => Ok(p),
+        ExtractOutcome::ShardDone { done, total } => {
+            let first = (0..total)
+                .find(|&c| !chunk_path(&parts, c).is_file())
+                .unwrap_or(0);
+            bail!(
+                "{}: {} of {total} chunks missing (first: {first}); run the remaining shards or copy their parts here",
+                parts.display(),
+                total - done
+            )
+        }
+        ExtractOutcome::AssembledElsewhere { by } => bail!(
+            "{}: another process ({by}) is assembling the store; run merge again when it is done",
+            parts.display()
+        ),
     }
-    assemble(dataset, &parts, store)?;
-    Ok(store.to_path_buf())
 }
 
 #[cfg(test)]

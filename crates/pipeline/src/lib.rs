@@ -14,6 +14,7 @@
 //! - [`download`] (the `download` crate, re-exported): official archives with resume,
 //!   checksums and unpacking.
 
+mod claim;
 pub mod cli;
 pub mod extract;
 pub mod figures;

@@ -5,7 +5,9 @@
 //! - `labels` `[N]` i64;
 //! - metadata (all values are strings; JSON where structured): `format`, `task`, `model`,
 //!   `revision`, `layers`, `layer_indices`, `pooling`, `dtype`, `class_names`, `items` (path,
-//!   label, split, group, segment per row), `skipped`, `padded`.
+//!   label, split, group, segment per row), `skipped`, `padded`, `device`, and `settings` (JSON
+//!   [`Settings`]: every setting that shapes the features, the weights by content) with its
+//!   `fingerprint`.
 //!
 //! ```python
 //! from safetensors import safe_open
@@ -50,6 +52,191 @@ pub struct Provenance {
     pub dtype: String,
 }
 
+/// Every setting that shapes the features, by content: what cached work (a finished store, the
+/// chunks of an interrupted or sharded run) must match to be reused. The model enters by the
+/// sha256 of its weight, config and preprocessor files, not by its path, so weights replaced in
+/// the same folder are never mistaken for the old ones, and the same weights at another path
+/// (another node's scratch copy) still match. Names are canonical (`bf16`, never `bfloat16`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Task name.
+    pub task: String,
+    /// sha256 of the weight file (`model.safetensors` or `pytorch_model.bin`).
+    pub weights_sha256: String,
+    /// sha256 of `config.json`.
+    pub config_sha256: String,
+    /// sha256 of `preprocessor_config.json`, or `defaults` when the model has none.
+    pub preprocessor_sha256: String,
+    /// `last`, `all`, or indices (canonical).
+    pub layers: String,
+    /// The stored hidden states.
+    pub layer_indices: Vec<StoredLayer>,
+    /// Model precision, canonical (`f32`, `f16`, `bf16`).
+    pub dtype: String,
+    /// Device kind (`cpu` or `cuda`; the CUDA ordinal does not change results).
+    pub device: String,
+    /// Pooling over frames.
+    pub pooling: String,
+    /// Decoding: target rate, channel mixing, decoder version.
+    pub decode: String,
+    /// sha256 of the item list and class names.
+    pub items_sha256: String,
+}
+
+/// The decode settings every extraction uses (part of [`Settings`]).
+pub fn decode_settings() -> String {
+    format!(
+        "{} Hz, mean of channels, audio-io {}",
+        audio_io::TARGET_SAMPLE_RATE,
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+impl Settings {
+    /// sha256 (hex) of the settings' JSON: the key of cached stores and chunks.
+    pub fn fingerprint(&self) -> String {
+        sha256_hex(&serde_json::to_vec(self).expect("settings serialise"))
+    }
+
+    /// The settings that differ from `other`, one `name: ours vs theirs` line each (empty when
+    /// equal).
+    pub fn differences(&self, other: &Settings) -> Vec<String> {
+        let (a, b) = (
+            serde_json::to_value(self).expect("settings serialise"),
+            serde_json::to_value(other).expect("settings serialise"),
+        );
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+            return vec!["settings".into()];
+        };
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                let show = |v: Option<&serde_json::Value>| match v {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                    None => "(none)".into(),
+                };
+                format!("{k}: {} vs {}", show(Some(v)), show(b.get(k)))
+            })
+            .collect()
+    }
+}
+
+/// sha256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 (hex) of a file's content, streamed.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Name of the digest cache kept in the features folder (never in the model folder, which may
+/// be read-only or shared).
+pub const DIGEST_CACHE: &str = ".weights-sha256.json";
+
+/// One cached digest: valid while the file keeps its path, size and modification time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CachedDigest {
+    size: u64,
+    mtime_ns: i128,
+    sha256: String,
+}
+
+/// The sha256 of a weight file. A hub cache blob (`.../blobs/<sha256>`, which the snapshot
+/// links to) is named by its digest already; any other file is hashed once and the digest
+/// cached in `cache_dir/.weights-sha256.json` by path, size and modification time (nanoseconds),
+/// so a replaced file is hashed again. An unreadable or unwritable cache only costs the hashing.
+pub fn weights_sha256(weights: &Path, cache_dir: &Path) -> Result<String> {
+    let real = std::fs::canonicalize(weights)
+        .with_context(|| format!("cannot resolve {}", weights.display()))?;
+    if let Some(digest) = hub_blob_digest(&real) {
+        return Ok(digest);
+    }
+    let meta =
+        std::fs::metadata(&real).with_context(|| format!("cannot stat {}", real.display()))?;
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i128)
+                .or_else(|e| Ok::<_, ()>(-(e.duration().as_nanos() as i128)))
+                .ok()
+        })
+        .unwrap_or(0);
+    let key = real.display().to_string();
+    let cache_path = cache_dir.join(DIGEST_CACHE);
+    // Bounded read: a cache file is a few hundred bytes per model.
+    let mut cache: std::collections::BTreeMap<String, CachedDigest> =
+        match std::fs::metadata(&cache_path) {
+            Ok(m) if m.len() <= 4 << 20 => std::fs::read(&cache_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
+            _ => Default::default(),
+        };
+    if let Some(hit) = cache.get(&key) {
+        if hit.size == meta.len() && hit.mtime_ns == mtime_ns && is_sha256(&hit.sha256) {
+            return Ok(hit.sha256.clone());
+        }
+    }
+    eprintln!(
+        "hashing {} (once; cached by path, size and time)",
+        real.display()
+    );
+    let sha256 = file_sha256(&real)?;
+    cache.insert(
+        key,
+        CachedDigest {
+            size: meta.len(),
+            mtime_ns,
+            sha256: sha256.clone(),
+        },
+    );
+    if let Ok(json) = serde_json::to_vec_pretty(&cache) {
+        if let Err(e) = artifacts::atomic_write(&cache_path, &json) {
+            tracing::warn!("cannot update {}: {e}", cache_path.display());
+        }
+    }
+    Ok(sha256)
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The digest in a hub cache blob's name: `.../blobs/<64 hex>` (large files are stored under
+/// their sha256; small ones under a 40-hex git hash, which is not used).
+fn hub_blob_digest(real: &Path) -> Option<String> {
+    let name = real.file_name()?.to_str()?;
+    let parent = real.parent()?.file_name()?.to_str()?;
+    (parent == "blobs" && is_sha256(name)).then(|| name.to_string())
+}
+
 /// An item that could not be embedded (`--skip-bad`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Skipped {
@@ -80,6 +267,9 @@ pub struct FeatureStore {
     pub num_layers: usize,
     /// Feature width `D`.
     pub dim: usize,
+    /// The settings it was made with (`None` for stores written before settings were recorded,
+    /// which are never taken as up to date).
+    pub settings: Option<Settings>,
     mmap: memmap2::Mmap,
     features_offset: usize,
 }
@@ -125,6 +315,9 @@ impl FeatureStore {
         let items: Vec<Item> = serde_json::from_value(json("items")?)?;
         let skipped: Vec<Skipped> = serde_json::from_value(json("skipped")?)?;
         let padded: Vec<String> = serde_json::from_value(json("padded")?)?;
+        let settings = meta
+            .get("settings")
+            .and_then(|s| serde_json::from_str::<Settings>(s).ok());
         let info = header
             .tensors()
             .get("features")
@@ -155,6 +348,7 @@ impl FeatureStore {
             padded,
             num_layers,
             dim,
+            settings,
             mmap,
             features_offset,
         })
@@ -260,6 +454,8 @@ pub struct StoreContents<'a> {
     pub skipped: &'a [Skipped],
     /// Zero-padded items.
     pub padded: &'a [String],
+    /// The settings it was made with (recorded with their fingerprint).
+    pub settings: Option<&'a Settings>,
 }
 
 /// Writes a store atomically.
@@ -282,7 +478,7 @@ pub fn write_store(path: &Path, c: &StoreContents<'_>) -> Result<()> {
         ("labels".to_string(), RawTensor::i64(vec![n], &labels)),
     ];
     let p = c.provenance;
-    let meta = HashMap::from([
+    let mut meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("task".to_string(), p.task.clone()),
         ("model".to_string(), p.model.clone()),
@@ -305,18 +501,11 @@ pub fn write_store(path: &Path, c: &StoreContents<'_>) -> Result<()> {
         ("skipped".to_string(), serde_json::to_string(c.skipped)?),
         ("padded".to_string(), serde_json::to_string(c.padded)?),
     ]);
+    if let Some(settings) = c.settings {
+        meta.insert("device".to_string(), settings.device.clone());
+        meta.insert("settings".to_string(), serde_json::to_string(settings)?);
+        meta.insert("fingerprint".to_string(), settings.fingerprint());
+    }
     write_safetensors(path, &tensors, meta)
         .with_context(|| format!("cannot write feature store {}", path.display()))
-}
-
-/// FNV-1a, 64-bit: a stable fingerprint (std's hasher may change between Rust releases).
-pub fn fingerprint(parts: &[&str]) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for part in parts {
-        for &b in part.as_bytes().iter().chain(std::iter::once(&0u8)) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    }
-    format!("{h:016x}")
 }

@@ -322,3 +322,331 @@ fn training_writes_results_report_csvs_and_plots() {
     .to_string();
     assert!(err.contains("hidden state 7 is not stored"), "{err}");
 }
+
+/// The `opts` of [`options`] with another model folder.
+fn with_model(mut opts: ExtractOptions, dir: &Path) -> ExtractOptions {
+    opts.model.model = dir.display().to_string();
+    opts
+}
+
+fn chunk_file(store: &Path, c: usize) -> PathBuf {
+    parts_dir(store).join(format!("chunk-{c:05}.safetensors"))
+}
+
+#[test]
+fn weights_replaced_in_place_are_noticed_and_hashed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = corpus(&tmp.path().join("data"));
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ] {
+        std::fs::copy(tiny_model_dir().join(f), model.join(f)).unwrap();
+    }
+    let features = tmp.path().join("features");
+    let store = store_path(&features, "synthetic", &LayerSelection::All);
+    let opts = with_model(options(8, None), &model);
+    let src = || ModelSource::resolve(&model.display().to_string()).unwrap();
+    extract(&Synthetic, &dataset, &store, &opts, src()).unwrap();
+    let before = std::fs::read(&store).unwrap();
+    let settings = FeatureStore::open(&store).unwrap().settings.unwrap();
+    assert_eq!(
+        settings.weights_sha256,
+        crate::store::file_sha256(&model.join("model.safetensors")).unwrap()
+    );
+    assert_eq!(
+        (settings.dtype.as_str(), settings.device.as_str()),
+        ("f32", "cpu")
+    );
+    // The digest cache lives beside the stores, never in the model folder.
+    assert!(features.join(crate::store::DIGEST_CACHE).is_file());
+    assert_eq!(std::fs::read_dir(&model).unwrap().count(), 3);
+
+    // Same path, same size, new content (one weight's last byte changed): extracted again.
+    let weights = model.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&weights, &bytes).unwrap();
+    extract(&Synthetic, &dataset, &store, &opts, src()).unwrap();
+    let after = FeatureStore::open(&store).unwrap().settings.unwrap();
+    assert_ne!(after.weights_sha256, settings.weights_sha256);
+    assert_ne!(
+        std::fs::read(&store).unwrap(),
+        before,
+        "features recomputed"
+    );
+
+    // The cache answers by path, size and time: a planted digest for the unchanged file is used
+    // (so the file is not read again), and is dropped once the file changes.
+    let planted = "ab".repeat(32);
+    let cache_path = features.join(crate::store::DIGEST_CACHE);
+    let mut cache: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cache_path).unwrap()).unwrap();
+    for entry in cache.as_object_mut().unwrap().values_mut() {
+        entry["sha256"] = serde_json::json!(planted);
+    }
+    std::fs::write(&cache_path, serde_json::to_vec(&cache).unwrap()).unwrap();
+    assert_eq!(
+        crate::store::weights_sha256(&weights, &features).unwrap(),
+        planted
+    );
+    std::fs::write(
+        &weights,
+        std::fs::read(tiny_model_dir().join("model.safetensors")).unwrap(),
+    )
+    .unwrap();
+    let real = crate::store::weights_sha256(&weights, &features).unwrap();
+    assert_eq!(real, settings.weights_sha256);
+
+    // A hub blob is named by its sha256: taken from the name, the file is not hashed.
+    let hub = tmp.path().join("hub/models--a--b");
+    let blob = hub.join("blobs").join("cd".repeat(32));
+    std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+    std::fs::write(&blob, b"not really weights").unwrap();
+    let snap = hub.join("snapshots/0123/model.safetensors");
+    std::fs::create_dir_all(snap.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink("../../blobs/".to_string() + &"cd".repeat(32), &snap).unwrap();
+    assert_eq!(
+        crate::store::weights_sha256(&snap, &features).unwrap(),
+        "cd".repeat(32)
+    );
+}
+
+#[test]
+fn a_shard_with_other_settings_refuses_and_deletes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = corpus(&tmp.path().join("data"));
+    let store = store_path(&tmp.path().join("f"), "synthetic", &LayerSelection::All);
+    let half = |cs| options(cs, Some(Shard { index: 1, count: 2 }));
+    run(&dataset, &store, &half(4));
+    let chunks = |p: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("chunk-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = chunks(&parts_dir(&store));
+    assert_eq!(before.len(), 2);
+
+    let mut other = options(5, Some(Shard { index: 2, count: 2 }));
+    let err = extract(&Synthetic, &dataset, &store, &other, source()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("chunk_size: 4 vs 5"), "{msg}");
+    assert!(msg.contains("nothing was deleted"), "{msg}");
+    other.chunk_size = 4;
+    other.model.dtype = hubert_core::Precision::Bf16;
+    let msg = format!(
+        "{:#}",
+        extract(&Synthetic, &dataset, &store, &other, source()).unwrap_err()
+    );
+    assert!(msg.contains("dtype: f32 vs bf16"), "{msg}");
+    assert!(!msg.contains("chunk_size"), "{msg}");
+    assert_eq!(chunks(&parts_dir(&store)), before, "nothing deleted");
+
+    // The same settings continue the extraction.
+    other.model.dtype = hubert_core::Precision::F32;
+    assert_eq!(
+        run(&dataset, &store, &other),
+        ExtractOutcome::Complete(store.clone())
+    );
+}
+
+#[test]
+fn exactly_one_process_assembles_and_a_dead_claim_is_taken_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = corpus(&tmp.path().join("data"));
+    let reference = store_path(&tmp.path().join("one"), "synthetic", &LayerSelection::All);
+    run(&dataset, &reference, &options(4, None));
+    let bytes = std::fs::read(&reference).unwrap();
+
+    // A live holder (this process) claims the assembly: the last shard leaves it alone.
+    let store = store_path(&tmp.path().join("f"), "synthetic", &LayerSelection::All);
+    let shard = |k| options(4, Some(Shard { index: k, count: 3 }));
+    run(&dataset, &store, &shard(1));
+    run(&dataset, &store, &shard(2));
+    let claim = parts_dir(&store).join("assemble.claim");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let live = format!("host {} pid {} at 1\n", host.trim(), std::process::id());
+    std::fs::write(&claim, &live).unwrap();
+    match run(&dataset, &store, &shard(3)) {
+        ExtractOutcome::AssembledElsewhere { by } => assert_eq!(by, live.trim()),
+        other => panic!("{other:?}"),
+    }
+    assert!(!store.exists() && claim.is_file());
+    // Its holder died (a pid that does not exist on this host): taken over at once.
+    std::fs::write(
+        &claim,
+        format!("host {} pid 4294967295 at 1\n", host.trim()),
+    )
+    .unwrap();
+    assert_eq!(
+        run(&dataset, &store, &shard(3)),
+        ExtractOutcome::Complete(store.clone())
+    );
+    assert_eq!(std::fs::read(&store).unwrap(), bytes);
+    assert!(!parts_dir(&store).exists());
+
+    // Four shards finishing together, several times: every one succeeds, the store is whole.
+    for round in 0..3 {
+        let store = store_path(
+            &tmp.path().join(format!("race{round}")),
+            "synthetic",
+            &LayerSelection::All,
+        );
+        let outcomes: Vec<ExtractOutcome> = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..=4)
+                .map(|k| {
+                    let (dataset, store) = (&dataset, &store);
+                    s.spawn(move || {
+                        extract(
+                            &Synthetic,
+                            dataset,
+                            store,
+                            &options(4, Some(Shard { index: k, count: 4 })),
+                            source(),
+                        )
+                        .unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| matches!(o, ExtractOutcome::Complete(_))),
+            "{outcomes:?}"
+        );
+        // Whoever did not assemble either finished its shard before the last chunk, saw the
+        // claim held, or found the store complete.
+        if !store.is_file() {
+            panic!("no store after round {round}: {outcomes:?}");
+        }
+        assert_eq!(std::fs::read(&store).unwrap(), bytes, "round {round}");
+        assert!(!parts_dir(&store).exists());
+    }
+}
+
+#[test]
+fn damaged_chunks_are_redone_never_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = corpus(&tmp.path().join("data"));
+    let reference = store_path(&tmp.path().join("one"), "synthetic", &LayerSelection::All);
+    run(&dataset, &reference, &options(4, None));
+    let bytes = std::fs::read(&reference).unwrap();
+
+    let read_meta = |path: &Path| {
+        let b = std::fs::read(path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&b).unwrap();
+        let t = st.tensor("features").unwrap();
+        let raw = artifacts::RawTensor {
+            dtype: safetensors::Dtype::F32,
+            shape: t.shape().to_vec(),
+            bytes: t.data().to_vec(),
+        };
+        let (_, header) = safetensors::SafeTensors::read_metadata(&b).unwrap();
+        (header.metadata().clone().unwrap(), raw)
+    };
+    let rewrite = |path: &Path, meta: std::collections::HashMap<String, String>, raw| {
+        artifacts::write_safetensors(path, &[("features".to_string(), raw)], meta).unwrap();
+    };
+
+    for case in 0..5 {
+        let store = store_path(
+            &tmp.path().join(format!("case{case}")),
+            "synthetic",
+            &LayerSelection::All,
+        );
+        // Chunks 0 and 1 of 5 by "another machine"; then damage one of them.
+        run(
+            &dataset,
+            &store,
+            &options(4, Some(Shard { index: 1, count: 2 })),
+        );
+        let chunk = chunk_file(&store, case % 2);
+        let (mut meta, mut raw) = read_meta(&chunk);
+        match case {
+            // Truncated.
+            0 => {
+                let b = std::fs::read(&chunk).unwrap();
+                std::fs::write(&chunk, &b[..b.len() - 100]).unwrap();
+            }
+            // One feature value changed.
+            1 => {
+                raw.bytes[5] ^= 1;
+                rewrite(&chunk, meta, raw);
+            }
+            // The row list altered (this panicked once), checksum left as it was.
+            2 => {
+                meta.insert("rows".into(), "[0,1,2,99999999999]".into());
+                rewrite(&chunk, meta, raw);
+            }
+            // The row list altered with a matching checksum: the range check catches it.
+            3 => {
+                meta.insert("rows".into(), "[4,5,6,70000]".into());
+                let f = |k: &str| meta[k].clone();
+                let sum = crate::extract::chunk_checksum(
+                    [
+                        &f("fingerprint"),
+                        &f("chunk"),
+                        &f("rows"),
+                        &f("skipped"),
+                        &f("padded"),
+                    ],
+                    &raw.shape,
+                    &raw.bytes,
+                );
+                meta.insert("checksum".into(), sum);
+                rewrite(&chunk, meta, raw);
+            }
+            // Not a chunk at all.
+            _ => std::fs::write(&chunk, b"garbage").unwrap(),
+        }
+        // The other half: this shard verifies every chunk when it assembles, and redoes the
+        // damaged one (which lies outside its own range).
+        assert_eq!(
+            run(
+                &dataset,
+                &store,
+                &options(4, Some(Shard { index: 2, count: 2 }))
+            ),
+            ExtractOutcome::Complete(store.clone()),
+            "case {case}"
+        );
+        assert_eq!(std::fs::read(&store).unwrap(), bytes, "case {case}");
+    }
+
+    // `merge` copies only chunks that pass the checks, and says what is missing.
+    let a = store_path(&tmp.path().join("ma"), "synthetic", &LayerSelection::All);
+    let b = store_path(&tmp.path().join("mb"), "synthetic", &LayerSelection::All);
+    run(
+        &dataset,
+        &a,
+        &options(4, Some(Shard { index: 1, count: 2 })),
+    );
+    run(
+        &dataset,
+        &b,
+        &options(4, Some(Shard { index: 2, count: 2 })),
+    );
+    let c3 = chunk_file(&b, 3);
+    let damaged = std::fs::read(&c3).unwrap();
+    std::fs::write(&c3, &damaged[..damaged.len() / 2]).unwrap();
+    let err = format!("{:#}", merge(&dataset, &a, &[parts_dir(&b)]).unwrap_err());
+    assert!(err.contains("1 of 5 chunks missing (first: 3)"), "{err}");
+    // Redone where it was made, then merged: the whole store.
+    run(
+        &dataset,
+        &b,
+        &options(4, Some(Shard { index: 2, count: 2 })),
+    );
+    let merged = merge(&dataset, &a, &[parts_dir(&b)]).unwrap();
+    assert_eq!(std::fs::read(merged).unwrap(), bytes);
+}
