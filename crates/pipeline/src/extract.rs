@@ -1,5 +1,6 @@
 //! Extraction: decode in parallel ahead of the model, bucket clips by length, run HuBERT in
-//! batches, mean-pool the chosen layers, and write the feature store, resumably and in shards.
+//! batches, pool the chosen layers (the frame mean, and with `--pooling` the standard deviation
+//! and maximum from the same forward pass), and write the feature store, resumably and in shards.
 //!
 //! Work is cut into fixed chunks of items (`--chunk-size`, default 256). Each finished chunk is
 //! written atomically to `<store>.parts/chunk-NNNNN.safetensors`; a killed run (Ctrl-C,
@@ -20,7 +21,9 @@ use hubert_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::store::{fingerprint, write_store, FeatureStore, Provenance, Skipped, StoreContents};
+use crate::store::{
+    fingerprint, write_store, FeatureStore, PoolingSet, Provenance, Skipped, Stat, StoreContents,
+};
 use crate::task::{Dataset, Item, Partition, Task};
 
 /// `--shard K/N`: the K-th (1-based) of N slices.
@@ -75,6 +78,10 @@ pub struct ExtractOptions {
     /// Items per resumable chunk.
     #[arg(long, default_value_t = 256, value_parser = parse_count::<1, 1_000_000>)]
     pub chunk_size: usize,
+    /// Statistics over frames to store per layer: mean (always), std, max, e.g. `mean,std,max`
+    /// (one forward pass computes them all; `train --pooling` picks among them).
+    #[arg(long, default_value = "mean", value_name = "LIST")]
+    pub pooling: PoolingSet,
 }
 
 impl Shard {
@@ -126,6 +133,9 @@ struct Manifest {
     chunk_size: usize,
     num_layers: usize,
     dim: usize,
+    /// Statistics in each chunk (absent in manifests written before `--pooling`: the mean).
+    #[serde(default)]
+    pooling: PoolingSet,
 }
 
 impl Manifest {
@@ -181,6 +191,7 @@ pub fn extract(
         match FeatureStore::open(store) {
             Ok(existing)
                 if existing.provenance == provenance
+                    && existing.pooling.covers(&opts.pooling)
                     && existing.class_names == dataset.class_names
                     && items_match(&existing, dataset) =>
             {
@@ -188,7 +199,7 @@ pub fn extract(
                 return Ok(ExtractOutcome::Complete(store.to_path_buf()));
             }
             _ => eprintln!(
-                "{} was made from another model, layer set or item list: extracting again",
+                "{} was made from another model, layer set, pooling or item list: extracting again",
                 store.display()
             ),
         }
@@ -201,6 +212,7 @@ pub fn extract(
         chunk_size: opts.chunk_size.max(1),
         num_layers: opts.layers.len(config.num_hidden_layers),
         dim: config.hidden_size,
+        pooling: opts.pooling.clone(),
     };
     let parts = parts_dir(store);
     prepare_parts(&parts, &manifest)?;
@@ -302,6 +314,9 @@ struct ChunkState {
     chunk: usize,
     start: usize,
     rows: Vec<Option<Vec<f32>>>,
+    /// Standard deviations and maxima by row, when stored.
+    std_rows: Vec<Option<Vec<f32>>>,
+    max_rows: Vec<Option<Vec<f32>>>,
     skipped: Vec<Skipped>,
     /// Items zero-padded to the receptive field.
     padded: Vec<usize>,
@@ -315,6 +330,8 @@ impl ChunkState {
                 self.padded.push(e.index);
             }
             self.rows[e.index - self.start] = e.mean;
+            self.std_rows[e.index - self.start] = e.std;
+            self.max_rows[e.index - self.start] = e.max;
         }
         n
     }
@@ -355,7 +372,14 @@ fn run_chunks(
 
     let progress = terminal::count_bar(item_ids.len() as u64, "extract", "clips");
     let started = Instant::now();
-    let options = EmbedOptions::new(opts.layers.clone()).with_batch_size(opts.batch_size);
+    let options = EmbedOptions::new(opts.layers.clone())
+        .with_batch_size(opts.batch_size)
+        .with_outputs(hubert_core::Outputs {
+            mean: true,
+            std: manifest.pooling.contains(Stat::Std),
+            max: manifest.pooling.contains(Stat::Max),
+            frames: false,
+        });
     let mut embedder = Embedder::new(hubert, options)?;
     let mut state: Option<ChunkState> = None;
 
@@ -372,6 +396,8 @@ fn run_chunks(
                     chunk,
                     start,
                     rows: vec![None; ((chunk + 1) * cs).min(n) - start],
+                    std_rows: vec![None; ((chunk + 1) * cs).min(n) - start],
+                    max_rows: vec![None; ((chunk + 1) * cs).min(n) - start],
                     skipped: Vec::new(),
                     padded: Vec::new(),
                 });
@@ -435,10 +461,14 @@ fn write_chunk(
         .collect();
     let mut rows = Vec::new();
     let mut features = Vec::new();
-    for (offset, row) in state.rows.into_iter().enumerate() {
+    let (mut stds, mut maxs) = (Vec::new(), Vec::new());
+    let extra = state.std_rows.into_iter().zip(state.max_rows);
+    for (offset, (row, (std, max))) in state.rows.into_iter().zip(extra).enumerate() {
         if let Some(row) = row {
             rows.push(state.start + offset);
             features.extend(row);
+            stds.extend(std.unwrap_or_default());
+            maxs.extend(max.unwrap_or_default());
         }
     }
     let meta = std::collections::HashMap::from([
@@ -451,13 +481,22 @@ fn write_chunk(
         ),
         ("padded".to_string(), serde_json::to_string(&padded)?),
     ]);
-    let tensors = vec![(
+    let shape = vec![rows.len(), manifest.num_layers, manifest.dim];
+    let mut tensors = vec![(
         "features".to_string(),
-        RawTensor::f32(
-            vec![rows.len(), manifest.num_layers, manifest.dim],
-            &features,
-        ),
+        RawTensor::f32(shape.clone(), &features),
     )];
+    for (stat, values) in [(Stat::Std, &stds), (Stat::Max, &maxs)] {
+        if manifest.pooling.contains(stat) {
+            if values.len() != features.len() {
+                bail!("internal: the model returned no frame {}", stat.name());
+            }
+            tensors.push((
+                stat.tensor_name().to_string(),
+                RawTensor::f32(shape.clone(), values),
+            ));
+        }
+    }
     write_safetensors(&chunk_path(parts, state.chunk), &tensors, meta)?;
     // A test hook, compiled only into test builds (the `testing` feature, which the task crates'
     // tests enable): `HUBERT_PROBE_THROTTLE_MS` pauses after each chunk so the interruption
@@ -488,6 +527,7 @@ fn assemble(dataset: &Dataset, parts: &Path, store: &Path) -> Result<()> {
         );
     }
     let mut features = Vec::new();
+    let (mut stds, mut maxs) = (Vec::new(), Vec::new());
     let mut items = Vec::new();
     let mut skipped = Vec::new();
     let mut padded = Vec::new();
@@ -524,12 +564,23 @@ fn assemble(dataset: &Dataset, parts: &Path, store: &Path) -> Result<()> {
         padded.extend(serde_json::from_str::<Vec<String>>(
             meta.get("padded").map_or("[]", |s| s),
         )?);
-        let t = st.tensor("features")?;
-        features.extend(
-            t.data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
+        for (stat, out) in [
+            (Stat::Mean, &mut features),
+            (Stat::Std, &mut stds),
+            (Stat::Max, &mut maxs),
+        ] {
+            if !manifest.pooling.contains(stat) {
+                continue;
+            }
+            let t = st.tensor(stat.tensor_name()).with_context(|| {
+                format!("{}: corrupt chunk (delete it to redo)", path.display())
+            })?;
+            out.extend(
+                t.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
         items.extend(rows.iter().map(|&r| dataset.items[r].clone()));
     }
     if items.is_empty() {
@@ -542,6 +593,8 @@ fn assemble(dataset: &Dataset, parts: &Path, store: &Path) -> Result<()> {
             class_names: &dataset.class_names,
             items: &items,
             features: &features,
+            features_std: manifest.pooling.contains(Stat::Std).then_some(&stds[..]),
+            features_max: manifest.pooling.contains(Stat::Max).then_some(&maxs[..]),
             num_layers: manifest.num_layers,
             dim: manifest.dim,
             skipped: &skipped,
