@@ -17,7 +17,7 @@ use probe_heads::TrainConfig;
 use crate::download::{fetch, DownloadOptions};
 use crate::extract::{extract, merge, store_path, ExtractOptions, ExtractOutcome};
 use crate::protocol::Protocol;
-use crate::store::FeatureStore;
+use crate::store::{FeatureStore, Pooling};
 use crate::task::Task;
 use crate::train::{train, LayerChoice, ProbeChoice, TrainOptions};
 
@@ -150,6 +150,10 @@ pub struct TrainArgs {
     /// Skip the PNG plots (confusion matrices, t-SNE, per-layer accuracy).
     #[arg(long)]
     pub no_plots: bool,
+    /// Item vector per layer: mean (the study's), max, or meanstd (mean and std concatenated,
+    /// 2D wide); max and std must have been extracted (`extract --pooling mean,std,max`).
+    #[arg(long, value_enum, default_value = "mean")]
+    pub pooling: Pooling,
     /// Feature store to read (default: the one `extract` writes for the chosen layers).
     #[arg(long, value_name = "FILE")]
     pub features: Option<PathBuf>,
@@ -185,6 +189,7 @@ impl TrainArgs {
             runs: self.runs,
             layer: self.layer,
             val_fraction: self.val_fraction,
+            pooling: self.pooling,
             results_dir: paths.results_dir.join(task.name()),
             models_dir: paths.models_dir.clone(),
             plots: !self.no_plots,

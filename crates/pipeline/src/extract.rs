@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::claim::{try_claim, Attempt, Claim};
 use crate::store::{
     decode_settings, file_sha256, sha256_hex, weights_sha256, write_store, FeatureStore,
-    Provenance, Settings, Skipped, StoreContents,
+    PoolingSet, Provenance, Settings, Skipped, Stat, StoreContents,
 };
 use crate::task::{Dataset, Item, Partition, Task};
 
@@ -93,6 +93,10 @@ pub struct ExtractOptions {
     /// Items per resumable chunk.
     #[arg(long, default_value_t = 256, value_parser = parse_count::<1, 1_000_000>)]
     pub chunk_size: usize,
+    /// Statistics over frames to store per layer: mean (always), std, max, e.g. `mean,std,max`
+    /// (one forward pass computes them all; `train --pooling` picks among them).
+    #[arg(long, default_value = "mean", value_name = "LIST")]
+    pub pooling: PoolingSet,
 }
 
 impl Shard {
@@ -159,6 +163,9 @@ struct Manifest {
     chunk_size: usize,
     num_layers: usize,
     dim: usize,
+    /// Statistics in each chunk (the mean, and those `--pooling` adds).
+    #[serde(default)]
+    pooling: PoolingSet,
 }
 
 impl Manifest {
@@ -232,30 +239,39 @@ fn settings_for(
             hubert_core::DeviceSpec::Cpu => "cpu".into(),
             hubert_core::DeviceSpec::Cuda(_) => "cuda".into(),
         },
-        pooling: "mean".into(),
+        pooling: opts.pooling.to_string(),
         decode: decode_settings(),
         items_sha256: items_sha256(dataset)?,
     })
 }
 
 /// Why `existing` cannot stand for an extraction with `settings` of `dataset` (`None`: it can).
+/// A store holding more statistics than `settings` asks for serves the request.
 fn store_mismatch(
     existing: &FeatureStore,
     settings: &Settings,
     dataset: &Dataset,
 ) -> Option<String> {
-    match &existing.settings {
-        None => Some("it records no settings (an older version made it)".into()),
-        Some(s) if s != settings => Some(format!(
+    let Some(stored) = &existing.settings else {
+        return Some("it records no settings (an older version made it)".into());
+    };
+    let mut wanted = settings.clone();
+    wanted.pooling = stored.pooling.clone();
+    let asked: PoolingSet = settings.pooling.parse().unwrap_or_default();
+    if stored != &wanted {
+        Some(format!(
             "it was made with other settings ({}; stored vs now)",
-            s.differences(settings).join(", ")
-        )),
-        Some(_)
-            if existing.class_names != dataset.class_names || !items_match(existing, dataset) =>
-        {
-            Some("its item list differs".into())
-        }
-        Some(_) => None,
+            stored.differences(settings).join(", ")
+        ))
+    } else if !existing.pooling.covers(&asked) {
+        Some(format!(
+            "it holds the frame {} only, --pooling {asked} was asked",
+            existing.pooling
+        ))
+    } else if existing.class_names != dataset.class_names || !items_match(existing, dataset) {
+        Some("its item list differs".into())
+    } else {
+        None
     }
 }
 
@@ -351,6 +367,7 @@ pub fn extract(
         chunk_size: opts.chunk_size.max(1),
         num_layers: opts.layers.len(config.num_hidden_layers),
         dim: config.hidden_size,
+        pooling: opts.pooling.clone(),
     };
     let parts = parts_dir(store);
     prepare_parts(&parts, &manifest)?;
@@ -560,6 +577,9 @@ struct ChunkData {
     skipped: Vec<Skipped>,
     padded: Vec<String>,
     features: Vec<f32>,
+    /// Standard deviations and maxima, when the manifest's pooling holds them (else empty).
+    stds: Vec<f32>,
+    maxs: Vec<f32>,
 }
 
 /// Why a chunk cannot be used.
@@ -599,7 +619,7 @@ fn read_chunk(
     };
     let (start, end) = manifest.range(c);
     let count = end - start;
-    let row_bytes = manifest.num_layers * manifest.dim * 4;
+    let row_bytes = manifest.num_layers * manifest.dim * 4 * manifest.pooling.stats().len();
     let limit = (count * row_bytes + (1 << 20) + count * (16 << 10)) as u64;
     if len > limit {
         return Err(Invalid(format!(
@@ -678,16 +698,40 @@ fn read_chunk(
             manifest.dim
         )));
     }
-    let features = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let floats = |data: &[u8]| -> Vec<f32> {
+        data.chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    let features = floats(t.data());
+    // The other statistics `--pooling` stores, each under its own checksum.
+    let (mut stds, mut maxs) = (Vec::new(), Vec::new());
+    for (stat, out) in [(Stat::Std, &mut stds), (Stat::Max, &mut maxs)] {
+        if !manifest.pooling.contains(stat) {
+            continue;
+        }
+        let name = stat.tensor_name();
+        let x = st
+            .tensor(name)
+            .map_err(|e| Invalid(format!("no {name} ({e})")))?;
+        if x.dtype() != safetensors::Dtype::F32 || x.shape() != t.shape() {
+            return Err(Invalid(format!("{name} is not F32 {:?}", t.shape())));
+        }
+        if get(&format!("checksum_{}", stat.name()))? != chunk_checksum(fields, x.shape(), x.data())
+        {
+            return Err(Invalid(format!(
+                "{name}: checksum mismatch (altered or damaged)"
+            )));
+        }
+        *out = floats(x.data());
+    }
     Ok(ChunkData {
         rows,
         skipped,
         padded,
         features,
+        stds,
+        maxs,
     })
 }
 
@@ -711,6 +755,9 @@ struct ChunkState {
     chunk: usize,
     start: usize,
     rows: Vec<Option<Vec<f32>>>,
+    /// Standard deviations and maxima by row, when stored.
+    std_rows: Vec<Option<Vec<f32>>>,
+    max_rows: Vec<Option<Vec<f32>>>,
     skipped: Vec<Skipped>,
     /// Items zero-padded to the receptive field.
     padded: Vec<usize>,
@@ -724,6 +771,8 @@ impl ChunkState {
                 self.padded.push(e.index);
             }
             self.rows[e.index - self.start] = e.mean;
+            self.std_rows[e.index - self.start] = e.std;
+            self.max_rows[e.index - self.start] = e.max;
         }
         n
     }
@@ -764,7 +813,14 @@ fn run_chunks(
 
     let progress = terminal::count_bar(item_ids.len() as u64, "extract", "clips");
     let started = Instant::now();
-    let options = EmbedOptions::new(opts.layers.clone()).with_batch_size(opts.batch_size);
+    let options = EmbedOptions::new(opts.layers.clone())
+        .with_batch_size(opts.batch_size)
+        .with_outputs(hubert_core::Outputs {
+            mean: true,
+            std: manifest.pooling.contains(Stat::Std),
+            max: manifest.pooling.contains(Stat::Max),
+            frames: false,
+        });
     let mut embedder = Embedder::new(hubert, options)?;
     let mut state: Option<ChunkState> = None;
 
@@ -781,6 +837,8 @@ fn run_chunks(
                     chunk,
                     start,
                     rows: vec![None; ((chunk + 1) * cs).min(n) - start],
+                    std_rows: vec![None; ((chunk + 1) * cs).min(n) - start],
+                    max_rows: vec![None; ((chunk + 1) * cs).min(n) - start],
                     skipped: Vec::new(),
                     padded: Vec::new(),
                 });
@@ -844,10 +902,14 @@ fn write_chunk(
         .collect();
     let mut rows = Vec::new();
     let mut features = Vec::new();
-    for (offset, row) in state.rows.into_iter().enumerate() {
+    let (mut stds, mut maxs) = (Vec::new(), Vec::new());
+    let extra = state.std_rows.into_iter().zip(state.max_rows);
+    for (offset, (row, (std, max))) in state.rows.into_iter().zip(extra).enumerate() {
         if let Some(row) = row {
             rows.push(state.start + offset);
             features.extend(row);
+            stds.extend(std.unwrap_or_default());
+            maxs.extend(max.unwrap_or_default());
         }
     }
     let shape = vec![rows.len(), manifest.num_layers, manifest.dim];
@@ -864,8 +926,25 @@ fn write_chunk(
         &shape,
         &tensor.bytes,
     );
+    let mut extra_tensors = Vec::new();
+    let mut extra_meta = Vec::new();
+    for (stat, values) in [(Stat::Std, &stds), (Stat::Max, &maxs)] {
+        if manifest.pooling.contains(stat) {
+            if values.len() != features.len() {
+                bail!("internal: the model returned no frame {}", stat.name());
+            }
+            let t = RawTensor::f32(shape.clone(), values);
+            let sum = chunk_checksum(
+                [&fields[0], &fields[1], &fields[2], &fields[3], &fields[4]],
+                &shape,
+                &t.bytes,
+            );
+            extra_meta.push((format!("checksum_{}", stat.name()), sum));
+            extra_tensors.push((stat.tensor_name().to_string(), t));
+        }
+    }
     let [fingerprint, chunk, rows, skipped, padded] = fields;
-    let meta = std::collections::HashMap::from([
+    let mut meta = std::collections::HashMap::from([
         ("fingerprint".to_string(), fingerprint),
         ("chunk".to_string(), chunk),
         ("rows".to_string(), rows),
@@ -873,7 +952,9 @@ fn write_chunk(
         ("padded".to_string(), padded),
         ("checksum".to_string(), checksum),
     ]);
-    let tensors = vec![("features".to_string(), tensor)];
+    meta.extend(extra_meta);
+    let mut tensors = vec![("features".to_string(), tensor)];
+    tensors.extend(extra_tensors);
     write_safetensors(&chunk_path(parts, state.chunk), &tensors, meta)?;
     // A test hook, compiled only into test builds (the `testing` feature, which the task crates'
     // tests enable): `HUBERT_PROBE_THROTTLE_MS` pauses after each chunk so the interruption
@@ -908,6 +989,7 @@ fn assemble(
         );
     }
     let mut features = Vec::new();
+    let (mut stds, mut maxs) = (Vec::new(), Vec::new());
     let mut items = Vec::new();
     let mut skipped = Vec::new();
     let mut padded = Vec::new();
@@ -928,6 +1010,8 @@ fn assemble(
             }
         };
         features.extend(chunk.features);
+        stds.extend(chunk.stds);
+        maxs.extend(chunk.maxs);
         items.extend(chunk.rows.iter().map(|&r| dataset.items[r].clone()));
         skipped.extend(chunk.skipped);
         padded.extend(chunk.padded);
@@ -942,6 +1026,8 @@ fn assemble(
             class_names: &dataset.class_names,
             items: &items,
             features: &features,
+            features_std: manifest.pooling.contains(Stat::Std).then_some(&stds[..]),
+            features_max: manifest.pooling.contains(Stat::Max).then_some(&maxs[..]),
             num_layers: manifest.num_layers,
             dim: manifest.dim,
             skipped: &skipped,

@@ -2,12 +2,19 @@
 //! `safetensors`:
 //!
 //! - `features` `[N, L, D]` f32: the frame mean of each stored hidden state of each item;
+//! - `features_std` `[N, L, D]` f32 (with `extract --pooling ...,std`): the population standard
+//!   deviation over frames;
+//! - `features_max` `[N, L, D]` f32 (with `extract --pooling ...,max`): the maximum over frames;
 //! - `labels` `[N]` i64;
 //! - metadata (all values are strings; JSON where structured): `format`, `task`, `model`,
-//!   `revision`, `layers`, `layer_indices`, `pooling`, `dtype`, `class_names`, `items` (path,
-//!   label, split, group, segment per row), `skipped`, `padded`, `device`, and `settings` (JSON
-//!   [`Settings`]: every setting that shapes the features, the weights by content) with its
-//!   `fingerprint`.
+//!   `revision`, `layers`, `layer_indices`, `pooling` (the statistics stored, e.g. `mean` or
+//!   `mean,std,max`), `dtype`, `class_names`, `items` (path, label, split, group, segment per
+//!   row), `skipped`, `padded`, `device`, and `settings` (JSON [`Settings`]: every setting that
+//!   shapes the features, the weights by content) with its `fingerprint`.
+//!
+//! Stores of format 1 (before `--pooling`) hold the mean only and still open. The file is
+//! memory-mapped: training reads only the layers and statistics it uses, so a store larger than
+//! memory trains.
 //!
 //! ```python
 //! from safetensors import safe_open
@@ -32,8 +39,152 @@ use serde::{Deserialize, Serialize};
 use crate::task::Item;
 use crate::train::LayerChoice;
 
-/// Format tag written into every store.
-pub const FORMAT: &str = "hubert-probe.features/1";
+/// Format tag written into every store (2: optional `features_std` / `features_max`).
+pub const FORMAT: &str = "hubert-probe.features/2";
+
+/// The previous format (the mean only), still read.
+pub const FORMAT_V1: &str = "hubert-probe.features/1";
+
+/// A statistic over an item's frames, stored per layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stat {
+    /// The frame mean (`features`, the study's pooling).
+    Mean,
+    /// The population standard deviation over frames (`features_std`).
+    Std,
+    /// The maximum over frames (`features_max`).
+    Max,
+}
+
+impl Stat {
+    /// Every statistic, in store order.
+    pub const ALL: [Stat; 3] = [Stat::Mean, Stat::Std, Stat::Max];
+
+    /// The tensor holding it.
+    pub fn tensor_name(self) -> &'static str {
+        match self {
+            Stat::Mean => "features",
+            Stat::Std => "features_std",
+            Stat::Max => "features_max",
+        }
+    }
+
+    /// `mean`, `std`, `max`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stat::Mean => "mean",
+            Stat::Std => "std",
+            Stat::Max => "max",
+        }
+    }
+}
+
+/// `extract --pooling`: the statistics a store holds, the mean always among them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolingSet(Vec<Stat>);
+
+impl Default for PoolingSet {
+    fn default() -> Self {
+        Self(vec![Stat::Mean])
+    }
+}
+
+impl PoolingSet {
+    /// The mean and `extra`, in store order.
+    pub fn new(extra: &[Stat]) -> Self {
+        let mut v: Vec<Stat> = std::iter::once(Stat::Mean)
+            .chain(extra.iter().copied())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        Self(v)
+    }
+
+    /// The statistics, in store order (mean first).
+    pub fn stats(&self) -> &[Stat] {
+        &self.0
+    }
+
+    /// Whether `stat` is held.
+    pub fn contains(&self, stat: Stat) -> bool {
+        self.0.contains(&stat)
+    }
+
+    /// Whether every statistic of `other` is held here (a store with more serves fewer).
+    pub fn covers(&self, other: &PoolingSet) -> bool {
+        other.0.iter().all(|s| self.contains(*s))
+    }
+}
+
+impl std::str::FromStr for PoolingSet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut extra = Vec::new();
+        for part in s.split(',') {
+            match part.trim() {
+                "mean" => {}
+                "std" => extra.push(Stat::Std),
+                "max" => extra.push(Stat::Max),
+                other => {
+                    return Err(format!(
+                    "expected a list of mean, std, max (the mean is always stored), got {other:?}"
+                ))
+                }
+            }
+        }
+        Ok(Self::new(&extra))
+    }
+}
+
+impl std::fmt::Display for PoolingSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|s| s.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// `train --pooling`: the item vector a probe sees, per layer.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Hash, clap::ValueEnum, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The frame mean, `D` wide (the study's).
+    #[default]
+    Mean,
+    /// The frame maximum, `D` wide.
+    Max,
+    /// The mean and the standard deviation concatenated, `2D` wide.
+    Meanstd,
+}
+
+impl Pooling {
+    /// The stored statistics it reads, in the order they are concatenated.
+    pub fn stats(self) -> &'static [Stat] {
+        match self {
+            Pooling::Mean => &[Stat::Mean],
+            Pooling::Max => &[Stat::Max],
+            Pooling::Meanstd => &[Stat::Mean, Stat::Std],
+        }
+    }
+
+    /// `mean`, `max`, `meanstd`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Max => "max",
+            Pooling::Meanstd => "meanstd",
+        }
+    }
+}
+
+impl std::fmt::Display for Pooling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// What produced a store: everything that must match for cached work to be reused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -270,8 +421,11 @@ pub struct FeatureStore {
     /// The settings it was made with (`None` for stores written before settings were recorded,
     /// which are never taken as up to date).
     pub settings: Option<Settings>,
+    /// The statistics stored.
+    pub pooling: PoolingSet,
     mmap: memmap2::Mmap,
-    features_offset: usize,
+    /// Byte offset of each stored statistic's tensor, by [`Stat`] order.
+    offsets: [Option<usize>; 3],
 }
 
 impl FeatureStore {
@@ -290,10 +444,10 @@ impl FeatureStore {
             .metadata()
             .clone()
             .ok_or_else(|| bad("no metadata".into()))?;
-        if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        let format = meta.get("format").map(String::as_str);
+        if format != Some(FORMAT) && format != Some(FORMAT_V1) {
             bail!(bad(format!(
-                "format is {:?}, expected {FORMAT}",
-                meta.get("format")
+                "format is {format:?}, expected {FORMAT} (or {FORMAT_V1})"
             )));
         }
         let get = |k: &str| {
@@ -338,7 +492,32 @@ impl FeatureStore {
                 items.len()
             )));
         }
-        let features_offset = 8 + header_len + info.data_offsets.0;
+        let pooling: PoolingSet = match meta.get("pooling") {
+            Some(p) if format == Some(FORMAT) => p
+                .parse()
+                .map_err(|e: String| bad(format!("metadata `pooling`: {e}")))?,
+            _ => PoolingSet::default(),
+        };
+        let mut offsets = [None; 3];
+        for (k, stat) in Stat::ALL.into_iter().enumerate() {
+            if !pooling.contains(stat) {
+                continue;
+            }
+            let name = stat.tensor_name();
+            let t = header.tensors().get(name).cloned().ok_or_else(|| {
+                bad(format!(
+                    "pooling lists {}, tensor `{name}` missing",
+                    stat.name()
+                ))
+            })?;
+            if t.dtype != safetensors::Dtype::F32 || t.shape != info.shape {
+                bail!(bad(format!(
+                    "`{name}` is {:?} {:?}, `features` {:?}",
+                    t.dtype, t.shape, info.shape
+                )));
+            }
+            offsets[k] = Some(8 + header_len + t.data_offsets.0);
+        }
         Ok(Self {
             path: path.to_path_buf(),
             provenance,
@@ -349,8 +528,9 @@ impl FeatureStore {
             num_layers,
             dim,
             settings,
+            pooling,
             mmap,
-            features_offset,
+            offsets,
         })
     }
 
@@ -369,8 +549,32 @@ impl FeatureStore {
         self.items.iter().map(|it| it.label).collect()
     }
 
-    /// The features of stored layer `layer` (`0..num_layers`), `[N, D]` row-major.
+    /// The frame means of stored layer `layer` (`0..num_layers`), `[N, D]` row-major.
     pub fn layer(&self, layer: usize) -> Result<Vec<f32>> {
+        self.pooled(layer, Pooling::Mean)
+    }
+
+    /// Checks that the store holds what `pooling` reads, with an error saying how to extract it.
+    pub fn check_pooling(&self, pooling: Pooling) -> Result<()> {
+        for &stat in pooling.stats() {
+            if !self.pooling.contains(stat) {
+                bail!(
+                    "{}: --pooling {pooling} needs the frame {}, the store holds {}; extract \
+                     again with --pooling {}",
+                    self.path.display(),
+                    stat.name(),
+                    self.pooling,
+                    PoolingSet::new(&[self.pooling.stats(), pooling.stats()].concat())
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The item vectors of stored layer `layer` under `pooling`, `[N, D']` row-major, `D'` =
+    /// `D` x the number of statistics (mean and std concatenated per row for `meanstd`). Reads
+    /// only that layer's rows from the mapped file.
+    pub fn pooled(&self, layer: usize, pooling: Pooling) -> Result<Vec<f32>> {
         if layer >= self.num_layers {
             bail!(
                 "{}: stored layer {layer} requested, the store has {}",
@@ -378,16 +582,26 @@ impl FeatureStore {
                 self.num_layers
             );
         }
+        self.check_pooling(pooling)?;
         let (l, d) = (self.num_layers, self.dim);
-        let bytes = &self.mmap[self.features_offset..];
-        let mut out = Vec::with_capacity(self.len() * d);
+        let sources: Vec<&[u8]> = pooling
+            .stats()
+            .iter()
+            .map(|&s| {
+                let k = Stat::ALL.iter().position(|&t| t == s).expect("listed");
+                &self.mmap[self.offsets[k].expect("checked above")..]
+            })
+            .collect();
+        let mut out = Vec::with_capacity(self.len() * d * sources.len());
         for row in 0..self.len() {
             let start = ((row * l + layer) * d) * 4;
-            out.extend(
-                bytes[start..start + d * 4]
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            );
+            for bytes in &sources {
+                out.extend(
+                    bytes[start..start + d * 4]
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                );
+            }
         }
         Ok(out)
     }
@@ -444,8 +658,12 @@ pub struct StoreContents<'a> {
     pub class_names: &'a [String],
     /// One per row.
     pub items: &'a [Item],
-    /// `[N * L * D]`.
+    /// `[N * L * D]` frame means.
     pub features: &'a [f32],
+    /// `[N * L * D]` population standard deviations over frames, when stored.
+    pub features_std: Option<&'a [f32]>,
+    /// `[N * L * D]` maxima over frames, when stored.
+    pub features_max: Option<&'a [f32]>,
     /// `L`.
     pub num_layers: usize,
     /// `D`.
@@ -470,13 +688,31 @@ pub fn write_store(path: &Path, c: &StoreContents<'_>) -> Result<()> {
         );
     }
     let labels: Vec<i64> = c.items.iter().map(|it| it.label as i64).collect();
-    let tensors = vec![
-        (
-            "features".to_string(),
-            RawTensor::f32(vec![n, c.num_layers, c.dim], c.features),
-        ),
-        ("labels".to_string(), RawTensor::i64(vec![n], &labels)),
-    ];
+    let shape = vec![n, c.num_layers, c.dim];
+    let mut tensors = vec![(
+        "features".to_string(),
+        RawTensor::f32(shape.clone(), c.features),
+    )];
+    let mut extra = Vec::new();
+    for (stat, values) in [(Stat::Std, c.features_std), (Stat::Max, c.features_max)] {
+        if let Some(values) = values {
+            if values.len() != c.features.len() {
+                bail!(
+                    "internal: {} {} values for {} means",
+                    values.len(),
+                    stat.name(),
+                    c.features.len()
+                );
+            }
+            tensors.push((
+                stat.tensor_name().to_string(),
+                RawTensor::f32(shape.clone(), values),
+            ));
+            extra.push(stat);
+        }
+    }
+    tensors.push(("labels".to_string(), RawTensor::i64(vec![n], &labels)));
+    let pooling = PoolingSet::new(&extra);
     let p = c.provenance;
     let mut meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
@@ -491,7 +727,7 @@ pub fn write_store(path: &Path, c: &StoreContents<'_>) -> Result<()> {
             "layer_indices".to_string(),
             serde_json::to_string(&p.layer_indices)?,
         ),
-        ("pooling".to_string(), "mean".to_string()),
+        ("pooling".to_string(), pooling.to_string()),
         ("dtype".to_string(), p.dtype.clone()),
         (
             "class_names".to_string(),

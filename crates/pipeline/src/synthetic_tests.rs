@@ -95,6 +95,7 @@ fn options(chunk_size: usize, shard: Option<Shard>) -> ExtractOptions {
         shard,
         skip_bad: false,
         chunk_size,
+        pooling: Default::default(),
     }
 }
 
@@ -218,6 +219,7 @@ fn undecodable_files_stop_extraction_or_are_skipped_and_listed() {
 
 fn train_options(dir: &Path, layer: LayerChoice, runs: usize, plots: bool) -> TrainOptions {
     TrainOptions {
+        pooling: Default::default(),
         probe: ProbeChoice::Both,
         config: TrainConfig {
             epochs: 8,
@@ -649,4 +651,93 @@ fn damaged_chunks_are_redone_never_trusted() {
     );
     let merged = merge(&dataset, &a, &[parts_dir(&b)]).unwrap();
     assert_eq!(std::fs::read(merged).unwrap(), bytes);
+}
+
+#[test]
+fn pooled_statistics_are_stored_served_and_trained_on() {
+    use crate::store::{Pooling, PoolingSet, Stat};
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = corpus(&tmp.path().join("data"));
+    let n = dataset.items.len();
+    let all_stats: PoolingSet = "mean,std,max".parse().unwrap();
+    assert_eq!(all_stats.to_string(), "mean,std,max");
+    assert_eq!("max".parse::<PoolingSet>().unwrap().to_string(), "mean,max");
+    assert!("mean,median".parse::<PoolingSet>().is_err());
+
+    // A mean-only store, then every statistic from one forward pass.
+    let mean_only = store_path(&tmp.path().join("m"), "synthetic", &LayerSelection::All);
+    run(&dataset, &mean_only, &options(4, None));
+    let path = store_path(&tmp.path().join("f"), "synthetic", &LayerSelection::All);
+    let mut opts = options(4, None);
+    opts.pooling = all_stats.clone();
+    run(&dataset, &path, &opts);
+    let store = FeatureStore::open(&path).unwrap();
+    assert_eq!(store.pooling, all_stats);
+    let plain = FeatureStore::open(&mean_only).unwrap();
+    assert_eq!(plain.pooling, PoolingSet::default());
+    for l in 0..store.num_layers {
+        assert_eq!(
+            store.layer(l).unwrap(),
+            plain.layer(l).unwrap(),
+            "layer {l}"
+        );
+    }
+    // The stored rows equal the Embedder's statistics of the same clip.
+    let hubert = source()
+        .load(Default::default(), Default::default())
+        .unwrap();
+    let embed_options =
+        hubert_core::EmbedOptions::new(LayerSelection::All).with_outputs(hubert_core::Outputs {
+            mean: true,
+            std: true,
+            max: true,
+            frames: false,
+        });
+    let mut embedder = hubert_core::Embedder::new(&hubert, embed_options).unwrap();
+    let row = 5;
+    let clip = audio_io::load(dataset.path_of(&dataset.items[row])).unwrap();
+    let e = embedder.embed_all([(row, clip)]).unwrap().remove(0);
+    let (l, d) = (store.num_layers, store.dim);
+    for (pooling, expected) in [
+        (Pooling::Mean, e.mean.unwrap()),
+        (Pooling::Max, e.max.unwrap()),
+    ] {
+        for layer in 0..l {
+            let got = store.pooled(layer, pooling).unwrap();
+            assert_eq!(got.len(), n * d);
+            assert_eq!(
+                &got[row * d..(row + 1) * d],
+                &expected[layer * d..(layer + 1) * d],
+                "{pooling} layer {layer}"
+            );
+        }
+    }
+    let std = e.std.unwrap();
+    let meanstd = store.pooled(l - 1, Pooling::Meanstd).unwrap();
+    assert_eq!(meanstd.len(), n * 2 * d);
+    assert_eq!(
+        &meanstd[row * 2 * d + d..(row + 1) * 2 * d],
+        &std[(l - 1) * d..l * d],
+        "the std half of a meanstd row"
+    );
+
+    // More statistics serve a request for fewer: up to date, nothing rewritten.
+    let bytes = std::fs::read(&path).unwrap();
+    run(&dataset, &path, &options(4, None));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    // A mean-only store asked for max: training says how to extract, extraction redoes it.
+    let err = plain.pooled(0, Pooling::Max).unwrap_err().to_string();
+    assert!(err.contains("--pooling mean,max"), "{err}");
+    let mut max_opts = options(4, None);
+    max_opts.pooling = "mean,max".parse().unwrap();
+    run(&dataset, &mean_only, &max_opts);
+    let redone = FeatureStore::open(&mean_only).unwrap();
+    assert!(redone.pooling.contains(Stat::Max) && !redone.pooling.contains(Stat::Std));
+
+    // Training on mean and std concatenated: a 2D-wide probe input.
+    let mut train_opts = train_options(tmp.path(), LayerChoice::Last, 1, false);
+    train_opts.pooling = Pooling::Meanstd;
+    let outcome = train(&Synthetic, &store, &train_opts).unwrap();
+    assert_eq!(outcome.results.features.pooling, "meanstd");
+    assert_eq!(outcome.results.features.dim, 2 * d);
 }

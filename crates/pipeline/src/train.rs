@@ -36,7 +36,7 @@ use scaler::StandardScaler;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{splits, FoldSplit, Protocol};
-use crate::store::FeatureStore;
+use crate::store::{FeatureStore, Pooling};
 use crate::task::Task;
 
 /// Which probe(s) to train.
@@ -140,6 +140,8 @@ pub struct TrainOptions {
     pub layer: LayerChoice,
     /// Fraction of each training part held out (group-disjoint) for best-epoch selection.
     pub val_fraction: f64,
+    /// The item vector per layer: frame mean, max, or mean and std concatenated.
+    pub pooling: Pooling,
     /// `results/<task>`.
     pub results_dir: PathBuf,
     /// Where the probes are saved (`models/`).
@@ -259,7 +261,7 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
     let probes = opts.probe.probes();
     let layer_features: Vec<Vec<f32>> = layer_positions
         .iter()
-        .map(|&p| store.layer(p))
+        .map(|&p| store.pooled(p, opts.pooling))
         .collect::<Result<_>>()?;
 
     // One job slot per trained "layer": each stored layer, or the single weighted combination.
@@ -285,7 +287,7 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
         }
     }
     let progress = terminal::count_bar((jobs.len() * opts.config.epochs) as u64, "train", "epochs");
-    let dim = store.dim;
+    let dim = store.dim * opts.pooling.stats().len();
     let results: Vec<JobResult> = jobs
         .par_iter()
         .map(|job| {
@@ -824,8 +826,8 @@ fn results_summary(
             revision: store.provenance.revision.clone(),
             layers_stored: store.provenance.layers.clone(),
             layer: layer_label(store, *final_pos),
-            pooling: "mean".to_string(),
-            dim: store.dim,
+            pooling: opts.pooling.name().to_string(),
+            dim: store.dim * opts.pooling.stats().len(),
             items: store.len(),
             skipped: store
                 .skipped
@@ -1090,12 +1092,13 @@ pub fn report_markdown(
     );
     let _ = writeln!(
         s,
-        "- Features: `{}` — model `{}`, layer {}, mean pooling, {} items x {} dims{}",
+        "- Features: `{}` — model `{}`, layer {}, {} pooling, {} items x {} dims{}",
         store.path.display(),
         store.provenance.model,
         layer_label(store, *final_pos),
+        opts.pooling,
         store.len(),
-        store.dim,
+        store.dim * opts.pooling.stats().len(),
         if store.skipped.is_empty() {
             String::new()
         } else {

@@ -14,6 +14,8 @@
 //! * **Layer weighting** ([`Trainer::train_weighted`], [`WeightedProbe`]): SUPERB's learned
 //!   softmax-weighted sum of hidden states in front of either probe, trained jointly by the
 //!   same Adam from uniform weights (plain f32 code, gradient checked by finite differences).
+//! * **k nearest neighbours** ([`KnnClassifier`]): cosine distance, uniform votes, as
+//!   scikit-learn's `KNeighborsClassifier(metric="cosine")` (the X-ARES probe); nothing to train.
 //! * **Determinism**: one `ChaCha8Rng` seeded with `seed` drives initialisation and shuffles; a
 //!   seed gives bit-identical probes on a given CPU (single-threaded, fixed summation order).
 //!
@@ -82,11 +84,13 @@ use std::path::PathBuf;
 
 mod checkpoint;
 mod kernels;
+mod knn;
 mod model;
 mod train;
 mod weighted;
 
 pub use checkpoint::{Checkpoint, CheckpointMetadata, FORMAT, FORMAT_VERSION};
+pub use knn::KnnClassifier;
 pub use model::{Dense, LinearClassifier, Probe, ProbeKind, ThreeLayerClassifier, DEFAULT_HIDDEN};
 pub use train::{evaluate, Dataset, EpochStats, TrainConfig, Trained, TrainedProbe, Trainer};
 pub use weighted::{evaluate_weighted, TrainedWeightedProbe, WeightedProbe};
