@@ -43,19 +43,6 @@ impl Activation {
             ))),
         }
     }
-
-    /// Applies the activation.
-    pub fn apply(self, xs: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
-        match self {
-            Self::Gelu if xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 => {
-                xs.contiguous()?.apply_op1_no_bwd(&crate::cpu::GeluErf)
-            }
-            Self::Gelu => xs.gelu_erf(),
-            Self::GeluTanh => xs.gelu(),
-            Self::Relu => xs.relu(),
-            Self::Silu => xs.silu(),
-        }
-    }
 }
 
 /// The subset of transformers' `HubertConfig` / `Wav2Vec2Config` that inference needs. Field

@@ -28,21 +28,18 @@
 
 mod bucket;
 mod config;
-mod cpu;
+pub mod cpu;
 pub mod embed;
 mod error;
-mod fast;
-mod fftconv;
-pub mod gemm;
 mod model;
 pub mod params;
 mod source;
 mod weights;
-mod winograd;
 
 pub use bucket::{Batch, LengthBuckets};
 pub use candle_core::{DType, Device, Tensor};
 pub use config::{Activation, FeatExtractNorm, HubertConfig, PreprocessorConfig};
+pub use cpu::gemm;
 pub use embed::{EmbedOptions, Embedder, Embedding};
 pub use error::{Error, Result};
 pub use model::{HiddenStates, HubertModel, LayerOutputs, LayerSelection, Outputs};

@@ -9,13 +9,29 @@ use candle_nn::{Conv1d, Conv1dConfig, GroupNorm, LayerNorm, Linear};
 use tracing::{span, Level};
 
 use crate::config::{Activation, FeatExtractNorm, HubertConfig};
+use crate::cpu::fast::{FastLayer, FastLinear, Norm};
+use crate::cpu::fftconv::{self, FftGroupedConv};
+use crate::cpu::gemm::Kernel;
+use crate::cpu::winograd::{self, Act, Pre, WinogradConv};
 use crate::cpu::{self, PackedConv, PackedGroupedConv};
-use crate::fast::{FastLayer, FastLinear, Norm};
-use crate::fftconv::{self, FftGroupedConv};
-use crate::gemm::Kernel;
 use crate::weights::Weights;
-use crate::winograd::{self, Act, Pre, WinogradConv};
 use crate::{Error, Result};
+
+impl Activation {
+    /// Applies the activation (exact GELU through the CPU backend's vectorised kernel on f32
+    /// CPU tensors, candle's ops elsewhere).
+    pub fn apply(self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Gelu if xs.device().is_cpu() && xs.dtype() == DType::F32 => {
+                xs.contiguous()?.apply_op1_no_bwd(&cpu::GeluErf)
+            }
+            Self::Gelu => xs.gelu_erf(),
+            Self::GeluTanh => xs.gelu(),
+            Self::Relu => xs.relu(),
+            Self::Silu => xs.silu(),
+        }
+    }
+}
 
 /// Loads `nn.LayerNorm(size, eps)` from `{prefix}.weight` / `{prefix}.bias`.
 fn layer_norm(w: &Weights, prefix: &str, size: usize, eps: f64) -> Result<LayerNorm> {
@@ -438,7 +454,7 @@ struct PositionalConvEmbedding {
     conv: Option<Conv1d>,
     /// Per-group strided GEMMs for CPU fp32 with GELU (see [`crate::cpu`]).
     fast: Option<PackedGroupedConv>,
-    /// Overlap-save FFT convolution on the CPU path (see [`crate::fftconv`]), preferred.
+    /// Overlap-save FFT convolution on the CPU path (see [`crate::cpu::fftconv`]), preferred.
     fft: Option<FftGroupedConv>,
     batch_norm: Option<BatchNorm1d>,
     num_pad_remove: usize,
@@ -712,7 +728,7 @@ struct Encoder {
     layer_norm: LayerNorm,
     /// candle's layers (empty when `fast` runs them).
     layers: Vec<EncoderLayer>,
-    /// The CPU layers (see [`crate::fast`]).
+    /// The CPU layers (see [`crate::cpu::fast`]).
     fast: Option<FastEncoder>,
     stable_layer_norm: bool,
 }

@@ -1,7 +1,7 @@
 //! The transformer layers on the CPU, on plain `[frames, channels]` buffers: fused QKV
 //! projection, per-head attention as small GEMMs with the softmax in between, LayerNorm with the
 //! residual add, and the feed-forward with a vectorised exact GELU. Every product goes through
-//! [`crate::gemm`] with the weights packed once at load time (fp32, or bf16 with fp32
+//! [`crate::cpu::gemm`] with the weights packed once at load time (fp32, or bf16 with fp32
 //! accumulation for `--dtype bf16`); norms, softmax and GELU always run in f32.
 //!
 //! candle's generic path for the same layer spends much of its time outside the matrix
@@ -10,8 +10,8 @@
 
 use rayon::prelude::*;
 
+use crate::cpu::gemm::{gemm_new, gemm_raw, padded_ld, Init, Kernel, PackedB};
 use crate::cpu::{self, threads, SendPtr};
-use crate::gemm::{gemm_new, gemm_raw, padded_ld, Init, Kernel, PackedB};
 
 /// `nn.LayerNorm` weights.
 #[derive(Debug, Clone)]
