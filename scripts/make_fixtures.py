@@ -10,10 +10,27 @@ Writes, under crates/hubert-core/tests/fixtures/:
   tiny-large/     layer-norm conv encoder, conv bias, pre-LN transformer (do_stable_layer_norm),
                   odd positional kernel, do_normalize: false; model.safetensors
   tiny-large-bin/ same model as pytorch_model.bin, legacy names, no prefix
+  tiny-distilhubert/   DistilHuBERT-like: HuBERT without the feature-projection LayerNorm
+                  (feat_proj_layer_norm: false), 2 layers, do_normalize: false
+  tiny-wav2vec2/  wav2vec2 base in the Wav2Vec2ForPreTraining layout: `wav2vec2.` prefix,
+                  masked_spec_embed, quantizer, project_q, project_hid; do_normalize: true
+  tiny-wav2vec2-large/  wav2vec2 large-lv60 style: layer-norm conv encoder with conv bias,
+                  stable layer norm, pytorch_model.bin with legacy weight-norm names
+  tiny-data2vec/  data2vec-audio (Data2VecAudioModel layout): LayerNorm in every conv layer,
+                  a stack of 2 positional convs of even kernel 4
+  tiny-wavlm/     WavLM base-plus style (post-LN, group norm) in the
+                  WavLMForSequenceClassification layout: `wavlm.` prefix, projector,
+                  classifier, layer_weights; 16 buckets, max distance 20 (the clips reach
+                  past it); preprocessor with do_normalize: false, return_attention_mask: true
+  tiny-wavlm-large/  WavLM large style: layer-norm conv, stable layer norm, pytorch_model.bin
+  tiny-bert/      a BertModel checkpoint (to be refused, naming `bert`)
   audio/          16 kHz mono WAVs: PCM16 and float32, of several lengths (400 samples = one frame)
   expected.safetensors
-                  for each model M in {base, large} and clip c: `M.c.input_values` [n],
-                  `M.c.hidden_states` [L+1, T, D], `M.c.last_hidden_state` [T, D]
+                  for each model M (base, large, distilhubert, wav2vec2, wav2vec2large,
+                  data2vec, wavlm, wavlmlarge) and clip c: `M.c.input_values` [n],
+                  `M.c.hidden_states` [L+1, T, D], `M.c.last_hidden_state` [T, D]; and
+                  `wavlm.buckets_320_800` (int64): WavLM's relative position buckets for
+                  relative positions -3000..=3000 with wavlm-base's 320 buckets / 800 distance
 
 Every LayerNorm/GroupNorm affine, bias and weight_g is perturbed away from its initial value so
 an implementation that ignores any of them fails the parity tests.
@@ -33,7 +50,21 @@ import numpy as np
 import soundfile as sf
 import torch
 from safetensors.torch import save_file
-from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+from transformers import (
+    BertConfig,
+    BertModel,
+    Data2VecAudioConfig,
+    Data2VecAudioModel,
+    HubertConfig,
+    HubertModel,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2ForPreTraining,
+    Wav2Vec2Model,
+    WavLMConfig,
+    WavLMForSequenceClassification,
+    WavLMModel,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "crates", "hubert-core", "tests", "fixtures")
@@ -67,6 +98,46 @@ CONFIGS = {
 }
 DO_NORMALIZE = {"base": True, "large": False}
 
+# The other families, each in its hub layout: (directory, expected-key, config class, kwargs,
+# wrapper class or None, attribute of the base model in the wrapper, weight format,
+# do_normalize, extra preprocessor keys).
+PRETRAIN = dict(
+    codevector_dim=16, proj_codevector_dim=16, num_codevector_groups=2,
+    num_codevectors_per_group=4, mask_time_prob=0.05,
+)
+FAMILIES = [
+    ("tiny-distilhubert", "distilhubert", HubertConfig,
+     dict(TINY_COMMON, feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False,
+          num_conv_pos_embeddings=16, feat_proj_layer_norm=False,
+          architectures=["HubertModel"]),
+     HubertModel, None, "safetensors", False, {}),
+    ("tiny-wav2vec2", "wav2vec2", Wav2Vec2Config,
+     dict(TINY_COMMON, **PRETRAIN, feat_extract_norm="group", do_stable_layer_norm=False,
+          conv_bias=False, num_conv_pos_embeddings=16,
+          architectures=["Wav2Vec2ForPreTraining"]),
+     Wav2Vec2ForPreTraining, "wav2vec2", "safetensors", True, {}),
+    ("tiny-wav2vec2-large", "wav2vec2large", Wav2Vec2Config,
+     dict(TINY_COMMON, feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+          num_conv_pos_embeddings=15, architectures=["Wav2Vec2Model"]),
+     Wav2Vec2Model, None, "bin", True, {"return_attention_mask": True}),
+    ("tiny-data2vec", "data2vec", Data2VecAudioConfig,
+     dict(TINY_COMMON, conv_bias=False, num_conv_pos_embeddings=2, conv_pos_kernel_size=4,
+          architectures=["Data2VecAudioModel"]),
+     Data2VecAudioModel, None, "safetensors", True, {}),
+    ("tiny-wavlm", "wavlm", WavLMConfig,
+     dict(TINY_COMMON, feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False,
+          num_conv_pos_embeddings=16, num_buckets=16, max_bucket_distance=20,
+          use_weighted_layer_sum=True, classifier_proj_size=8, num_labels=3,
+          architectures=["WavLMForSequenceClassification"]),
+     WavLMForSequenceClassification, "wavlm", "safetensors", False,
+     {"return_attention_mask": True}),
+    ("tiny-wavlm-large", "wavlmlarge", WavLMConfig,
+     dict(TINY_COMMON, feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+          num_conv_pos_embeddings=15, num_buckets=16, max_bucket_distance=20,
+          architectures=["WavLMModel"]),
+     WavLMModel, None, "bin", True, {}),
+]
+
 # (name, samples, subtype): lengths cover the one-frame minimum, odd sizes and a full second.
 CLIPS = [
     ("min400_pcm16", 400, "PCM_16"),
@@ -86,6 +157,9 @@ def perturb(model: torch.nn.Module, gen: torch.Generator) -> None:
                 p.add_(0.2 * noise)
             elif name.endswith(".bias"):
                 p.add_(0.1 * noise)
+            elif "gru_rel_pos" in name or "rel_attn_embed" in name:
+                # WavLM's position bias and its gate: large enough that ignoring them fails.
+                p.add_(0.5 * noise)
             elif name.endswith("original0") or name.endswith("weight_g"):
                 p.mul_(1.0 + 0.5 * torch.rand(p.shape, generator=gen))
 
@@ -99,19 +173,29 @@ def legacy_state_dict(model: torch.nn.Module, prefix: str = "") -> dict:
     return out
 
 
-def write_model_dir(path, model, config, do_normalize, fmt, prefix="", drop_feat_proj_key=False):
+def write_model_dir(path, model, config, do_normalize, fmt, prefix="", drop_feat_proj_key=False,
+                    extra_fe=None, keep_keys=False):
     os.makedirs(path, exist_ok=True)
     cfg = config.to_dict()
     if drop_feat_proj_key:
         cfg.pop("feat_proj_layer_norm", None)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2, sort_keys=True)
-    fe = Wav2Vec2FeatureExtractor(
+    fe_kwargs = dict(
         feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=do_normalize,
         return_attention_mask=False,
     )
+    fe_kwargs.update(extra_fe or {})
+    fe = Wav2Vec2FeatureExtractor(**fe_kwargs)
     fe.save_pretrained(path)
-    if fmt == "safetensors":
+    if keep_keys:
+        # A whole task-head / pre-training model: its own key names, as the hub stores them.
+        sd = {k: v.contiguous().clone() for k, v in model.state_dict().items()}
+        if fmt == "safetensors":
+            save_file(sd, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+        else:
+            torch.save(legacy_state_dict(model), os.path.join(path, "pytorch_model.bin"))
+    elif fmt == "safetensors":
         sd = {k: v.contiguous().clone() for k, v in model.state_dict().items()}
         assert any("parametrizations.weight.original0" in k for k in sd), "expected new weight-norm names"
         save_file(sd, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
@@ -153,6 +237,14 @@ def expected_outputs(model, fe, paths):
     return out
 
 
+def wavlm_buckets(num_buckets, max_distance, reach):
+    """WavLM's relative position buckets for -reach..=reach, computed by transformers."""
+    from transformers.models.wavlm.modeling_wavlm import WavLMAttention
+    attn = WavLMAttention(embed_dim=8, num_heads=2, num_buckets=num_buckets, max_distance=max_distance)
+    rel = torch.arange(-reach, reach + 1, dtype=torch.long)
+    return attn._relative_positions_bucket(rel).to(torch.int64).contiguous()
+
+
 def tiny_fixtures():
     if os.path.isdir(FIXTURES):
         shutil.rmtree(FIXTURES)
@@ -170,6 +262,29 @@ def tiny_fixtures():
         fe = Wav2Vec2FeatureExtractor.from_pretrained(os.path.join(FIXTURES, f"tiny-{key}"))
         for k, v in expected_outputs(model, fe, paths).items():
             expected[f"{key}.{k}"] = v
+    for j, (dirname, key, cfg_cls, kwargs, model_cls, base_attr, fmt, do_norm, extra) in enumerate(FAMILIES):
+        torch.manual_seed(300 + j)
+        config = cfg_cls(**kwargs)
+        model = model_cls(config).eval()
+        perturb(model, torch.Generator().manual_seed(400 + j))
+        base = getattr(model, base_attr) if base_attr else model
+        path = os.path.join(FIXTURES, dirname)
+        write_model_dir(path, model, config, do_norm, fmt, extra_fe=extra, keep_keys=True)
+        fe = Wav2Vec2FeatureExtractor.from_pretrained(path)
+        for k, v in expected_outputs(base, fe, paths).items():
+            expected[f"{key}.{k}"] = v
+    expected["wavlm.buckets_320_800"] = wavlm_buckets(320, 800, 3000)
+    bert_dir = os.path.join(FIXTURES, "tiny-bert")
+    os.makedirs(bert_dir, exist_ok=True)
+    torch.manual_seed(9)
+    bert_cfg = BertConfig(vocab_size=16, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=8, max_position_embeddings=8)
+    bert = BertModel(bert_cfg).eval()
+    bert_cfg.architectures = ["BertModel"]
+    with open(os.path.join(bert_dir, "config.json"), "w") as f:
+        json.dump(bert_cfg.to_dict(), f, indent=2, sort_keys=True)
+    save_file({k: v.contiguous().clone() for k, v in bert.state_dict().items()},
+              os.path.join(bert_dir, "model.safetensors"), metadata={"format": "pt"})
     save_file(expected, os.path.join(FIXTURES, "expected.safetensors"))
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(FIXTURES) for f in fs)
     print(f"wrote {FIXTURES} ({total / 1024:.0f} KiB)")

@@ -54,6 +54,17 @@ pub enum Error {
         /// The shape in the file.
         found: Vec<usize>,
     },
+    /// Tensors left in a checkpoint after loading that the architecture does not use.
+    #[error(
+        "{path}: tensors the model does not use: {names} (a checkpoint of another \
+         architecture, or a config.json that does not match it)"
+    )]
+    UnusedTensors {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The leftover names (the first few).
+        names: String,
+    },
     /// A model directory lacks a required file.
     #[error("{dir}: {msg}")]
     ModelDir {

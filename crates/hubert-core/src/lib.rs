@@ -28,21 +28,20 @@
 
 mod bucket;
 mod config;
-mod cpu;
+pub mod cpu;
 pub mod embed;
 mod error;
-mod fast;
-mod fftconv;
-pub mod gemm;
 mod model;
 pub mod params;
 mod source;
 mod weights;
-mod winograd;
 
 pub use bucket::{Batch, LengthBuckets};
 pub use candle_core::{DType, Device, Tensor};
-pub use config::{Activation, FeatExtractNorm, HubertConfig, PreprocessorConfig};
+pub use config::{
+    limits, Activation, FeatExtractNorm, HubertConfig, ModelFamily, PreprocessorConfig,
+};
+pub use cpu::gemm;
 pub use embed::{EmbedOptions, Embedder, Embedding};
 pub use error::{Error, Result};
 pub use model::{HiddenStates, HubertModel, LayerOutputs, LayerSelection, Outputs};
@@ -110,17 +109,6 @@ impl ModelSource {
             Some(p) => PreprocessorConfig::from_file(p)?,
             None => PreprocessorConfig::default(),
         };
-        if preprocessor.sampling_rate != 16_000 {
-            return Err(Error::Config(format!(
-                "{}: sampling_rate {} is not supported (only 16000)",
-                files
-                    .preprocessor
-                    .as_deref()
-                    .unwrap_or(files.config.as_path())
-                    .display(),
-                preprocessor.sampling_rate
-            )));
-        }
         Ok(Self {
             files,
             config,
@@ -166,8 +154,8 @@ impl Hubert {
         } = source;
         let weights =
             Weights::from_file(&files.weights, device, model::tensor_dtype(device, dtype))?;
-        let num_parameters = weights.elem_count();
         let model = HubertModel::from_weights(config, weights, device, dtype)?;
+        let num_parameters = model.num_parameters();
         Ok(Self {
             model,
             preprocessor,
@@ -181,7 +169,8 @@ impl Hubert {
         self.model.config()
     }
 
-    /// Number of parameters in the checkpoint's base model (weight norm folded into one tensor).
+    /// Number of parameters of the base model (weight norm folded into one tensor; heads and
+    /// training-only tensors not counted).
     pub fn num_parameters(&self) -> usize {
         self.num_parameters
     }

@@ -1,7 +1,12 @@
-//! Checkpoint loading: `model.safetensors` or `pytorch_model.bin`, with or without a
-//! `hubert.`/`wav2vec2.` prefix, weight norm stored as legacy `weight_g`/`weight_v` or as
-//! `parametrizations.weight.original0/1`. Weight norm is folded into a plain `weight` at load
-//! time, exactly as `torch._weight_norm` computes it.
+//! Checkpoint loading: `model.safetensors` or `pytorch_model.bin`, with or without a task-head
+//! or pre-training prefix (`hubert.`, `wav2vec2.`, `wavlm.`, `data2vec_audio.`), weight norm
+//! stored as legacy `weight_g`/`weight_v` or as `parametrizations.weight.original0/1`. Weight
+//! norm is folded into a plain `weight` at load time, exactly as `torch._weight_norm` computes
+//! it.
+//!
+//! The store records which tensors the model took: after loading, anything left over that is
+//! neither training-only ([`TRAINING_ONLY`]) nor a fine-tuned head ([`HEADS`], ignored with a
+//! note) is an error naming it, so a checkpoint of another architecture never loads silently.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,13 +16,32 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::{Error, Result};
 
-/// Prefixes that task-head checkpoints (`HubertForCTC`, `Wav2Vec2ForPreTraining`, ...) put in
-/// front of the base model's keys.
-const PREFIXES: [&str; 2] = ["hubert.", "wav2vec2."];
+/// Prefixes that task-head and pre-training checkpoints (`HubertForCTC`,
+/// `Wav2Vec2ForPreTraining`, `WavLMForXVector`, ...) put in front of the base model's keys.
+const PREFIXES: [&str; 4] = ["hubert.", "wav2vec2.", "wavlm.", "data2vec_audio."];
+
+/// Top-level modules that only pre-training uses (masking vector, quantizer, prediction
+/// heads): left in a checkpoint, they are skipped without a word.
+pub const TRAINING_ONLY: [&str; 6] = [
+    "masked_spec_embed",
+    "quantizer",
+    "project_q",
+    "project_hid",
+    "label_embs_concat",
+    "final_proj",
+];
+
+/// Top-level modules of fine-tuned task heads: skipped with a note (their checkpoints still
+/// hold a pre-trained encoder whose features users extract).
+pub const HEADS: [&str; 4] = ["projector", "classifier", "layer_weights", "lm_head"];
 
 /// All tensors of a checkpoint, keyed by their base-model names, with weight norm folded.
 pub struct Weights {
     tensors: Mutex<HashMap<String, Tensor>>,
+    /// Names handed out by [`Weights::get`], with their element counts.
+    used: Mutex<HashMap<String, usize>>,
+    /// Keys outside the base model's prefix (when the checkpoint has one).
+    foreign: Vec<String>,
     path: PathBuf,
     device: Device,
     dtype: DType,
@@ -68,12 +92,17 @@ impl Weights {
             .find(|p| raw.iter().any(|(k, _)| k.starts_with(*p)))
             .copied();
         let mut tensors = HashMap::with_capacity(raw.len());
+        let mut foreign = Vec::new();
         for (name, tensor) in raw {
             let name = match prefix {
                 Some(p) => match name.strip_prefix(p) {
                     Some(rest) => rest.to_string(),
-                    // Keys outside the base model (lm_head, quantizer, ...) are not ours.
-                    None => continue,
+                    // Keys outside the base model (lm_head, quantizer, ...): checked by
+                    // `check_leftovers`.
+                    None => {
+                        foreign.push(name);
+                        continue;
+                    }
                 },
                 None => name,
             };
@@ -81,6 +110,8 @@ impl Weights {
         }
         let mut weights = Self {
             tensors: Mutex::new(tensors),
+            used: Mutex::new(HashMap::new()),
+            foreign,
             path: path.to_path_buf(),
             device: device.clone(),
             dtype,
@@ -93,6 +124,8 @@ impl Weights {
     pub(crate) fn with_dtype(&self, dtype: DType) -> Self {
         Self {
             tensors: Mutex::new(self.map().clone()),
+            used: Mutex::new(HashMap::new()),
+            foreign: self.foreign.clone(),
             path: self.path.clone(),
             device: self.device.clone(),
             dtype,
@@ -113,6 +146,71 @@ impl Weights {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tensor>> {
         // A panic while the lock was held left the map itself consistent.
         self.tensors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn used(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of elements over the tensors the model took (its parameter count, each
+    /// weight-norm pair counted as the one weight it folds into).
+    pub fn used_elem_count(&self) -> usize {
+        self.used().values().sum()
+    }
+
+    /// Checks that every tensor left after loading is training-only ([`TRAINING_ONLY`],
+    /// skipped) or a fine-tuned head ([`HEADS`], skipped with a note); anything else is an error
+    /// naming it (a checkpoint of another architecture, or a config that does not match it).
+    pub fn check_leftovers(&self) -> Result<()> {
+        let used = self.used();
+        let mut left: Vec<String> = self
+            .map()
+            .keys()
+            .filter(|k| !used.contains_key(*k))
+            .cloned()
+            .chain(self.foreign.iter().cloned())
+            .collect();
+        left.sort();
+        let top = |k: &str| k.split('.').next().unwrap_or(k).to_string();
+        let mut heads = Vec::new();
+        let mut unknown = Vec::new();
+        for k in left {
+            let t = top(&k);
+            if TRAINING_ONLY.contains(&t.as_str()) || k.ends_with(".num_batches_tracked") {
+                continue;
+            }
+            if HEADS.contains(&t.as_str()) {
+                if !heads.contains(&t) {
+                    heads.push(t);
+                }
+                continue;
+            }
+            unknown.push(k);
+        }
+        if !heads.is_empty() {
+            tracing::info!(
+                "{}: ignoring the fine-tuned head(s) {} (the encoder's features are extracted)",
+                self.path.display(),
+                heads.join(", ")
+            );
+        }
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<&str> = unknown.iter().take(8).map(String::as_str).collect();
+        let more = unknown.len().saturating_sub(shown.len());
+        Err(Error::UnusedTensors {
+            path: self.path.clone(),
+            names: format!(
+                "`{}`{}",
+                shown.join("`, `"),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+        })
     }
 
     /// The checkpoint file these weights came from.
@@ -202,6 +300,7 @@ impl Weights {
                 found: tensor.dims().to_vec(),
             });
         }
+        self.used().insert(name.to_string(), tensor.elem_count());
         Ok(tensor.to_dtype(self.dtype)?.to_device(&self.device)?)
     }
 }

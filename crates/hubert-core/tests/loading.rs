@@ -141,3 +141,108 @@ fn cuda_without_the_feature_says_how_to_enable_it() {
     assert!(hubert_core::parse_device("tpu").is_err());
     assert!(hubert_core::parse_dtype("f8").is_err());
 }
+
+#[test]
+fn a_bert_checkpoint_is_refused_naming_its_model_type() {
+    let err = load_err(&fixture("tiny-bert"));
+    assert!(err.contains("model type `bert`"), "{err}");
+    assert!(
+        err.contains("hubert, wav2vec2, data2vec-audio, wavlm"),
+        "{err}"
+    );
+    assert!(err.contains("config.json"), "{err}");
+}
+
+#[test]
+fn tensors_the_model_does_not_use_are_named() {
+    let tmp = edited_copy(|t| {
+        let extra = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        t.push((
+            "encoder.layers.0.attention.extra_proj.weight".into(),
+            extra.clone(),
+        ));
+        // A fine-tuned head and a pre-training module are skipped.
+        t.push(("lm_head.weight".into(), extra.clone()));
+        t.push(("quantizer.codevectors".into(), extra));
+    });
+    let err = load_err(tmp.path());
+    assert!(
+        err.contains("`encoder.layers.0.attention.extra_proj.weight`"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("lm_head") && !err.contains("quantizer"),
+        "{err}"
+    );
+    assert!(err.contains("model.safetensors"), "{err}");
+}
+
+#[test]
+fn a_wavlm_config_over_hubert_weights_is_refused() {
+    // The family decides which tensors are needed: WavLM's position bias is missing.
+    let tmp = edited_copy(|_| {});
+    let cfg = std::fs::read_to_string(tmp.path().join("config.json")).unwrap();
+    let cfg = cfg.replace("\"model_type\": \"hubert\"", "\"model_type\": \"wavlm\"");
+    std::fs::write(tmp.path().join("config.json"), cfg).unwrap();
+    let err = load_err(tmp.path());
+    assert!(err.contains("rel_attn_embed"), "{err}");
+}
+
+#[test]
+fn preprocessor_settings_are_checked() {
+    for (json, needle) in [
+        (r#"{"sampling_rate": 8000}"#, "sampling_rate 8000"),
+        (r#"{"feature_size": 2}"#, "feature_size 2"),
+        (r#"{"do_normalize": "yes"}"#, "do_normalize"),
+    ] {
+        let tmp = edited_copy(|_| {});
+        std::fs::write(tmp.path().join("preprocessor_config.json"), json).unwrap();
+        let err = load_err(tmp.path());
+        assert!(err.contains(needle), "{json}: {err}");
+        assert!(err.contains("preprocessor_config.json"), "{json}: {err}");
+    }
+    // return_attention_mask: true is accepted (clips are never padded).
+    let tmp = edited_copy(|_| {});
+    std::fs::write(
+        tmp.path().join("preprocessor_config.json"),
+        r#"{"return_attention_mask": true, "do_normalize": false}"#,
+    )
+    .unwrap();
+    let hubert = Hubert::load(tmp.path().to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
+    assert!(hubert.preprocessor.return_attention_mask);
+    assert!(!hubert.preprocessor.do_normalize);
+}
+
+/// Each family fixture's preprocessor setting is honoured: with `do_normalize: false`
+/// (tiny-wavlm, tiny-distilhubert) the input is the raw clip, with `true` it is normalised.
+#[test]
+fn do_normalize_is_read_per_family() {
+    for (dir, normalize) in [
+        ("tiny-wavlm", false),
+        ("tiny-distilhubert", false),
+        ("tiny-wav2vec2", true),
+        ("tiny-wav2vec2-large", true),
+        ("tiny-data2vec", true),
+        ("tiny-wavlm-large", true),
+    ] {
+        let hubert =
+            Hubert::load(fixture(dir).to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
+        assert_eq!(hubert.preprocessor.do_normalize, normalize, "{dir}");
+        let clip: Vec<f32> = (0..800)
+            .map(|i| 0.5 + 0.1 * (i as f32 * 0.3).sin())
+            .collect();
+        let input: Vec<f32> = hubert
+            .input_values(&[&clip])
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let mean = input.iter().sum::<f32>() / input.len() as f32;
+        if normalize {
+            assert!(mean.abs() < 1e-4, "{dir}: mean {mean}");
+        } else {
+            assert_eq!(input, clip, "{dir}");
+        }
+    }
+}

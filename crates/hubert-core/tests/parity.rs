@@ -1,9 +1,11 @@
-//! Parity with transformers' `HubertModel`: every hidden state of every fixture clip, for both
-//! weight formats and both architecture variants. Fixtures come from `scripts/make_fixtures.py`.
+//! Parity with transformers' `HubertModel`, `Wav2Vec2Model`, `Data2VecAudioModel` and
+//! `WavLMModel`: every hidden state of every fixture clip, for both weight formats, both
+//! architecture variants and each family in its hub layout (pre-training and task-head
+//! wrappers included). Fixtures come from `scripts/make_fixtures.py`.
 
 use std::path::PathBuf;
 
-use hubert_core::{DType, Device, Hubert, LayerSelection, Tensor};
+use hubert_core::{DType, Device, Hubert, LayerSelection, ModelFamily, Tensor};
 
 mod common;
 
@@ -179,7 +181,10 @@ fn full_size_hubert_base_when_available() {
 #[test]
 fn half_precision_pooled_features_are_close_to_f32() {
     let exp = expected();
-    for (dir, arch) in [("tiny-base", "base"), ("tiny-large", "large")] {
+    for (dir, arch) in [("tiny-base", "base"), ("tiny-large", "large")]
+        .into_iter()
+        .chain(FAMILIES)
+    {
         for (dtype, tol) in [(DType::F16, 5e-3f32), (DType::BF16, 2e-2)] {
             let hubert =
                 Hubert::load(fixtures().join(dir).to_str().unwrap(), &Device::Cpu, dtype).unwrap();
@@ -196,5 +201,82 @@ fn half_precision_pooled_features_are_close_to_f32() {
                 assert!(d < tol, "{dir}/{clip} {dtype:?}: relative diff {d}");
             }
         }
+    }
+}
+
+#[test]
+fn distilhubert_without_the_projection_layer_norm() {
+    check_model_dir("tiny-distilhubert", "distilhubert");
+}
+
+#[test]
+fn wav2vec2_in_the_pretraining_layout() {
+    check_model_dir("tiny-wav2vec2", "wav2vec2");
+}
+
+#[test]
+fn wav2vec2_large_layer_norm_conv_stable_layer_norm_bin() {
+    check_model_dir("tiny-wav2vec2-large", "wav2vec2large");
+}
+
+#[test]
+fn data2vec_audio_stacked_positional_convs() {
+    check_model_dir("tiny-data2vec", "data2vec");
+}
+
+#[test]
+fn wavlm_base_plus_style_with_classification_heads() {
+    check_model_dir("tiny-wavlm", "wavlm");
+}
+
+#[test]
+fn wavlm_large_style_stable_layer_norm_bin() {
+    check_model_dir("tiny-wavlm-large", "wavlmlarge");
+}
+
+/// Each fixture's family comes from its `model_type`, and the parameter count is the base
+/// model's (heads and pre-training modules left out).
+#[test]
+fn families_and_parameter_counts() {
+    for (dir, family) in [
+        ("tiny-base", ModelFamily::Hubert),
+        ("tiny-distilhubert", ModelFamily::Hubert),
+        ("tiny-wav2vec2", ModelFamily::Wav2Vec2),
+        ("tiny-data2vec", ModelFamily::Data2VecAudio),
+        ("tiny-wavlm", ModelFamily::WavLm),
+    ] {
+        let hubert = Hubert::load(
+            fixtures().join(dir).to_str().unwrap(),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap();
+        assert_eq!(hubert.config().family, family, "{dir}");
+        let total: usize = candle_core::safetensors::load(
+            fixtures().join(dir).join("model.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| {
+            let k = k
+                .strip_prefix("wav2vec2.")
+                .or(k.strip_prefix("wavlm."))
+                .unwrap_or(k);
+            ![
+                "quantizer",
+                "project_q",
+                "project_hid",
+                "masked_spec_embed",
+                "projector",
+            ]
+            .iter()
+            .chain(&["classifier", "layer_weights"])
+            .any(|p| k.starts_with(p))
+                && !k.contains(".original0")
+        })
+        .map(|(_, t)| t.elem_count())
+        .sum();
+        assert_eq!(hubert.num_parameters(), total, "{dir}");
     }
 }

@@ -26,7 +26,10 @@ fn portable_kernels_match_transformers_too() {
         ("tiny-base-bin", "base"),
         ("tiny-large", "large"),
         ("tiny-large-bin", "large"),
-    ] {
+    ]
+    .into_iter()
+    .chain(FAMILIES)
+    {
         check_model_dir(dir, arch);
     }
 }

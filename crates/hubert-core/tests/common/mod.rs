@@ -8,6 +8,16 @@ use hubert_core::{DType, Device, Hubert, LayerSelection, Tensor};
 
 pub const TOL: f32 = 1e-4;
 
+/// The fixture directories of the other families, with their expected-output keys.
+pub const FAMILIES: [(&str, &str); 6] = [
+    ("tiny-distilhubert", "distilhubert"),
+    ("tiny-wav2vec2", "wav2vec2"),
+    ("tiny-wav2vec2-large", "wav2vec2large"),
+    ("tiny-data2vec", "data2vec"),
+    ("tiny-wavlm", "wavlm"),
+    ("tiny-wavlm-large", "wavlmlarge"),
+];
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }

@@ -8,12 +8,11 @@
 //! (A packed per `KC` x `MC` block into L2, a `KC` x 32 panel of B streamed from L1), and, on CPUs
 //! with AVX512_BF16, the same kernel on `vdpbf16ps` (pairs of bf16 products summed into f32
 //! lanes, the instruction oneDNN uses for PyTorch's bf16 matmuls). Elsewhere (no AVX-512, or
-//! `HUBERT_PROBE_GEMM=portable`), the `gemm` crate.
+//! `HUBERT_PROBE_CPU=portable`), the `gemm` crate. Which kernel may run is decided
+//! by the one CPU feature detector, [`crate::cpu::features`].
 //!
 //! Numerics: fp32 sums in a different order from PyTorch's (the parity tests bound the effect);
 //! bf16 rounds A and B to nearest-even bf16 and accumulates every product in f32.
-
-use std::sync::OnceLock;
 
 /// Rows of the register tile.
 const MR: usize = 14;
@@ -36,22 +35,16 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// (fp32 AVX-512 kernel usable, bf16 kernel usable) per [`crate::cpu::features`].
     fn detect() -> (bool, bool) {
-        static DETECTED: OnceLock<(bool, bool)> = OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            if std::env::var("HUBERT_PROBE_GEMM").is_ok_and(|v| v == "portable") {
-                return (false, false);
-            }
-            #[cfg(target_arch = "x86_64")]
-            {
-                let f = std::arch::is_x86_feature_detected!("avx512f");
-                (f, f && std::arch::is_x86_feature_detected!("avx512bf16"))
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            {
-                (false, false)
-            }
-        })
+        let f = crate::cpu::features();
+        let avx512 = cfg!(target_arch = "x86_64") && f.isa == crate::cpu::Isa::Avx512;
+        (avx512, avx512 && f.avx512_bf16)
+    }
+
+    /// Whether this CPU (as [`crate::cpu::features`] reports it) can run the kernel.
+    pub fn is_available(self) -> bool {
+        Self::available().contains(&self)
     }
 
     /// The fastest fp32 kernel of this CPU.
@@ -149,6 +142,13 @@ impl PackedB {
                 "B source too short"
             );
         }
+        // The micro-kernels that read this operand run only where the detector allows them:
+        // packing for another kernel is a bug, caught here rather than as an illegal instruction.
+        assert!(
+            kernel.is_available(),
+            "GEMM kernel {kernel:?} is not available on this CPU ({:?})",
+            crate::cpu::features()
+        );
         let at = |i: usize, j: usize| src[i * rs + j * cs];
         let panels = n.div_ceil(NR);
         let data = match kernel {
@@ -364,6 +364,11 @@ pub unsafe fn gemm_raw(
     }
 }
 
+/// The product through the `gemm` crate, B stored `[k, n]` row-major in `w`.
+///
+/// # Safety
+/// As [`gemm_raw`]: `a` valid for reads of `(m - 1) * lda + k` values, `c` for reads and writes
+/// of `(m - 1) * ldc + n`, the tile of `c` not touched by another thread meanwhile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn portable(
     m: usize,
@@ -497,6 +502,10 @@ pub fn to_bf16(x: &[f32]) -> Vec<u16> {
 }
 
 /// Picks how the tasks read A (packed, in place, or rounded to bf16 once) and runs them.
+///
+/// # Safety
+/// As [`gemm_raw`]; `b` is packed for an AVX-512 kernel, which the CPU runs
+/// ([`PackedB::new`] checks the detector).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn blocked(
@@ -560,6 +569,10 @@ pub unsafe fn gemm_bf16_rows(
 
 /// Runs the product's tasks over row blocks (and column panels when there are fewer row
 /// blocks than threads).
+///
+/// # Safety
+/// As [`gemm_raw`], with A read through `lhs` (f32 or bf16 rows as its variant says) and `b`
+/// packed for an AVX-512 kernel the CPU runs.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn run_tasks(
@@ -635,6 +648,12 @@ mod x86 {
     }
 
     /// Rows `rows.0..rows.1` x panels `cols.0..cols.1` of the product.
+    ///
+    /// # Safety
+    /// A (through `a`, `lda` apart) must be readable for rows `rows.0..rows.1` and the whole
+    /// depth of `b`; `c` readable and writable for those rows (`ldc` apart) and the columns of
+    /// panels `cols.0..cols.1`, which no other thread touches meanwhile; the CPU must run the
+    /// kernel `b` is packed for.
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn block_task(
         rows: (usize, usize),
@@ -801,6 +820,10 @@ mod x86 {
 
     /// Packs A[ic..ic+mc, k0..k0+kc] (units) as `tiles` panels of [kc][MR], rounding to bf16
     /// pairs for the bf16 kernel.
+    ///
+    /// # Safety
+    /// `a` must be readable for rows `ic..ic + mc` (`lda` apart) over the `kc` units from `k0`
+    /// (bounded by `k`), and `apack` hold `tiles * kc * MR` slots.
     #[allow(clippy::too_many_arguments)]
     unsafe fn pack(
         apack: &mut [u32],
@@ -847,6 +870,9 @@ mod x86 {
 
     /// The f32 case of [`pack`] with one masked gather of the tile's 14 rows per k (the scalar
     /// transposition costs more than the gathers on the conv layers' long rows).
+    ///
+    /// # Safety
+    /// As [`pack`] (f32 units), `lda * 15` fitting in an `i32`, and the CPU must have AVX-512F.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn pack_f32(
@@ -874,6 +900,9 @@ mod x86 {
     }
 
     /// Loads the starting tile (bias rows, C, or zeros) for `rows` valid rows.
+    /// # Safety
+    /// With `Start::Bias`, the pointer reads the masked columns of one row; with `Start::Load`,
+    /// `c` reads `rows` rows (`ldc` apart) of the masked columns. The CPU must have AVX-512F.
     #[inline(always)]
     unsafe fn start_tile<const R: usize>(
         start: Start,
@@ -905,6 +934,11 @@ mod x86 {
         acc
     }
 
+    /// Stores the first `rows` rows of a tile, masked columns only.
+    ///
+    /// # Safety
+    /// `c` must be writable for `rows` rows (`ldc` apart) of the masked columns, and the CPU
+    /// must have AVX-512F.
     #[inline(always)]
     unsafe fn store_tile<const R: usize>(
         acc: &[[__m512; 2]; R],
@@ -937,6 +971,9 @@ mod x86 {
     }
 
     /// [`tile_f32`] with as many rows as `rows` needs.
+    ///
+    /// # Safety
+    /// As [`tile_f32`].
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn kernel_f32<const DIRECT: bool>(
@@ -960,6 +997,9 @@ mod x86 {
     }
 
     /// [`tile_bf16`] with as many rows as `rows` needs.
+    ///
+    /// # Safety
+    /// As [`tile_bf16`].
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn kernel_bf16<const DIRECT: bool>(
@@ -984,6 +1024,10 @@ mod x86 {
 
     /// `R x NR` tile (`R <= MR`): `kc` steps of 2 B loads, `R` broadcasts of A, `2 R` FMAs. A is a
     /// packed `[kc][MR]` panel, or with `DIRECT` rows `lda` apart read in place.
+    ///
+    /// # Safety
+    /// `a` must be readable for `kc` steps of the panel (`R` rows; `lda` apart with `DIRECT`),
+    /// `b` for `kc * NR` values, `c` as [`start_tile`] / [`store_tile`] need; AVX-512F.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile_f32<const DIRECT: bool, const R: usize>(
@@ -1016,6 +1060,9 @@ mod x86 {
 
     /// The bf16 tile: each step is a k-pair, `vdpbf16ps` adds both products to the f32 lanes.
     /// A is a packed `[kc][MR]` panel of pairs, or with `DIRECT` bf16 rows `lda` values apart.
+    ///
+    /// # Safety
+    /// As [`tile_f32`] with bf16 pairs in `a` and `b`; the CPU must have AVX512_BF16.
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile_bf16<const DIRECT: bool, const R: usize>(

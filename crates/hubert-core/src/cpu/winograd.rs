@@ -26,8 +26,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::cpu::gemm::{bf16_bits, gemm_raw, padded_ld, Init, Kernel, PackedB};
 use crate::cpu::{gelu_erf, multiversion, threads, SendPtr};
-use crate::gemm::{bf16_bits, gemm_raw, padded_ld, Init, Kernel, PackedB};
 
 /// The row stride of the transformed input of `c` channels: `5c` values and, where `5c` values
 /// would be a multiple of 1 KiB, one cache line of zeros ([`padded_ld`]: then the products read
@@ -63,6 +63,8 @@ impl QElem for f32 {
         }
     }
 
+    /// # Safety
+    /// As [`gemm_raw`].
     unsafe fn gemm(
         m: usize,
         a: *const f32,
@@ -90,6 +92,8 @@ impl QElem for u16 {
         round_row(dst, src);
     }
 
+    /// # Safety
+    /// As [`gemm_raw`], A in bf16 bits, B packed for the bf16 kernel with an even `k`.
     unsafe fn gemm(
         m: usize,
         a: *const u16,
@@ -100,7 +104,7 @@ impl QElem for u16 {
         init: Init<'_>,
     ) {
         #[cfg(target_arch = "x86_64")]
-        crate::gemm::gemm_bf16_rows(m, a, lda, b, c, ldc, init, threads());
+        crate::cpu::gemm::gemm_bf16_rows(m, a, lda, b, c, ldc, init, threads());
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!(
             "bf16 products are x86-64 only ({m}x{lda}, {a:?}, {b:?}, {c:?}, {ldc}, {init:?})"

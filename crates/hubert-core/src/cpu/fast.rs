@@ -1,7 +1,7 @@
 //! The transformer layers on the CPU, on plain `[frames, channels]` buffers: fused QKV
 //! projection, per-head attention as small GEMMs with the softmax in between, LayerNorm with the
 //! residual add, and the feed-forward with a vectorised exact GELU. Every product goes through
-//! [`crate::gemm`] with the weights packed once at load time (fp32, or bf16 with fp32
+//! [`crate::cpu::gemm`] with the weights packed once at load time (fp32, or bf16 with fp32
 //! accumulation for `--dtype bf16`); norms, softmax and GELU always run in f32.
 //!
 //! candle's generic path for the same layer spends much of its time outside the matrix
@@ -10,8 +10,8 @@
 
 use rayon::prelude::*;
 
+use crate::cpu::gemm::{gemm_new, gemm_raw, padded_ld, Init, Kernel, PackedB};
 use crate::cpu::{self, threads, SendPtr};
-use crate::gemm::{gemm_new, gemm_raw, padded_ld, Init, Kernel, PackedB};
 
 /// `nn.LayerNorm` weights.
 #[derive(Debug, Clone)]
@@ -92,8 +92,17 @@ impl FastLinear {
     }
 }
 
-/// One encoder layer (`HubertEncoderLayer` / `HubertEncoderLayerStableLayerNorm`), exact-GELU
-/// feed-forward.
+/// WavLM's gated relative position bias for one layer's attention (see `crate::model`'s
+/// `wavlm` module): added to the scaled scores as `gate(x_i, h) * rows[h][j - i + t - 1]`.
+pub(crate) struct PositionBias<'a> {
+    /// `[heads][2t - 1]`: entry `k` of head `h` is the bias for `key - query = k - (t - 1)`.
+    pub(crate) rows: &'a [f32],
+    /// The gate of a query frame for a head, from the frame's attention input.
+    pub(crate) gate: &'a (dyn Fn(&[f32], usize) -> f32 + Sync),
+}
+
+/// One encoder layer (`HubertEncoderLayer` / `HubertEncoderLayerStableLayerNorm`, and the
+/// wav2vec2, data2vec-audio and WavLM layers of the same shape), exact-GELU feed-forward.
 #[derive(Debug)]
 pub(crate) struct FastLayer {
     /// q, k and v projections as one `[d, 3d]` product.
@@ -111,16 +120,16 @@ pub(crate) struct FastLayer {
 }
 
 impl FastLayer {
-    /// `x` `[b * t, d]` in place.
-    pub(crate) fn forward(&self, x: &mut [f32], b: usize, t: usize) {
+    /// `x` `[b * t, d]` in place; `bias`: WavLM's position bias for this layer.
+    pub(crate) fn forward(&self, x: &mut [f32], b: usize, t: usize, bias: Option<&PositionBias>) {
         let m = b * t;
         if self.stable_layer_norm {
-            let attn = self.attention(&self.layer_norm.forward(x), b, t);
+            let attn = self.attention(&self.layer_norm.forward(x), b, t, bias);
             cpu::add_inplace(x, &attn);
             let ff = self.feed_forward(&self.final_layer_norm.forward(x), m);
             cpu::add_inplace(x, &ff);
         } else {
-            let attn = self.attention(x, b, t);
+            let attn = self.attention(x, b, t, bias);
             self.layer_norm.add_forward_inplace(x, &attn);
             let ff = self.feed_forward(x, m);
             self.final_layer_norm.add_forward_inplace(x, &ff);
@@ -179,8 +188,9 @@ impl FastLayer {
         y
     }
 
-    /// Multi-head self-attention without masking, out projection included.
-    fn attention(&self, x: &[f32], b: usize, t: usize) -> Vec<f32> {
+    /// Multi-head self-attention without masking (with WavLM's gated position bias when
+    /// given), out projection included.
+    fn attention(&self, x: &[f32], b: usize, t: usize, bias: Option<&PositionBias>) -> Vec<f32> {
         let _span = tracing::trace_span!("attention").entered();
         let (hd, heads) = (self.head_dim, self.heads);
         let d = hd * heads;
@@ -195,8 +205,24 @@ impl FastLayer {
             // scores[i, j] = q_i . k_j: B[p][j] = k[j][p], rows of qkv 3d apart.
             let keys = PackedB::new(self.attention_kernel, hd, t, &qkv[base + d..], 1, 3 * d);
             let mut scores = gemm_new(t, &qkv[base..], 3 * d, &keys, Init::Zero, 1);
-            for row in scores.chunks_exact_mut(t) {
-                cpu::softmax_row(row, scaling);
+            match bias {
+                None => {
+                    for row in scores.chunks_exact_mut(t) {
+                        cpu::softmax_row(row, scaling);
+                    }
+                }
+                Some(bias) => {
+                    let width = 2 * t - 1;
+                    let rows = &bias.rows[h * width..(h + 1) * width];
+                    for (i, row) in scores.chunks_exact_mut(t).enumerate() {
+                        let gate = (bias.gate)(&x[(bi * t + i) * d..(bi * t + i + 1) * d], h);
+                        let rel = &rows[t - 1 - i..2 * t - 1 - i];
+                        for (v, &r) in row.iter_mut().zip(rel) {
+                            *v = *v * scaling + gate * r;
+                        }
+                        cpu::softmax_row(row, 1.0);
+                    }
+                }
             }
             let values = PackedB::new(self.attention_kernel, t, hd, &qkv[base + 2 * d..], 3 * d, 1);
             // SAFETY: reads of `scores` are t rows of t; writes are the t x hd tile of batch bi

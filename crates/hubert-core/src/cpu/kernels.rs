@@ -1,8 +1,8 @@
 //! CPU kernels for the parts of HuBERT that a generic tensor library does poorly: the conv
 //! feature encoder and the grouped positional conv, in channels-last layout (`[T, C]` rows), as
-//! GEMMs ([`crate::gemm`], fp32 or bf16 operands) over *strided views* of the input with no
+//! GEMMs ([`crate::cpu::gemm`], fp32 or bf16 operands) over *strided views* of the input with no
 //! im2col copy, plus a fused, vectorised exact GELU (erf), fused norm + GELU passes, and the
-//! row-wise LayerNorm / softmax of the transformer layers ([`crate::fast`]). Element-wise loops
+//! row-wise LayerNorm / softmax of the transformer layers (`crate::cpu::fast`). Element-wise loops
 //! are compiled for AVX-512, AVX2 + FMA and the baseline, and picked at run time.
 //!
 //! Why: in channels-last layout, the receptive field of output frame `t` of a conv with kernel
@@ -19,7 +19,7 @@
 
 use rayon::prelude::*;
 
-use crate::gemm::{gemm_new, gemm_raw, Init, Kernel, PackedB};
+use crate::cpu::gemm::{gemm_new, gemm_raw, Init, Kernel, PackedB};
 
 /// Threads for GEMM: candle's setting (RAYON_NUM_THREADS or the core count).
 pub(crate) fn threads() -> usize {
@@ -229,30 +229,6 @@ pub(crate) fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf)
 }
 
-/// Which SIMD width the element-wise loops below are compiled for, chosen once per process:
-/// 2 = AVX-512, 1 = AVX2 + FMA, 0 = the build's baseline (SSE2 on x86-64).
-pub(crate) fn simd_level() -> u8 {
-    static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-            {
-                return 2;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return 1;
-            }
-        }
-        0
-    })
-}
-
 /// Defines `fn $name(args)` whose body is compiled three times (AVX-512, AVX2+FMA, baseline)
 /// and picked at run time: LLVM vectorises the plain loops 16 or 8 wide instead of SSE2's 4.
 macro_rules! multiversion {
@@ -263,20 +239,30 @@ macro_rules! multiversion {
             fn generic($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                /// The body compiled for AVX-512.
+                ///
+                /// # Safety
+                /// The CPU must have AVX-512 F/DQ/VL/BW, AVX2 and FMA
+                /// ([`$crate::cpu::features`] says [`$crate::cpu::Isa::Avx512`]).
                 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
                 unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                     generic($($arg),*)
                 }
+                /// The body compiled for AVX2 + FMA.
+                ///
+                /// # Safety
+                /// The CPU must have AVX2 and FMA ([`$crate::cpu::features`] says
+                /// [`$crate::cpu::Isa::Avx2`] or wider).
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     generic($($arg),*)
                 }
-                match $crate::cpu::simd_level() {
-                    // SAFETY: the CPU has the features (checked by `simd_level`).
-                    2 => return unsafe { avx512($($arg),*) },
+                match $crate::cpu::features().isa {
+                    // SAFETY: the CPU has the features (detected by `cpu::features`).
+                    $crate::cpu::Isa::Avx512 => return unsafe { avx512($($arg),*) },
                     // SAFETY: as above.
-                    1 => return unsafe { avx2($($arg),*) },
-                    _ => {}
+                    $crate::cpu::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::cpu::Isa::Portable => {}
                 }
             }
             generic($($arg),*)
