@@ -105,7 +105,7 @@ fn open_source(input: Input) -> Result<(Box<dyn MediaSource>, Container, PathBuf
 fn open_raw(input: Input) -> Result<(Raw, Container, PathBuf, Vec<u8>), AudioError> {
     match input {
         Input::File(path) => {
-            let mut file = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
+            let mut file = open_regular(&path)?;
             let mut head = vec![0u8; HEAD_LEN];
             let mut filled = 0;
             while filled < head.len() {
@@ -133,6 +133,49 @@ fn open_raw(input: Input) -> Result<(Raw, Container, PathBuf, Vec<u8>), AudioErr
             Ok((Raw::Bytes(bytes), container, path, Vec::new()))
         }
     }
+}
+
+/// Opens `path` for reading and checks that it is a regular file (after following links). On
+/// Unix the open is non-blocking, so a FIFO with no writer is refused instead of hanging; the
+/// flag changes nothing for regular files.
+pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File, AudioError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(|e| io_err(path, e))?;
+    let kind = file.metadata().map_err(|e| io_err(path, e))?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    Err(AudioError::NotAFile {
+        path: path.to_path_buf(),
+        kind: file_kind(&kind),
+    })
+}
+
+/// Words for a file type that is not a regular file.
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
+    }
+    "not a regular file"
 }
 
 /// Bytes read ahead of symphonia to recognise the container and pre-check WAV headers.

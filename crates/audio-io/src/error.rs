@@ -22,6 +22,19 @@ pub enum AudioError {
         source: std::io::Error,
     },
 
+    /// The path is not a regular file (a FIFO, a socket, a device, a directory): refused
+    /// before anything is read, so a FIFO cannot make a run hang.
+    #[error(
+        "{path}: not a regular file (it is {kind}); only regular audio files are read",
+        path = .path.display()
+    )]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead, e.g. `a FIFO`.
+        kind: &'static str,
+    },
+
     /// The file has zero bytes.
     #[error("{path}: empty file (0 bytes)", path = .path.display())]
     Empty {
@@ -136,6 +149,7 @@ impl AudioError {
     pub fn path(&self) -> &std::path::Path {
         match self {
             AudioError::Io { path, .. }
+            | AudioError::NotAFile { path, .. }
             | AudioError::Empty { path }
             | AudioError::TruncatedHeader { path, .. }
             | AudioError::MalformedHeader { path, .. }

@@ -31,7 +31,16 @@ fn io_errors_name_the_file() {
     );
     let dir = tempfile::tempdir().unwrap();
     let err = load(dir.path()).unwrap_err(); // a directory
-    assert!(matches!(err, AudioError::Io { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            AudioError::NotAFile {
+                kind: "a directory",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(matches!(
         probe("/no/such.flac").unwrap_err(),
         AudioError::Io { .. }
@@ -256,4 +265,40 @@ fn every_error_displays_path_first() {
         assert!(err.to_string().starts_with(&format!("{name}: ")), "{err}");
         assert_eq!(err.path(), std::path::Path::new(name));
     }
+}
+
+/// A FIFO with no writer is refused at once (it used to block `open` forever), both when
+/// loaded and when probed, and named in the error.
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_refused_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("clip.wav");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send((load(&path).map(drop), probe(&path).map(drop)));
+    });
+    let (loaded, probed) = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("loading a FIFO hung");
+    for err in [loaded.unwrap_err(), probed.unwrap_err()] {
+        assert!(
+            matches!(err, AudioError::NotAFile { kind: "a FIFO", .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("clip.wav"), "{err}");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+    // A link to a regular file is still read.
+    let real = dir.path().join("real.wav");
+    std::fs::write(&real, wav16(1600)).unwrap();
+    let link = dir.path().join("link.wav");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    assert_eq!(load(&link).unwrap().len(), 1600);
 }

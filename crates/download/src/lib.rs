@@ -12,9 +12,27 @@
 //! 3. checks the size and md5 digest when known: a mismatch is an error, and the bad file is moved
 //!    aside to `<file_name>.bad`, never used;
 //! 4. renames `.part` to the final name (atomic on one file system);
-//! 5. unpacks zip / tar.gz archives into the destination directory with [`unpack`], which refuses
-//!    entries that would land outside it and writes a marker `<dest_dir>/.<file_name>.unpacked`
-//!    only once everything is in place, so an interrupted unpack is redone on the next run.
+//! 5. unpacks zip / tar.gz archives into the destination directory (see the `unpack` module's
+//!    rules: no link entries, a private temp folder renamed into place, caps on bytes and
+//!    entries) and writes a marker `<dest_dir>/.<file_name>.unpacked` only once everything is in
+//!    place, so an interrupted unpack is redone on the next run. The marker records the dataset,
+//!    the archive's size, sha256 and md5, and every unpacked file with its size; it is verified
+//!    against the disk (and the pinned md5) before it is believed.
+//!
+//! # Caps
+//!
+//! Downloads stop at [`Limits::max_download_bytes`] (checked against `Content-Length` before the
+//! first byte, and while streaming), unpacking at [`Limits::max_unpack_bytes`] and
+//! [`Limits::max_entries`]. Defaults come from the resource's pinned size or
+//! [`Resource::expected`] sizes with a margin ([`with_margin`]), or generous fixed values when
+//! unknown; the error names the cap and the flag that raises it.
+//!
+//! # Files on disk
+//!
+//! Every file this crate writes (the `.part` download, its sidecars, the marker, unpacked files)
+//! is created without following a link at its final name (`O_CREAT|O_EXCL` or `O_NOFOLLOW`), and
+//! temp files are removed on every failure path except a network error, where the `.part` file is
+//! kept to resume.
 //!
 //! # Mirrors
 //!
@@ -33,10 +51,9 @@
 //! and where to put the file; the next run then finds the file in the cache, verifies it and
 //! unpacks it without any network access.
 
-use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -53,6 +70,102 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Copy buffer size for downloads, hashing and unpacking.
 const BUF_SIZE: usize = 256 * 1024;
 
+mod unpack;
+pub use unpack::{read_marker, Marker, MAX_DEPTH};
+
+/// Download cap when neither the size nor [`Expected::download_bytes`] is known (128 GiB).
+pub const DEFAULT_MAX_DOWNLOAD_BYTES: u64 = 128 << 30;
+/// Unpack cap when [`Expected::unpacked_bytes`] is not known (256 GiB).
+pub const DEFAULT_MAX_UNPACK_BYTES: u64 = 256 << 30;
+/// Entry cap when [`Expected::entries`] is not known.
+pub const DEFAULT_MAX_ENTRIES: u64 = 4_000_000;
+
+/// A cap from an approximate figure: twice it, plus 256 MiB (bytes) — generous, since the
+/// figures are approximate, but a zip bomb's ratio is far beyond it.
+pub fn with_margin(approx: u64) -> u64 {
+    approx.saturating_mul(2).saturating_add(256 << 20)
+}
+
+/// Approximate sizes of a resource, used only to set default caps (never checked as such).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// About how many bytes the download has.
+    pub download_bytes: Option<u64>,
+    /// About how many bytes the archive unpacks to.
+    pub unpacked_bytes: Option<u64>,
+    /// About how many entries (files and folders) the archive has.
+    pub entries: Option<u64>,
+}
+
+/// Caps set on the command line (`--max-download-bytes`, `--max-unpack-bytes`,
+/// `--max-unpack-entries`); `None` means the default for the resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes one download may have.
+    pub max_download_bytes: Option<u64>,
+    /// Most bytes one archive may unpack to.
+    pub max_unpack_bytes: Option<u64>,
+    /// Most entries one archive may have.
+    pub max_entries: Option<u64>,
+}
+
+impl Limits {
+    /// The download cap for `resource`: the flag, else its pinned size or expected size with
+    /// margin ([`with_margin`]: a wrong pinned size is then reported as a size mismatch), else
+    /// [`DEFAULT_MAX_DOWNLOAD_BYTES`].
+    pub fn download_cap(&self, resource: &Resource) -> u64 {
+        self.max_download_bytes.unwrap_or_else(|| {
+            resource
+                .size
+                .or(resource.expected.download_bytes)
+                .map_or(DEFAULT_MAX_DOWNLOAD_BYTES, with_margin)
+        })
+    }
+
+    /// The unpacked-bytes cap for `resource`.
+    pub fn unpack_cap(&self, resource: &Resource) -> u64 {
+        self.max_unpack_bytes.unwrap_or_else(|| {
+            resource
+                .expected
+                .unpacked_bytes
+                .map_or(DEFAULT_MAX_UNPACK_BYTES, with_margin)
+        })
+    }
+
+    /// The entry cap for `resource`.
+    pub fn entry_cap(&self, resource: &Resource) -> u64 {
+        self.max_entries.unwrap_or_else(|| {
+            resource.expected.entries.map_or(DEFAULT_MAX_ENTRIES, |n| {
+                n.saturating_mul(2).saturating_add(1000)
+            })
+        })
+    }
+}
+
+/// Parses a byte count for the cap flags: a whole number with an optional binary suffix `K`,
+/// `M`, `G` or `T` (optionally followed by `B` or `iB`): `500M`, `20G`, `123456`.
+pub fn parse_byte_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (e.g. 500M, 20G, 123456)"))?;
+    n.checked_mul(1u64 << shift)
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("{s:?} is out of range (1 byte to 16 EiB)"))
+}
+
 /// One file of a dataset's official distribution.
 #[derive(Debug, Clone)]
 pub struct Resource {
@@ -68,6 +181,15 @@ pub struct Resource {
     pub size: Option<u64>,
     /// What to do after download.
     pub unpack: Unpack,
+    /// The dataset the file belongs to (e.g. `ESC-50`), recorded in the unpack marker and checked
+    /// when the marker is read.
+    pub dataset: String,
+    /// The top-level names the archive unpacks into the destination (e.g. `ESC-50-master`):
+    /// entries elsewhere are skipped with a warning, never written. Empty: any top-level name
+    /// not starting with `.` (for a destination that belongs to this dataset alone).
+    pub roots: Vec<String>,
+    /// Approximate sizes, for the default caps.
+    pub expected: Expected,
 }
 
 /// What [`fetch`] does with a file once it is downloaded and verified.
@@ -95,6 +217,8 @@ pub struct DownloadOptions {
     pub mirror: Option<String>,
     /// Show progress bars (indicatif; hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// Caps on download and unpack sizes (command-line overrides).
+    pub limits: Limits,
 }
 
 impl DownloadOptions {
@@ -105,6 +229,7 @@ impl DownloadOptions {
             dest_dir: dest_dir.into(),
             mirror: None,
             progress: true,
+            limits: Limits::default(),
         }
     }
 
@@ -234,6 +359,9 @@ pub enum DownloadError {
         /// The destination directory.
         dest: PathBuf,
     },
+    /// A cap on downloaded or unpacked size was reached (nothing is kept).
+    #[error("{0}")]
+    Limit(Box<Limit>),
     /// A local file operation failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
@@ -249,6 +377,32 @@ pub enum DownloadError {
         /// Step-by-step instructions for the user.
         instructions: String,
     },
+}
+
+/// Details of [`DownloadError::Limit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// The URL or archive concerned.
+    pub subject: String,
+    /// What went over, e.g. "it unpacks to more than 1000 bytes".
+    pub what: String,
+    /// The cap.
+    pub limit: u64,
+    /// Its unit: `bytes` or `entries`.
+    pub unit: &'static str,
+    /// The command-line flag that raises it, e.g. `--max-unpack-bytes`.
+    pub flag: &'static str,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}, over the cap of {} {} ({}); nothing was kept. If this size is expected, \
+             raise the cap with {} N",
+            self.subject, self.what, self.limit, self.unit, self.flag, self.flag
+        )
+    }
 }
 
 impl DownloadError {
@@ -299,34 +453,35 @@ pub fn unpacked_marker(dest: &Path, archive_file_name: &str) -> PathBuf {
 /// Download (resuming a `.part` file with an HTTP Range request when the server supports it;
 /// restarting cleanly when it does not, i.e. answers 200 to a Range request), verify md5/size,
 /// atomically rename `.part` to the final name, then unpack into `dest_dir` (skipping the
-/// download when the final file exists and verifies; skipping the unpack when a marker file
-/// `<dest_dir>/.<file_name>.unpacked` exists). Returns the path of the downloaded file.
+/// download when the final file exists and verifies; skipping the unpack when the marker
+/// `<dest_dir>/.<file_name>.unpacked` exists and verifies: see [`Marker::verify`]). Returns the
+/// path of the downloaded file.
 ///
-/// For an archive whose marker exists, a missing archive is not downloaded again (the user may
-/// have deleted it to save space): the returned path then does not exist.
+/// For an archive whose marker verifies, a missing archive is not downloaded again (the user may
+/// have deleted it to save space): the returned path then does not exist. A cached archive that
+/// cannot be opened is moved aside (`<file>.bad`) and downloaded again, once.
 pub fn fetch(resource: &Resource, opts: &DownloadOptions) -> Result<PathBuf, DownloadError> {
     check_file_name(resource, opts)?;
     let final_path = opts.cached_path(resource);
-    let marker = unpacked_marker(&opts.dest_dir, &resource.file_name);
 
-    if resource.unpack != Unpack::None && marker.exists() && !final_path.exists() {
+    let unpacked = resource.unpack != Unpack::None && marker_is_valid(resource, opts);
+    if unpacked && !final_path.exists() {
         tracing::info!(
-            "{} was already unpacked into {} (marker {}); not downloading it again",
+            "{} was already unpacked into {} (marker verified); not downloading it again",
             resource.file_name,
             opts.dest_dir.display(),
-            marker.display()
         );
         return Ok(final_path);
     }
 
     fs::create_dir_all(&opts.cache_dir).map_err(|e| DownloadError::io(&opts.cache_dir, e))?;
 
-    let mut have_file = false;
-    if final_path.exists() {
+    let mut from_cache = false;
+    if fs::symlink_metadata(&final_path).is_ok() {
         match verify(&final_path, resource, opts.progress) {
             Ok(()) => {
                 tracing::info!("{} is present and verified", final_path.display());
-                have_file = true;
+                from_cache = true;
             }
             Err(e @ (DownloadError::Checksum { .. } | DownloadError::Size { .. })) => {
                 // Moved aside by `verify`; download a fresh copy.
@@ -335,29 +490,212 @@ pub fn fetch(resource: &Resource, opts: &DownloadOptions) -> Result<PathBuf, Dow
             Err(e) => return Err(e),
         }
     }
-
-    if !have_file {
-        let url = opts.url_for(resource);
-        let part = part_path(&final_path);
-        download(&url, &part, resource, opts.progress)?;
-        // Verify at the final name so that the error and the `.bad` file carry the real name.
-        rename(&part, &final_path)?;
-        let _ = fs::remove_file(validator_path(&part));
-        verify(&final_path, resource, opts.progress)?;
+    if !from_cache {
+        download_verified(resource, opts, &final_path)?;
     }
-
-    if resource.unpack != Unpack::None && !marker.exists() {
-        unpack_with(&final_path, resource.unpack, &opts.dest_dir, opts.progress)?;
+    if resource.unpack == Unpack::None || unpacked {
+        return Ok(final_path);
+    }
+    match unpack_resource(&final_path, resource, opts) {
+        Err(DownloadError::BadArchive { path, message }) => {
+            let moved_to = move_aside(&final_path)?;
+            if !from_cache {
+                return Err(DownloadError::BadArchive {
+                    path,
+                    message: format!(
+                        "{message}; it was moved to {}, and the next run downloads it again",
+                        moved_to.display()
+                    ),
+                });
+            }
+            tracing::warn!(
+                "the cached {} cannot be unpacked ({message}); moved it to {} and downloading it \
+                 again",
+                path.display(),
+                moved_to.display()
+            );
+            download_verified(resource, opts, &final_path)?;
+            unpack_resource(&final_path, resource, opts).map_err(|e| match e {
+                DownloadError::BadArchive { path, message } => {
+                    let moved = move_aside(&final_path)
+                        .map(|p| format!("; it was moved to {}", p.display()))
+                        .unwrap_or_default();
+                    DownloadError::BadArchive {
+                        path,
+                        message: format!("{message}{moved}"),
+                    }
+                }
+                other => other,
+            })?;
+        }
+        other => {
+            other?;
+        }
     }
     Ok(final_path)
 }
 
-/// Unpack an archive (zip or tar.gz) into `dest`, rejecting entries that escape `dest` (`..`,
-/// absolute paths, symlinks pointing out, entries written through a symlink) with an error;
-/// writes via temp names so an interrupted unpack is redone on the next run (the marker
-/// [`unpacked_marker`] is written only at the end). [`Unpack::None`] does nothing.
+/// Downloads `resource` to `<final_path>.part`, renames it into place and verifies it.
+fn download_verified(
+    resource: &Resource,
+    opts: &DownloadOptions,
+    final_path: &Path,
+) -> Result<(), DownloadError> {
+    let url = opts.url_for(resource);
+    let part = part_path(final_path);
+    download(&url, &part, resource, opts)?;
+    // Verify at the final name so that the error and the `.bad` file carry the real name.
+    rename(&part, final_path)?;
+    let _ = fs::remove_file(validator_path(&part));
+    verify(final_path, resource, opts.progress)
+}
+
+/// Whether the marker of `resource` exists and verifies (a reason is logged when it does not).
+fn marker_is_valid(resource: &Resource, opts: &DownloadOptions) -> bool {
+    let path = unpacked_marker(&opts.dest_dir, &resource.file_name);
+    let marker = match read_marker(&path) {
+        Ok(Some(m)) => m,
+        Ok(None) => return false,
+        Err(reason) => {
+            tracing::warn!(
+                "ignoring the unpack marker {}: {reason}; unpacking again",
+                path.display()
+            );
+            return false;
+        }
+    };
+    let mut check = marker.verify(
+        &opts.dest_dir,
+        &resource.dataset,
+        &resource.file_name,
+        resource.md5.as_deref(),
+        &resource.roots,
+    );
+    if check.is_ok() {
+        if let Some(size) = resource.size {
+            if marker.archive_size != size {
+                check = Err(format!(
+                    "it records an archive of {} bytes, {size} expected",
+                    marker.archive_size
+                ));
+            }
+        }
+        // A different archive in the cache (e.g. a newer download) is unpacked again.
+        let cached = opts.cached_path(resource);
+        if let Ok(meta) = fs::symlink_metadata(&cached) {
+            if meta.len() != marker.archive_size {
+                check = Err(format!(
+                    "it records an archive of {} bytes, {} has {}",
+                    marker.archive_size,
+                    cached.display(),
+                    meta.len()
+                ));
+            }
+        }
+    }
+    match check {
+        Ok(()) => true,
+        Err(reason) => {
+            tracing::warn!(
+                "the unpack marker {} does not match: {reason}; unpacking again",
+                path.display()
+            );
+            false
+        }
+    }
+}
+
+/// Unpacks `archive` (the downloaded `resource`) into `opts.dest_dir` with the resource's
+/// dataset name, allowed top-level names and caps; writes and returns the verified marker.
+pub fn unpack_resource(
+    archive: &Path,
+    resource: &Resource,
+    opts: &DownloadOptions,
+) -> Result<Marker, DownloadError> {
+    let spec = unpack::Spec {
+        dataset: &resource.dataset,
+        roots: &resource.roots,
+        max_bytes: opts.limits.unpack_cap(resource),
+        max_entries: opts.limits.entry_cap(resource),
+        progress: opts.progress,
+    };
+    unpack::unpack_into(archive, resource.unpack, &opts.dest_dir, &spec)
+}
+
+/// Unpack an archive (zip or tar.gz) into `dest` with the default caps, any non-hidden top-level
+/// name and no dataset name, refusing link entries and entries that escape `dest` (`..`,
+/// absolute paths); the archive goes into a private temp folder first, moved into place once
+/// complete, so an interrupted unpack is redone on the next run (the marker [`unpacked_marker`]
+/// is written only at the end). [`Unpack::None`] does nothing.
 pub fn unpack(archive: &Path, kind: Unpack, dest: &Path) -> Result<(), DownloadError> {
-    unpack_with(archive, kind, dest, true)
+    if kind == Unpack::None {
+        return Ok(());
+    }
+    let spec = unpack::Spec {
+        dataset: "",
+        roots: &[],
+        max_bytes: DEFAULT_MAX_UNPACK_BYTES,
+        max_entries: DEFAULT_MAX_ENTRIES,
+        progress: true,
+    };
+    unpack::unpack_into(archive, kind, dest, &spec).map(drop)
+}
+
+/// Creates a new file at `path` for writing; fails if anything (a file or a link) is there, so it
+/// never follows a link.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+/// Opens `path` for writing without following a link at its final name (`O_NOFOLLOW` on Unix),
+/// creating it when missing; `truncate` empties it.
+fn open_nofollow(path: &Path, truncate: bool) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.write(true).create(true).truncate(truncate);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_NOFOLLOW);
+    o.open(path)
+}
+
+/// Writes `bytes` to `path` via a fresh temp file and a rename: whatever was at `path` (a file
+/// or a link) is replaced, never written through.
+pub fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), DownloadError> {
+    let tmp = with_suffix(path, &format!(".tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let result = create_new(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .map_err(|e| DownloadError::io(&tmp, e))
+        .and_then(|()| rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Copies the regular file `src` to `target` via a fresh temp file next to `target` and a
+/// rename: a link at `target` is replaced, never written through, and the temp file is removed
+/// on failure. `src` must be a regular file (not a link, FIFO or device).
+pub fn install_file(src: &Path, target: &Path) -> Result<(), DownloadError> {
+    let meta = fs::symlink_metadata(src).map_err(|e| DownloadError::io(src, e))?;
+    if !meta.is_file() {
+        return Err(DownloadError::io(
+            src,
+            io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+        ));
+    }
+    let tmp = with_suffix(target, &format!(".tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let result = (|| {
+        let mut input = File::open(src).map_err(|e| DownloadError::io(src, e))?;
+        let mut out = create_new(&tmp).map_err(|e| DownloadError::io(&tmp, e))?;
+        io::copy(&mut input, &mut out).map_err(|e| DownloadError::io(&tmp, e))?;
+        out.sync_all().map_err(|e| DownloadError::io(&tmp, e))?;
+        rename(&tmp, target)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,13 +800,14 @@ fn download(
     url: &str,
     part: &Path,
     resource: &Resource,
-    progress: bool,
+    opts: &DownloadOptions,
 ) -> Result<(), DownloadError> {
     let agent = agent();
-    let pb = progress_bar(resource.size, progress, resource.file_name.clone());
+    let cap = opts.limits.download_cap(resource);
+    let pb = progress_bar(resource.size, opts.progress, resource.file_name.clone());
     let mut stalled = 0u32;
     let result = loop {
-        match attempt(&agent, url, part, resource, &pb) {
+        match attempt(&agent, url, part, resource, cap, &pb) {
             Ok(()) => break Ok(()),
             Err(AttemptError::Fatal(e)) => break Err(e),
             Err(AttemptError::Retry { error, progressed }) => {
@@ -514,11 +853,27 @@ fn parse_content_range(value: &str) -> Option<(Option<u64>, Option<u64>)> {
 }
 
 fn truncate_part(part: &Path) -> Result<(), DownloadError> {
-    File::create(part)
+    open_nofollow(part, true)
         .map(drop)
         .map_err(|e| DownloadError::io(part, e))?;
     let _ = fs::remove_file(validator_path(part));
     Ok(())
+}
+
+/// Removes the `.part` file and its validator (after a local failure or a cap).
+fn remove_part(part: &Path) {
+    let _ = fs::remove_file(part);
+    let _ = fs::remove_file(validator_path(part));
+}
+
+fn download_limit(url: &str, what: String, limit: u64) -> DownloadError {
+    DownloadError::Limit(Box::new(Limit {
+        subject: url.to_owned(),
+        what,
+        limit,
+        unit: "bytes",
+        flag: "--max-download-bytes",
+    }))
 }
 
 fn attempt(
@@ -526,11 +881,18 @@ fn attempt(
     url: &str,
     part: &Path,
     resource: &Resource,
+    cap: u64,
     pb: &ProgressBar,
 ) -> Result<(), AttemptError> {
     let fatal = AttemptError::Fatal;
-    let mut offset = match fs::metadata(part) {
-        Ok(m) => m.len(),
+    let mut offset = match fs::symlink_metadata(part) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(_) => {
+            // A link or anything else in the way is removed, never written through.
+            tracing::warn!("{} is not a regular file; removing it", part.display());
+            fs::remove_file(part).map_err(|e| fatal(DownloadError::io(part, e)))?;
+            0
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
         Err(e) => return Err(fatal(DownloadError::io(part, e))),
     };
@@ -649,6 +1011,16 @@ fn attempt(
         }
     };
 
+    if let Some(total) = total {
+        if total > cap {
+            remove_part(part);
+            return Err(fatal(download_limit(
+                url,
+                format!("the server announces {total} bytes"),
+                cap,
+            )));
+        }
+    }
     if let (Some(total), Some(size)) = (total, resource.size) {
         if total != size {
             tracing::warn!(
@@ -664,24 +1036,22 @@ fn attempt(
             .or_else(|| response.header("Last-Modified"))
             .map(str::to_owned);
         match validator {
-            Some(v) => fs::write(validator_path(part), v)
-                .map_err(|e| fatal(DownloadError::io(validator_path(part), e)))?,
+            Some(v) => write_replacing(&validator_path(part), v.as_bytes()).map_err(fatal)?,
             None => {
                 let _ = fs::remove_file(validator_path(part));
             }
         }
     }
 
-    let file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(start == 0)
-        .open(part)
-        .map_err(|e| fatal(DownloadError::io(part, e)))?;
+    // A local failure (disk full) removes the `.part` file, so that it never blocks a re-run.
+    let local = |e: io::Error| {
+        remove_part(part);
+        fatal(DownloadError::io(part, e))
+    };
+    let file = open_nofollow(part, start == 0).map_err(local)?;
     let mut out = BufWriter::with_capacity(BUF_SIZE, file);
     if start > 0 {
-        out.seek(SeekFrom::Start(start))
-            .map_err(|e| fatal(DownloadError::io(part, e)))?;
+        out.seek(SeekFrom::Start(start)).map_err(local)?;
     }
     if let Some(total) = total {
         pb.set_length(total);
@@ -695,8 +1065,16 @@ fn attempt(
         match reader.read(&mut buf) {
             Ok(0) => break None,
             Ok(n) => {
-                out.write_all(&buf[..n])
-                    .map_err(|e| fatal(DownloadError::io(part, e)))?;
+                if start + written + n as u64 > cap {
+                    drop(out);
+                    remove_part(part);
+                    return Err(fatal(download_limit(
+                        url,
+                        format!("the server sent more than {cap} bytes"),
+                        cap,
+                    )));
+                }
+                out.write_all(&buf[..n]).map_err(local)?;
                 written += n as u64;
                 pb.inc(n as u64);
             }
@@ -704,11 +1082,8 @@ fn attempt(
             Err(e) => break Some(e),
         }
     };
-    let file = out
-        .into_inner()
-        .map_err(|e| fatal(DownloadError::io(part, e.into_error())))?;
-    file.sync_all()
-        .map_err(|e| fatal(DownloadError::io(part, e)))?;
+    let file = out.into_inner().map_err(|e| local(e.into_error()))?;
+    file.sync_all().map_err(local)?;
 
     let have = start + written;
     if let Some(e) = read_error {
@@ -816,397 +1191,7 @@ fn verify(path: &Path, resource: &Resource, progress: bool) -> Result<(), Downlo
         });
     }
     // Best effort: without the sidecar the next run just hashes again.
-    let _ = fs::write(&sidecar, format!("{stamp} {expected}\n"));
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Unpacking
-// ---------------------------------------------------------------------------------------------
-
-/// Writes archive entries under `dest`, refusing anything that would land outside it.
-struct Extractor<'a> {
-    archive: &'a Path,
-    dest: &'a Path,
-    /// Directories under `dest` known to be real directories (not symlinks).
-    real_dirs: HashSet<PathBuf>,
-}
-
-impl<'a> Extractor<'a> {
-    fn new(archive: &'a Path, dest: &'a Path) -> Self {
-        Self {
-            archive,
-            dest,
-            real_dirs: HashSet::new(),
-        }
-    }
-
-    fn unsafe_entry(&self, entry: &str, reason: impl Into<String>) -> DownloadError {
-        DownloadError::UnsafeEntry {
-            archive: self.archive.to_owned(),
-            entry: entry.to_owned(),
-            reason: reason.into(),
-            dest: self.dest.to_owned(),
-        }
-    }
-
-    fn bad_archive(&self, message: impl std::fmt::Display) -> DownloadError {
-        DownloadError::BadArchive {
-            path: self.archive.to_owned(),
-            message: message.to_string(),
-        }
-    }
-
-    /// The entry's path relative to `dest`, or an error for absolute paths and `..`.
-    fn relative(&self, entry: &str, path: &Path) -> Result<PathBuf, DownloadError> {
-        let mut rel = PathBuf::new();
-        for component in path.components() {
-            match component {
-                Component::Normal(c) => rel.push(c),
-                Component::CurDir => {}
-                Component::ParentDir => {
-                    return Err(self.unsafe_entry(entry, "its path contains `..`"));
-                }
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(self.unsafe_entry(entry, "its path is absolute"));
-                }
-            }
-        }
-        Ok(rel)
-    }
-
-    /// Makes `dest/rel` (and its parents) real directories, refusing to go through symlinks.
-    fn ensure_dir(&mut self, entry: &str, rel: &Path) -> Result<(), DownloadError> {
-        let mut current = self.dest.to_path_buf();
-        for component in rel.components() {
-            current.push(component);
-            if self.real_dirs.contains(&current) {
-                continue;
-            }
-            match fs::symlink_metadata(&current) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(self.unsafe_entry(
-                        entry,
-                        format!(
-                            "it would be written through the symlink {}",
-                            current.display()
-                        ),
-                    ));
-                }
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(DownloadError::io(
-                        &current,
-                        io::Error::new(
-                            io::ErrorKind::AlreadyExists,
-                            format!(
-                                "a file is in the way of directory entry {entry:?} of {}",
-                                self.archive.display()
-                            ),
-                        ),
-                    ));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir(&current)
-                        .or_else(|e| {
-                            if e.kind() == io::ErrorKind::AlreadyExists && current.is_dir() {
-                                Ok(())
-                            } else {
-                                Err(e)
-                            }
-                        })
-                        .map_err(|e| DownloadError::io(&current, e))?;
-                }
-                Err(e) => return Err(DownloadError::io(&current, e)),
-            }
-            self.real_dirs.insert(current.clone());
-        }
-        Ok(())
-    }
-
-    /// Prepares the parent of `dest/rel` and returns (final path, temp path next to it).
-    fn targets(&mut self, entry: &str, rel: &Path) -> Result<(PathBuf, PathBuf), DownloadError> {
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        self.ensure_dir(entry, parent)?;
-        let target = self.dest.join(rel);
-        if fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
-            return Err(DownloadError::io(
-                &target,
-                io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "a directory is in the way of file entry {entry:?} of {}",
-                        self.archive.display()
-                    ),
-                ),
-            ));
-        }
-        let name = rel.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = self.dest.join(parent).join(format!(".{name}.unpack-tmp"));
-        Ok((target, tmp))
-    }
-
-    /// Writes a regular file's contents via a temp name, then renames it into place.
-    fn file(
-        &mut self,
-        entry: &str,
-        rel: &Path,
-        contents: &mut dyn Read,
-    ) -> Result<(), DownloadError> {
-        let (target, tmp) = self.targets(entry, rel)?;
-        let out = File::create(&tmp).map_err(|e| DownloadError::io(&tmp, e))?;
-        let mut out = BufWriter::with_capacity(BUF_SIZE, out);
-        let mut buf = vec![0u8; BUF_SIZE];
-        loop {
-            match contents.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => out
-                    .write_all(&buf[..n])
-                    .map_err(|e| DownloadError::io(&tmp, e))?,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    drop(out);
-                    let _ = fs::remove_file(&tmp);
-                    return Err(self.bad_archive(format!("cannot read entry {entry:?}: {e}")));
-                }
-            }
-        }
-        out.flush().map_err(|e| DownloadError::io(&tmp, e))?;
-        drop(out);
-        rename(&tmp, &target)
-    }
-
-    /// Creates a symlink whose target stays inside `dest`.
-    fn symlink(
-        &mut self,
-        entry: &str,
-        rel: &Path,
-        link_target: &Path,
-    ) -> Result<(), DownloadError> {
-        // Resolve the target lexically from the link's directory; no ancestor under `dest` is a
-        // symlink (ensured by `targets`), so lexical is physical.
-        let mut depth: Vec<&std::ffi::OsStr> = Vec::new();
-        if let Some(parent) = rel.parent() {
-            depth.extend(parent.components().map(|c| c.as_os_str()));
-        }
-        for component in link_target.components() {
-            match component {
-                Component::Normal(c) => depth.push(c),
-                Component::CurDir => {}
-                Component::ParentDir => {
-                    if depth.pop().is_none() {
-                        return Err(self.unsafe_entry(
-                            entry,
-                            format!(
-                                "it is a symlink pointing outside: {}",
-                                link_target.display()
-                            ),
-                        ));
-                    }
-                }
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(self.unsafe_entry(
-                        entry,
-                        format!(
-                            "it is a symlink to an absolute path: {}",
-                            link_target.display()
-                        ),
-                    ));
-                }
-            }
-        }
-        let (target, tmp) = self.targets(entry, rel)?;
-        #[cfg(unix)]
-        {
-            let _ = fs::remove_file(&tmp);
-            std::os::unix::fs::symlink(link_target, &tmp)
-                .map_err(|e| DownloadError::io(&tmp, e))?;
-            rename(&tmp, &target)
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = (target, tmp);
-            tracing::warn!(
-                "skipping symlink entry {entry:?} of {}: symlinks are only created on Unix",
-                self.archive.display()
-            );
-            Ok(())
-        }
-    }
-
-    /// Creates a hard link to an earlier entry (tar), both inside `dest`.
-    fn hard_link(&mut self, entry: &str, rel: &Path, source: &Path) -> Result<(), DownloadError> {
-        let source_rel = self.relative(entry, source)?;
-        let source_path = self.dest.join(&source_rel);
-        if let Some(parent) = source_rel.parent() {
-            self.ensure_dir(entry, parent)?;
-        }
-        if !fs::symlink_metadata(&source_path).is_ok_and(|m| m.is_file()) {
-            return Err(self.bad_archive(format!(
-                "hard link entry {entry:?} points to {}, which is not a file unpacked before it",
-                source.display()
-            )));
-        }
-        let (target, tmp) = self.targets(entry, rel)?;
-        let _ = fs::remove_file(&tmp);
-        fs::hard_link(&source_path, &tmp).map_err(|e| DownloadError::io(&tmp, e))?;
-        rename(&tmp, &target)
-    }
-}
-
-fn unpack_with(
-    archive: &Path,
-    kind: Unpack,
-    dest: &Path,
-    progress: bool,
-) -> Result<(), DownloadError> {
-    let archive_name = archive
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| {
-            DownloadError::io(
-                archive,
-                io::Error::new(io::ErrorKind::InvalidInput, "not a file path"),
-            )
-        })?;
-    if kind == Unpack::None {
-        return Ok(());
-    }
-    fs::create_dir_all(dest).map_err(|e| DownloadError::io(dest, e))?;
-    let file = File::open(archive).map_err(|e| DownloadError::io(archive, e))?;
-    let len = file.metadata().map(|m| m.len()).ok();
-    let mut ex = Extractor::new(archive, dest);
-    match kind {
-        Unpack::None => {}
-        Unpack::Zip => unzip(&mut ex, file, progress, &archive_name)?,
-        Unpack::TarGz => untar_gz(&mut ex, file, len, progress, &archive_name)?,
-    }
-    let marker = unpacked_marker(dest, &archive_name);
-    let tmp = with_suffix(&marker, ".tmp");
-    fs::write(&tmp, format!("{}\n", archive.display())).map_err(|e| DownloadError::io(&tmp, e))?;
-    rename(&tmp, &marker)
-}
-
-fn unzip(
-    ex: &mut Extractor<'_>,
-    file: File,
-    progress: bool,
-    archive_name: &str,
-) -> Result<(), DownloadError> {
-    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| ex.bad_archive(e))?;
-    let pb = if progress {
-        let pb =
-            ProgressBar::with_draw_target(Some(zip.len() as u64), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} entries") {
-            pb.set_style(style.progress_chars("=> "));
-        }
-        pb.set_message(format!("unpacking {archive_name}"));
-        pb
-    } else {
-        ProgressBar::hidden()
-    };
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| ex.bad_archive(e))?;
-        let name = match entry.name() {
-            Ok(n) => n.into_owned(),
-            Err(_) => String::from_utf8_lossy(entry.name_raw()).into_owned(),
-        };
-        if name.contains('\0') {
-            return Err(ex.unsafe_entry(&name, "its name contains a NUL byte"));
-        }
-        // Zip names use `/`; some Windows tools write `\`.
-        let normalised = name.replace('\\', "/");
-        if normalised.len() >= 2 && normalised.as_bytes()[1] == b':' {
-            return Err(ex.unsafe_entry(&name, "its path is absolute (drive letter)"));
-        }
-        let rel = ex.relative(&name, Path::new(&normalised))?;
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        if entry.is_dir() {
-            ex.ensure_dir(&name, &rel)?;
-        } else if entry.is_symlink() {
-            let mut target = Vec::new();
-            (&mut entry)
-                .take(4096)
-                .read_to_end(&mut target)
-                .map_err(|e| ex.bad_archive(format!("cannot read symlink entry {name:?}: {e}")))?;
-            let target = String::from_utf8(target)
-                .map_err(|_| ex.unsafe_entry(&name, "its symlink target is not UTF-8"))?;
-            ex.symlink(&name, &rel, Path::new(&target))?;
-        } else {
-            ex.file(&name, &rel, &mut entry)?;
-        }
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    Ok(())
-}
-
-/// Counts bytes read, for the tar.gz progress bar (compressed bytes of the archive).
-struct Counting<R> {
-    inner: R,
-    pb: ProgressBar,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.pb.inc(n as u64);
-        Ok(n)
-    }
-}
-
-fn untar_gz(
-    ex: &mut Extractor<'_>,
-    file: File,
-    len: Option<u64>,
-    progress: bool,
-    archive_name: &str,
-) -> Result<(), DownloadError> {
-    let pb = progress_bar(len, progress, format!("unpacking {archive_name}"));
-    let reader = Counting {
-        inner: BufReader::with_capacity(BUF_SIZE, file),
-        pb: pb.clone(),
-    };
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(reader));
-    let entries = tar.entries().map_err(|e| ex.bad_archive(e))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| ex.bad_archive(e))?;
-        let path = entry
-            .path()
-            .map_err(|e| ex.bad_archive(format!("bad entry name: {e}")))?
-            .into_owned();
-        let name = path.to_string_lossy().into_owned();
-        let rel = ex.relative(&name, &path)?;
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        let kind = entry.header().entry_type();
-        if kind.is_dir() {
-            ex.ensure_dir(&name, &rel)?;
-        } else if kind.is_file() || kind.is_contiguous() {
-            ex.file(&name, &rel, &mut entry)?;
-        } else if kind.is_symlink() || kind.is_hard_link() {
-            let link = entry
-                .link_name()
-                .map_err(|e| ex.bad_archive(format!("bad link name in entry {name:?}: {e}")))?
-                .ok_or_else(|| ex.bad_archive(format!("link entry {name:?} has no target")))?
-                .into_owned();
-            if kind.is_symlink() {
-                ex.symlink(&name, &rel, &link)?;
-            } else {
-                ex.hard_link(&name, &rel, &link)?;
-            }
-        } else {
-            tracing::debug!(
-                "skipping entry {name:?} of {} (type {:?})",
-                ex.archive.display(),
-                kind
-            );
-        }
-    }
-    pb.finish_and_clear();
+    let _ = write_replacing(&sidecar, format!("{stamp} {expected}\n").as_bytes());
     Ok(())
 }
 

@@ -14,8 +14,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use download::{
-    fetch, manual_download, unpack, unpacked_marker, DownloadError, DownloadOptions, Resource,
-    Unpack, MIRROR_ENV,
+    fetch, install_file, manual_download, read_marker, unpack, unpacked_marker, DownloadError,
+    DownloadOptions, Expected, Resource, Unpack, MIRROR_ENV,
 };
 use md5::{Digest, Md5};
 
@@ -39,6 +39,8 @@ struct ServerConfig {
     ranges: bool,
     /// Cut the connection after this many body bytes on the very first request.
     cut_first_after: Option<usize>,
+    /// Send no Content-Length (the body ends when the connection closes).
+    no_length: bool,
 }
 
 const ETAG: &str = "\"v1\"";
@@ -176,6 +178,7 @@ fn handle(
             ),
             &body[s..],
         ),
+        None if config.no_length => ("HTTP/1.1 200 OK\r\n".to_owned(), &body[..]),
         None => (
             format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n"),
             &body[..],
@@ -213,6 +216,7 @@ fn serve(files: &[(&str, &[u8])]) -> Server {
             .collect(),
         ranges: true,
         cut_first_after: None,
+        no_length: false,
     })
 }
 
@@ -264,6 +268,7 @@ enum TarEntry<'a> {
     File(&'a str, &'a [u8]),
     Dir(&'a str),
     Symlink(&'a str, &'a str),
+    HardLink(&'a str, &'a str),
     /// A file whose name is written raw (bypassing the tar crate's path checks).
     RawFile(&'a [u8], &'a [u8]),
 }
@@ -288,6 +293,11 @@ fn make_tar_gz(entries: &[TarEntry]) -> Vec<u8> {
             TarEntry::Symlink(name, target) => {
                 h.set_size(0);
                 h.set_entry_type(tar::EntryType::Symlink);
+                b.append_link(&mut h, name, target).unwrap();
+            }
+            TarEntry::HardLink(name, target) => {
+                h.set_size(0);
+                h.set_entry_type(tar::EntryType::Link);
                 b.append_link(&mut h, name, target).unwrap();
             }
             TarEntry::RawFile(name, data) => {
@@ -343,6 +353,9 @@ fn resource(url: String, file_name: &str, bytes: &[u8], unpack: Unpack) -> Resou
         md5: Some(md5_hex(bytes)),
         size: Some(bytes.len() as u64),
         unpack,
+        dataset: "test".into(),
+        roots: Vec::new(),
+        expected: Expected::default(),
     }
 }
 
@@ -504,6 +517,9 @@ fn not_found_names_the_status_and_url() {
         md5: None,
         size: None,
         unpack: Unpack::Zip,
+        dataset: "test".into(),
+        roots: Vec::new(),
+        expected: Expected::default(),
     };
     let err = fetch(&res, &d.opts).unwrap_err();
     assert!(
@@ -524,6 +540,7 @@ fn resumes_after_a_cut_connection() {
         files: HashMap::from([("/big.bin".to_owned(), body.clone())]),
         ranges: true,
         cut_first_after: Some(cut),
+        no_length: false,
     });
     let d = dirs();
     let res = resource(server.url("big.bin"), "big.bin", &body, Unpack::None);
@@ -564,6 +581,7 @@ fn server_without_range_support_restarts_cleanly() {
         files: HashMap::from([("/f.bin".to_owned(), body.clone())]),
         ranges: false,
         cut_first_after: Some(cut),
+        no_length: false,
     });
     let d = dirs();
     // No md5/size: only a clean restart (truncate, not append) gives the right bytes.
@@ -573,6 +591,9 @@ fn server_without_range_support_restarts_cleanly() {
         md5: None,
         size: None,
         unpack: Unpack::None,
+        dataset: "test".into(),
+        roots: Vec::new(),
+        expected: Expected::default(),
     };
     let path = fetch(&res, &d.opts).unwrap();
     assert_eq!(fs::read(path).unwrap(), body);
@@ -648,6 +669,15 @@ fn assert_unsafe(archive_bytes: &[u8], name: &str, kind: Unpack, escaped: &[&str
         );
     }
     assert!(!unpacked_marker(&dest, name).exists());
+    assert_empty(&dest);
+}
+
+/// `dir` is missing or empty: no entry, no temp folder, no marker was left.
+fn assert_empty(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        let left: Vec<_> = entries.map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
+    }
 }
 
 #[test]
@@ -707,21 +737,12 @@ fn tar_slip_entries_are_rejected() {
 }
 
 #[test]
-fn safe_symlinks_inside_are_kept() {
+fn symlinks_are_refused_even_inside() {
     let tgz = make_tar_gz(&[
         TarEntry::File("d/a.txt", b"a"),
         TarEntry::Symlink("d/b.txt", "a.txt"),
     ]);
-    let tmp = tempfile::tempdir().unwrap();
-    let archive = tmp.path().join("ok.tar.gz");
-    fs::write(&archive, tgz).unwrap();
-    let dest = tmp.path().join("out");
-    unpack(&archive, Unpack::TarGz, &dest).unwrap();
-    assert_eq!(fs::read(dest.join("d/b.txt")).unwrap(), b"a");
-    // Unpacking again (e.g. after an interrupted run) replaces everything cleanly.
-    unpack(&archive, Unpack::TarGz, &dest).unwrap();
-    assert_eq!(fs::read(dest.join("d/b.txt")).unwrap(), b"a");
-    assert!(unpacked_marker(&dest, "ok.tar.gz").exists());
+    assert_unsafe(&tgz, "inside.tar.gz", Unpack::TarGz, &["out/d/b.txt"]);
 }
 
 #[test]
@@ -771,6 +792,9 @@ fn manual_download_says_what_to_open_and_where_to_save() {
         md5: None,
         size: None,
         unpack: Unpack::TarGz,
+        dataset: "test".into(),
+        roots: Vec::new(),
+        expected: Expected::default(),
     };
     let err = manual_download(&res, &d.opts, "Zenodo asks for a form");
     let msg = err.to_string();
@@ -808,8 +832,456 @@ fn bad_file_names_are_rejected() {
         md5: None,
         size: None,
         unpack: Unpack::None,
+        dataset: "test".into(),
+        roots: Vec::new(),
+        expected: Expected::default(),
     };
     let err = fetch(&res, &d.opts).unwrap_err();
     assert!(err.to_string().contains("escape.zip"), "{err}");
     assert!(!d.root.join("data/escape.zip").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile archives, mirrors and caches
+// ---------------------------------------------------------------------------------------------
+
+type ZipWriter = zip::ZipWriter<Cursor<Vec<u8>>>;
+
+fn zip_of(build: &dyn Fn(&mut ZipWriter)) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    build(&mut w);
+    w.finish().unwrap().into_inner()
+}
+
+fn zip_opts() -> zip::write::SimpleFileOptions {
+    zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated)
+}
+
+#[test]
+fn symlink_chains_and_hard_links_are_refused() {
+    // The chain of the report: each link's target looks harmless by its spelling alone, and a
+    // file written through the last one lands two levels above the destination.
+    let chain_zip = zip_of(&|w| {
+        let o = zip_opts();
+        w.add_directory("a/", o).unwrap();
+        w.add_symlink("a/up", "..", o).unwrap();
+        w.add_symlink("l1", "a/up/..", o).unwrap();
+        w.add_symlink("l2", "l1/..", o).unwrap();
+        w.start_file("l2/escaped.txt", o).unwrap();
+        w.write_all(b"pwned").unwrap();
+    });
+    assert_unsafe(
+        &chain_zip,
+        "chain.zip",
+        Unpack::Zip,
+        &["escaped.txt", "../escaped.txt", "out/a/up", "out/l1"],
+    );
+    let chain_tgz = make_tar_gz(&[
+        TarEntry::Dir("a/"),
+        TarEntry::Symlink("a/up", ".."),
+        TarEntry::Symlink("l1", "a/up/.."),
+        TarEntry::Symlink("l2", "l1/.."),
+        TarEntry::File("l2/escaped.txt", b"pwned"),
+    ]);
+    assert_unsafe(
+        &chain_tgz,
+        "chain.tar.gz",
+        Unpack::TarGz,
+        &["escaped.txt", "../escaped.txt", "out/a/up", "out/l1"],
+    );
+    // A hard link, inside or out, is refused too (writing to it would write to its source).
+    let hard_in = make_tar_gz(&[
+        TarEntry::File("ok.txt", b"fine"),
+        TarEntry::HardLink("h.txt", "ok.txt"),
+    ]);
+    assert_unsafe(&hard_in, "hard-in.tar.gz", Unpack::TarGz, &["out/h.txt"]);
+    let hard_out = make_tar_gz(&[TarEntry::HardLink("passwd", "/etc/passwd")]);
+    assert_unsafe(&hard_out, "hard-out.tar.gz", Unpack::TarGz, &["out/passwd"]);
+    let err = {
+        let tmp = tempfile::tempdir().unwrap();
+        let archive = tmp.path().join("hard.tar.gz");
+        fs::write(&archive, &hard_in).unwrap();
+        unpack(&archive, Unpack::TarGz, &tmp.path().join("out")).unwrap_err()
+    };
+    assert!(err.to_string().contains("hard link"), "{err}");
+}
+
+/// An archive in LibriSpeech's layout: `LibriSpeech/{SPEAKERS.TXT, train-clean-100/...}`.
+fn make_librispeech_tgz() -> Vec<u8> {
+    make_tar_gz(&[
+        TarEntry::File("LibriSpeech/SPEAKERS.TXT", b"; real speakers\n"),
+        TarEntry::File(
+            "LibriSpeech/train-clean-100/19/198/19-198-0001.flac",
+            &noise(2000, 21),
+        ),
+    ])
+}
+
+fn librispeech_resource(url: String, bytes: &[u8]) -> Resource {
+    Resource {
+        dataset: "LibriSpeech".into(),
+        roots: vec!["LibriSpeech".into()],
+        size: None,
+        ..resource(url, "train-clean-100.tar.gz", bytes, Unpack::TarGz)
+    }
+}
+
+#[test]
+fn one_archive_cannot_plant_another_datasets_files_or_marker() {
+    let libri = make_librispeech_tgz();
+    // A forged marker, in the right format, for the planted files (an archive cannot know the
+    // md5 of the real one when it is made: it records its own).
+    let planted_speakers = b"; planted\n";
+    let forged = format!(
+        "hubert-probe unpack marker v1\ndataset LibriSpeech\narchive train-clean-100.tar.gz\n\
+         archive-size {}\narchive-sha256 00\narchive-md5 {}\nfiles 1\nfile {} \
+         LibriSpeech/SPEAKERS.TXT\n",
+        libri.len(),
+        md5_hex(b"not the real archive"),
+        planted_speakers.len()
+    );
+    let esc = zip_of(&|w| {
+        let o = zip_opts();
+        w.start_file("ESC-50-master/meta/esc50.csv", o).unwrap();
+        w.write_all(b"filename,fold,target,category,esc10,src_file,take\n")
+            .unwrap();
+        w.start_file("LibriSpeech/SPEAKERS.TXT", o).unwrap();
+        w.write_all(planted_speakers).unwrap();
+        w.start_file("LibriSpeech/train-clean-100/1/2/1-2-0000.flac", o)
+            .unwrap();
+        w.write_all(b"fake").unwrap();
+        w.start_file(".train-clean-100.tar.gz.unpacked", o).unwrap();
+        w.write_all(forged.as_bytes()).unwrap();
+        w.start_file(".downloads/train-clean-100.tar.gz", o)
+            .unwrap();
+        w.write_all(b"fake archive").unwrap();
+    });
+    let server = serve(&[
+        ("ESC-50-master.zip", &esc),
+        ("train-clean-100.tar.gz", &libri),
+    ]);
+    let d = dirs();
+    let esc_res = Resource {
+        dataset: "ESC-50".into(),
+        roots: vec!["ESC-50-master".into()],
+        ..resource(
+            server.url("ESC-50-master.zip"),
+            "ESC-50-master.zip",
+            &esc,
+            Unpack::Zip,
+        )
+    };
+    fetch(&esc_res, &d.opts).unwrap();
+    let data = d.root.join("data");
+    assert!(data.join("ESC-50-master/meta/esc50.csv").is_file());
+    assert!(
+        !data.join("LibriSpeech").exists(),
+        "another dataset was planted"
+    );
+    assert!(!unpacked_marker(&data, "train-clean-100.tar.gz").exists());
+    assert!(!d.opts.cache_dir.join("train-clean-100.tar.gz").exists());
+    let marker = read_marker(&unpacked_marker(&data, "ESC-50-master.zip"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(marker.dataset, "ESC-50");
+    assert_eq!(
+        marker.files,
+        vec![("ESC-50-master/meta/esc50.csv".to_owned(), 50)]
+    );
+
+    // Even planted by other means (files and a well-formed marker), LibriSpeech is not "ready":
+    // the marker's md5 is not the pinned one, so the real archive is fetched and checked.
+    fs::create_dir_all(data.join("LibriSpeech")).unwrap();
+    fs::write(data.join("LibriSpeech/SPEAKERS.TXT"), planted_speakers).unwrap();
+    fs::write(unpacked_marker(&data, "train-clean-100.tar.gz"), &forged).unwrap();
+    let libri_res = librispeech_resource(server.url("train-clean-100.tar.gz"), &libri);
+    fetch(&libri_res, &d.opts).unwrap();
+    assert_eq!(server.requests().len(), 2, "the forged marker was trusted");
+    assert_eq!(
+        fs::read(data.join("LibriSpeech/SPEAKERS.TXT")).unwrap(),
+        b"; real speakers\n"
+    );
+    let marker = read_marker(&unpacked_marker(&data, "train-clean-100.tar.gz"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(marker.md5, md5_hex(&libri));
+}
+
+#[test]
+fn markers_record_the_archive_and_files_and_are_verified() {
+    let tgz = make_nsynth_tar_gz();
+    let server = serve(&[("n.tar.gz", &tgz)]);
+    let d = dirs();
+    let res = Resource {
+        dataset: "NSynth".into(),
+        roots: vec!["nsynth-test".into()],
+        ..resource(server.url("n.tar.gz"), "n.tar.gz", &tgz, Unpack::TarGz)
+    };
+    let path = fetch(&res, &d.opts).unwrap();
+    let data = d.root.join("data");
+    let text = fs::read_to_string(unpacked_marker(&data, "n.tar.gz")).unwrap();
+    use sha2::Digest as _;
+    let sha = format!("{:x}", sha2::Sha256::digest(&tgz));
+    assert!(text.contains(&format!("archive-sha256 {sha}\n")), "{text}");
+    assert!(
+        text.contains(&format!("archive-size {}\n", tgz.len())),
+        "{text}"
+    );
+    assert!(text.contains("dataset NSynth\n"), "{text}");
+    assert!(
+        text.contains("file 4000 nsynth-test/audio/bass_electronic_018-022-100.wav\n"),
+        "{text}"
+    );
+    // No private folder left.
+    let names: Vec<_> = fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("unpacking")), "{names:?}");
+
+    // The archive deleted and an unpacked file truncated: the marker no longer verifies, so the
+    // archive is fetched and unpacked again.
+    fs::remove_file(&path).unwrap();
+    let wav = data.join("nsynth-test/audio/guitar_acoustic_010-066-127.wav");
+    fs::write(&wav, b"short").unwrap();
+    fetch(&res, &d.opts).unwrap();
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(fs::read(&wav).unwrap(), noise(7000, 4));
+    // A marker of another dataset's name is not accepted either.
+    fs::remove_file(&path).unwrap();
+    let other = Resource {
+        dataset: "ESC-50".into(),
+        ..res.clone()
+    };
+    fetch(&other, &d.opts).unwrap();
+    assert_eq!(server.requests().len(), 3);
+    // An old-format marker is not trusted.
+    fs::remove_file(&path).unwrap();
+    fs::write(unpacked_marker(&data, "n.tar.gz"), "/some/where/n.tar.gz\n").unwrap();
+    fetch(&res, &d.opts).unwrap();
+    assert_eq!(server.requests().len(), 4);
+}
+
+/// A zip whose one entry is `n` zero bytes (deflated to about n/1000).
+fn zip_bomb(n: usize) -> Vec<u8> {
+    zip_of(&|w| {
+        w.start_file("bomb/zeros.bin", zip_opts()).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..n / chunk.len() {
+            w.write_all(&chunk).unwrap();
+        }
+    })
+}
+
+#[test]
+fn bombs_stop_at_the_unpack_caps() {
+    let zip = zip_bomb(64 << 20);
+    assert!(zip.len() < 1 << 20, "{} bytes", zip.len());
+    let tgz = make_tar_gz(&[TarEntry::File("bomb/zeros.bin", &vec![0u8; 64 << 20])]);
+    assert!(tgz.len() < 1 << 20, "{} bytes", tgz.len());
+    let server = serve(&[("bomb.zip", &zip), ("bomb.tar.gz", &tgz)]);
+    for (name, bytes, kind) in [
+        ("bomb.zip", &zip, Unpack::Zip),
+        ("bomb.tar.gz", &tgz, Unpack::TarGz),
+    ] {
+        let mut d = dirs();
+        d.opts.limits.max_unpack_bytes = Some(8 << 20);
+        let res = resource(server.url(name), name, bytes, kind);
+        let err = fetch(&res, &d.opts).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DownloadError::Limit(_)), "{err:?}");
+        assert!(
+            msg.contains("--max-unpack-bytes") && msg.contains(&(8u64 << 20).to_string()),
+            "{msg}"
+        );
+        assert!(msg.contains(name), "{msg}");
+        // Nothing unpacked, no temp folder; the archive stays (raise the cap and re-run).
+        let data = d.root.join("data");
+        let left: Vec<_> = fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec![".downloads".to_owned()], "{name}");
+        assert!(d.opts.cache_dir.join(name).exists());
+        // With the cap raised, it unpacks.
+        d.opts.limits.max_unpack_bytes = Some(65 << 20);
+        fetch(&res, &d.opts).unwrap();
+        assert_eq!(
+            fs::metadata(data.join("bomb/zeros.bin")).unwrap().len(),
+            64 << 20
+        );
+    }
+
+    // Entry count.
+    let many = zip_of(&|w| {
+        for i in 0..50 {
+            w.start_file(format!("m/{i}.txt"), zip_opts()).unwrap();
+            w.write_all(b"x").unwrap();
+        }
+    });
+    let server = serve(&[("many.zip", &many)]);
+    let mut d = dirs();
+    d.opts.limits.max_entries = Some(10);
+    let res = resource(server.url("many.zip"), "many.zip", &many, Unpack::Zip);
+    let msg = fetch(&res, &d.opts).unwrap_err().to_string();
+    assert!(msg.contains("--max-unpack-entries"), "{msg}");
+    assert!(!d.root.join("data/m").exists());
+}
+
+#[test]
+fn default_caps_come_from_the_known_sizes() {
+    use download::{with_margin, Limits, DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_UNPACK_BYTES};
+    let mut res = resource("http://x/a".into(), "a.zip", b"abc", Unpack::Zip);
+    let none = Limits::default();
+    assert_eq!(
+        none.download_cap(&res),
+        with_margin(3),
+        "from the pinned size"
+    );
+    res.size = None;
+    assert_eq!(none.download_cap(&res), DEFAULT_MAX_DOWNLOAD_BYTES);
+    assert_eq!(none.unpack_cap(&res), DEFAULT_MAX_UNPACK_BYTES);
+    res.expected = Expected {
+        download_bytes: Some(1000),
+        unpacked_bytes: Some(2000),
+        entries: Some(10),
+    };
+    assert_eq!(none.download_cap(&res), with_margin(1000));
+    assert_eq!(none.unpack_cap(&res), with_margin(2000));
+    assert_eq!(none.entry_cap(&res), 1020);
+    let flags = Limits {
+        max_download_bytes: Some(5),
+        max_unpack_bytes: Some(6),
+        max_entries: Some(7),
+    };
+    assert_eq!(
+        (
+            flags.download_cap(&res),
+            flags.unpack_cap(&res),
+            flags.entry_cap(&res)
+        ),
+        (5, 6, 7)
+    );
+    assert_eq!(download::parse_byte_size("20G").unwrap(), 20 << 30);
+    assert_eq!(download::parse_byte_size("500MiB").unwrap(), 500 << 20);
+    assert_eq!(download::parse_byte_size("123").unwrap(), 123);
+    assert!(download::parse_byte_size("x").is_err());
+    assert!(download::parse_byte_size("0").is_err());
+    assert!(download::parse_byte_size("99999999999T").is_err());
+}
+
+#[test]
+fn downloads_stop_at_the_download_cap() {
+    let body = noise(300_000, 31);
+    for no_length in [false, true] {
+        let server = Server::start(ServerConfig {
+            files: HashMap::from([("/f.bin".to_owned(), body.clone())]),
+            ranges: true,
+            cut_first_after: None,
+            no_length,
+        });
+        let mut d = dirs();
+        d.opts.limits.max_download_bytes = Some(100_000);
+        let res = Resource {
+            md5: None,
+            size: None,
+            ..resource(server.url("f.bin"), "f.bin", &body, Unpack::None)
+        };
+        let err = fetch(&res, &d.opts).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DownloadError::Limit(_)), "{err:?}");
+        assert!(
+            msg.contains("--max-download-bytes") && msg.contains("100000"),
+            "{msg}"
+        );
+        assert_eq!(server.requests().len(), 1, "a cap must not be retried");
+        assert_empty(&d.opts.cache_dir);
+    }
+}
+
+#[test]
+fn a_bad_cached_archive_is_moved_aside_and_fetched_again() {
+    let zip = make_zip();
+    let html = b"<html><body>Service unavailable</body></html>";
+    let server = serve(&[("a.zip", &zip)]);
+    let d = dirs();
+    let res = Resource {
+        md5: None,
+        size: None,
+        ..resource(server.url("a.zip"), "a.zip", &zip, Unpack::Zip)
+    };
+    fs::create_dir_all(&d.opts.cache_dir).unwrap();
+    fs::write(d.opts.cache_dir.join("a.zip"), html).unwrap();
+    fetch(&res, &d.opts).unwrap();
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(fs::read(d.opts.cache_dir.join("a.zip.bad")).unwrap(), html);
+    assert_eq!(fs::read(d.opts.cache_dir.join("a.zip")).unwrap(), zip);
+    assert!(d.root.join("data/ESC-50-master/meta/esc50.csv").exists());
+
+    // A freshly downloaded archive that does not open: an error, and moved aside so that the
+    // next run downloads it again.
+    let server = serve(&[("b.zip", html)]);
+    let d = dirs();
+    let res = Resource {
+        md5: None,
+        size: None,
+        ..resource(server.url("b.zip"), "b.zip", html, Unpack::Zip)
+    };
+    let err = fetch(&res, &d.opts).unwrap_err();
+    assert!(matches!(err, DownloadError::BadArchive { .. }), "{err:?}");
+    assert!(err.to_string().contains("b.zip.bad"), "{err}");
+    assert!(!d.opts.cache_dir.join("b.zip").exists());
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn writers_never_follow_links_on_disk() {
+    let zip = make_zip();
+    let server = serve(&[("a.zip", &zip)]);
+    let d = dirs();
+    let res = resource(server.url("a.zip"), "a.zip", &zip, Unpack::Zip);
+    let victim = d.root.join("victim.txt");
+    fs::write(&victim, b"precious").unwrap();
+    let data = d.root.join("data");
+    fs::create_dir_all(&d.opts.cache_dir).unwrap();
+    let link = |at: &Path| std::os::unix::fs::symlink(&victim, at).unwrap();
+    link(&d.opts.cache_dir.join("a.zip.part"));
+    link(&d.opts.cache_dir.join("a.zip.part.validator"));
+    link(&d.opts.cache_dir.join("a.zip.md5-verified"));
+    link(&unpacked_marker(&data, "a.zip"));
+    fetch(&res, &d.opts).unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    let marker = unpacked_marker(&data, "a.zip");
+    assert!(fs::symlink_metadata(&marker).unwrap().is_file());
+    assert!(read_marker(&marker).unwrap().is_some());
+
+    // The helper behind ICBHI's split-file copy replaces a link at the target.
+    let target = data.join("split.txt");
+    link(&target);
+    install_file(&d.opts.cache_dir.join("a.zip"), &target).unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(fs::read(&target).unwrap(), zip);
+    // And refuses a source that is not a regular file.
+    let err = install_file(&d.root.join("data"), &data.join("x.txt")).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn a_stale_private_folder_is_removed_and_the_unpack_redone() {
+    let tgz = make_nsynth_tar_gz();
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("n.tar.gz");
+    fs::write(&archive, &tgz).unwrap();
+    let dest = tmp.path().join("out");
+    let stale = dest.join(".n.tar.gz.unpacking-1-0");
+    fs::create_dir_all(stale.join("nsynth-test")).unwrap();
+    fs::write(stale.join("nsynth-test/half.wav"), b"half").unwrap();
+    unpack(&archive, Unpack::TarGz, &dest).unwrap();
+    assert!(!stale.exists());
+    assert!(!dest.join("nsynth-test/half.wav").exists());
+    assert_eq!(
+        fs::read(dest.join("nsynth-test/examples.json")).unwrap(),
+        b"{}"
+    );
 }

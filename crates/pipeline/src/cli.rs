@@ -29,6 +29,29 @@ pub struct MirrorArgs {
     /// host is down, or a local copy). Defaults to the environment variable HUBERT_PROBE_MIRROR.
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
+    /// Most bytes one download may have (e.g. 30G); default: the archive's known size with
+    /// margin, or 128 GiB when unknown.
+    #[arg(long, value_name = "BYTES", value_parser = crate::download::parse_byte_size)]
+    pub max_download_bytes: Option<u64>,
+    /// Most bytes one archive may unpack to (e.g. 50G); default: the dataset's known size with
+    /// margin, or 256 GiB when unknown.
+    #[arg(long, value_name = "BYTES", value_parser = crate::download::parse_byte_size)]
+    pub max_unpack_bytes: Option<u64>,
+    /// Most entries (files and folders) one archive may have; default: the dataset's known count
+    /// with margin, or 4,000,000 when unknown.
+    #[arg(long, value_name = "N", value_parser = crate::download::parse_byte_size)]
+    pub max_unpack_entries: Option<u64>,
+}
+
+impl MirrorArgs {
+    /// The caps given on the command line.
+    pub fn limits(&self) -> crate::download::Limits {
+        crate::download::Limits {
+            max_download_bytes: self.max_download_bytes,
+            max_unpack_bytes: self.max_unpack_bytes,
+            max_entries: self.max_unpack_entries,
+        }
+    }
 }
 
 /// Where things live.
@@ -378,7 +401,7 @@ fn dispatch<O: Args, T: Task>(command: Command<O>, make: &impl Fn(&O) -> Result<
             parts,
         } => {
             let task = make(&task)?;
-            let dataset = task.load(&data_dir(&task, &paths))?;
+            let dataset = task.load_checked(&data_dir(&task, &paths))?;
             let store = store_path(&paths.features_dir, &task.name(), &layers);
             let out = merge(&dataset, &store, &parts)?;
             eprintln!("merged into {}", out.display());
@@ -404,7 +427,10 @@ pub fn download(task: &dyn Task, data_dir: &Path, mirror: &MirrorArgs) -> Result
         }
     }
     let cache = dest.join(".downloads");
-    let opts = DownloadOptions::from_env_and_flag(mirror.mirror.clone(), &cache, &dest);
+    let opts = DownloadOptions {
+        limits: mirror.limits(),
+        ..DownloadOptions::from_env_and_flag(mirror.mirror.clone(), &cache, &dest)
+    };
     let skip_checks = std::env::var_os(SKIP_CHECKSUMS_ENV).is_some_and(|v| !v.is_empty());
     if skip_checks {
         eprintln!("{SKIP_CHECKSUMS_ENV} is set: pinned md5 and sizes are not checked");
@@ -476,7 +502,7 @@ fn run_extract(
     source: ModelSource,
 ) -> Result<ExtractOutcome> {
     let dir = data_dir(task, paths);
-    let dataset = task.load(&dir)?;
+    let dataset = task.load_checked(&dir)?;
     for note in &dataset.notes {
         eprintln!("note: {note}");
     }

@@ -19,9 +19,7 @@ pub struct Table {
 /// Reads `path`, requiring every column in `required`; `hint` is appended to a not-found error
 /// (e.g. "run `esc50 download` or pass --data-dir").
 pub fn read_csv(path: &Path, required: &[&str], hint: &str) -> Result<Table> {
-    if !path.is_file() {
-        bail!("{} not found; {hint}", path.display());
-    }
+    crate::task::check_regular_file(path, hint)?;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(false)
@@ -80,16 +78,25 @@ impl Table {
     }
 }
 
-/// Errors if any of `paths` (relative to `root`) is missing, listing the first few.
+/// Errors if any of `paths` (relative to `root`) is missing, listing the first few, or is not a
+/// regular file (a FIFO or a device would hang or never end when read).
 pub fn check_files_exist<'a>(
     root: &Path,
     paths: impl IntoIterator<Item = &'a str>,
     hint: &str,
 ) -> Result<()> {
-    let missing: Vec<&str> = paths
-        .into_iter()
-        .filter(|p| !root.join(p).is_file())
-        .collect();
+    let mut missing: Vec<&str> = Vec::new();
+    for p in paths {
+        match std::fs::metadata(root.join(p)) {
+            Ok(m) if m.is_file() => {}
+            Ok(m) => bail!(
+                "{} is not a regular file (it is {}); audio files must be regular files",
+                root.join(p).display(),
+                crate::task::file_kind(&m.file_type())
+            ),
+            Err(_) => missing.push(p),
+        }
+    }
     if !missing.is_empty() {
         let shown: Vec<String> = missing
             .iter()

@@ -1,7 +1,14 @@
 //! What a dataset is to the pipeline: items (file, label, fold or split, group), class names,
 //! the official protocol, and where its archives come from.
+//!
+//! Metadata is untrusted input: [`Dataset::validate`] (run by [`Task::load_checked`], which the
+//! command line uses) checks every label against the class list, caps the class count, and
+//! confines item paths lexically to the data folder (no `..`, no absolute path), so a data folder
+//! that is itself a symlink keeps working; [`read_metadata`] refuses metadata files that are not
+//! regular files (a FIFO would hang the reader) or larger than [`MAX_METADATA_BYTES`].
 
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
 
 use crate::download::Resource;
 pub use crate::item::{Item, Partition};
@@ -20,11 +27,151 @@ pub struct Dataset {
     pub notes: Vec<String>,
 }
 
+/// Most classes a dataset may have (the six have at most 1,000): a class index read from a file
+/// beyond it is an error, not an allocation.
+pub const MAX_CLASSES: usize = 100_000;
+
+/// Largest metadata file read (NSynth's training `examples.json`, the largest, is about 130 MB).
+pub const MAX_METADATA_BYTES: u64 = 1 << 30;
+
 impl Dataset {
     /// The absolute path of an item.
     pub fn path_of(&self, item: &Item) -> PathBuf {
         self.root.join(&item.path)
     }
+
+    /// Checks what the metadata files decided: 1 to [`MAX_CLASSES`] classes, every label a
+    /// class index, every item path a plain relative path inside the data folder
+    /// ([`check_item_path`]), every segment finite with start <= end. Errors name the item.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let n = self.class_names.len();
+        if n == 0 || n > MAX_CLASSES {
+            anyhow::bail!(
+                "{}: the metadata defines {n} classes; expected 1 to {MAX_CLASSES}",
+                self.root.display()
+            );
+        }
+        for item in &self.items {
+            check_item_path(&item.path).map_err(|why| {
+                anyhow::anyhow!(
+                    "{}: the metadata lists {:?}, which {why}; item paths must stay inside \
+                     the data folder",
+                    self.root.display(),
+                    item.path
+                )
+            })?;
+            if item.label >= n {
+                anyhow::bail!(
+                    "{}: item {:?} has label {}, but there are {n} classes",
+                    self.root.display(),
+                    item.path,
+                    item.label
+                );
+            }
+            if let Some((start, end)) = item.segment {
+                if !(start.is_finite() && end.is_finite() && start <= end) {
+                    anyhow::bail!(
+                        "{}: item {:?} has the segment [{start}, {end}) s",
+                        self.root.display(),
+                        item.path
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `rel` (an item path from a metadata file) stays inside the data folder lexically: not
+/// empty, not absolute, no `..`, no NUL, no backslash (Windows separators would escape on
+/// Windows). Symlinks are not resolved, so a data folder that is itself a link keeps working.
+/// `Err` says what is wrong.
+pub fn check_item_path(rel: &str) -> Result<(), &'static str> {
+    if rel.is_empty() {
+        return Err("is empty");
+    }
+    if rel.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    if rel.contains('\\') {
+        return Err("contains a backslash");
+    }
+    for component in Path::new(rel).components() {
+        match component {
+            Component::ParentDir => return Err("contains `..`"),
+            Component::RootDir | Component::Prefix(_) => return Err("is absolute"),
+            Component::CurDir | Component::Normal(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads a metadata file (a CSV, a list, a JSON table): refuses anything that is not a regular
+/// file (a FIFO, a device, a directory: reading those could hang or never end) and files over
+/// [`MAX_METADATA_BYTES`], with errors naming the file; `hint` is appended to a not-found error.
+pub fn read_metadata(path: &Path, hint: &str) -> anyhow::Result<Vec<u8>> {
+    check_regular_file(path, hint)?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_METADATA_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_METADATA_BYTES {
+        anyhow::bail!(
+            "{}: larger than {MAX_METADATA_BYTES} bytes; not a metadata file of this dataset",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// Errors unless `path` is a regular file (links followed) of at most [`MAX_METADATA_BYTES`]:
+/// "not found" with `hint`, or what it is instead.
+pub fn check_regular_file(path: &Path, hint: &str) -> anyhow::Result<()> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::bail!("{} not found; {hint}", path.display())
+        }
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+    };
+    if !meta.is_file() {
+        anyhow::bail!(
+            "{} is not a regular file (it is {}); metadata must be a regular file",
+            path.display(),
+            file_kind(&meta.file_type())
+        );
+    }
+    if meta.len() > MAX_METADATA_BYTES {
+        anyhow::bail!(
+            "{}: {} bytes, more than the {MAX_METADATA_BYTES} a metadata file may have",
+            path.display(),
+            meta.len()
+        );
+    }
+    Ok(())
+}
+
+/// Words for a file type that is not a regular file.
+pub fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+    }
+    "not a regular file"
 }
 
 /// A dataset task: the only code a task binary has to provide.
@@ -74,6 +221,14 @@ pub trait Task: Send + Sync {
 
     /// Parses the layout under `data_dir`; errors say what was expected where.
     fn load(&self, data_dir: &Path) -> anyhow::Result<Dataset>;
+
+    /// [`Task::load`], then [`Dataset::validate`]: what the command line uses, so that no label,
+    /// class count or path read from a metadata file is used unchecked.
+    fn load_checked(&self, data_dir: &Path) -> anyhow::Result<Dataset> {
+        let dataset = self.load(data_dir)?;
+        dataset.validate()?;
+        Ok(dataset)
+    }
 
     /// The official protocol (`--split official`).
     fn official_protocol(&self) -> Protocol;
@@ -146,6 +301,88 @@ mod tests {
         }
         assert_eq!(Partition::Fold(10).to_string(), "fold10");
         assert!("fold".parse::<Partition>().is_err());
+    }
+
+    fn dataset(paths: &[&str], labels: &[usize], classes: usize) -> Dataset {
+        Dataset {
+            root: PathBuf::from("data/x"),
+            class_names: (0..classes).map(|c| format!("c{c}")).collect(),
+            items: paths
+                .iter()
+                .zip(labels)
+                .map(|(p, &label)| Item {
+                    path: (*p).to_owned(),
+                    label,
+                    split: Partition::Fold(1),
+                    group: None,
+                    segment: None,
+                })
+                .collect(),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn metadata_paths_are_confined_lexically() {
+        assert!(check_item_path("audio/1-100032-A-0.wav").is_ok());
+        assert!(check_item_path("./audio/a.wav").is_ok());
+        assert_eq!(check_item_path("../../audio/x.wav"), Err("contains `..`"));
+        assert_eq!(check_item_path("audio/../../x.wav"), Err("contains `..`"));
+        assert_eq!(check_item_path("/etc/passwd"), Err("is absolute"));
+        assert_eq!(check_item_path("a\\..\\b"), Err("contains a backslash"));
+        assert!(check_item_path("").is_err());
+        let err = dataset(&["audio/../../audio/x.wav"], &[0], 1)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("audio/../../audio/x.wav") && err.contains("`..`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn labels_and_class_counts_are_checked() {
+        assert!(dataset(&["a.wav"], &[1], 2).validate().is_ok());
+        let err = dataset(&["a.wav"], &[2], 2)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("label 2") && err.contains("2 classes"),
+            "{err}"
+        );
+        assert!(dataset(&["a.wav"], &[0], 0).validate().is_err());
+        let mut d = dataset(&["a.wav"], &[0], 1);
+        d.items[0].segment = Some((f64::NAN, 1.0));
+        assert!(d.validate().is_err());
+    }
+
+    #[test]
+    fn metadata_must_be_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("meta.csv");
+        std::fs::write(&csv, b"a,b\n").unwrap();
+        assert_eq!(read_metadata(&csv, "hint").unwrap(), b"a,b\n");
+        let err = read_metadata(&dir.path().join("none.csv"), "run download")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not found; run download"), "{err}");
+        let err = read_metadata(dir.path(), "h").unwrap_err().to_string();
+        assert!(err.contains("a directory"), "{err}");
+        #[cfg(unix)]
+        {
+            let fifo = dir.path().join("fifo.csv");
+            let ok = std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            // Returns at once (reading would block forever: nobody writes).
+            let err = read_metadata(&fifo, "h").unwrap_err().to_string();
+            assert!(err.contains("fifo.csv") && err.contains("a FIFO"), "{err}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use pipeline::download::{Resource, Unpack};
+use pipeline::download::{Expected, Resource, Unpack};
 use pipeline::table::{check_files_exist, read_csv, Table};
 use pipeline::{Dataset, Item, Partition, Protocol, Task};
 
@@ -44,6 +44,9 @@ impl Esc50 {
         })
     }
 }
+
+/// ESC-50's number of classes: `target` is in `0..NUM_CLASSES`.
+pub const NUM_CLASSES: usize = 50;
 
 const COLUMNS: [&str; 7] = [
     "filename", "fold", "target", "category", "esc10", "src_file", "take",
@@ -75,6 +78,14 @@ impl Task for Esc50 {
             md5: None,
             size: None,
             unpack: Unpack::Zip,
+            dataset: "ESC-50".into(),
+            roots: vec!["ESC-50-master".into()],
+            // 2,000 five-second 44.1 kHz 16-bit WAVs (about 880 MB); the zip is about 650 MB.
+            expected: Expected {
+                download_bytes: Some(700_000_000),
+                unpacked_bytes: Some(900_000_000),
+                entries: Some(2_100),
+            },
         }]
     }
 
@@ -93,6 +104,14 @@ impl Task for Esc50 {
         let mut names: BTreeMap<usize, String> = BTreeMap::new();
         for (line, row) in &table.rows {
             let target: usize = Table::parse(&csv, *line, row, "target")?;
+            // Checked before it sizes the class list below.
+            if target >= NUM_CLASSES {
+                bail!(
+                    "{}: line {line}: target {target} is not in 0..{NUM_CLASSES} (ESC-50 has \
+                     {NUM_CLASSES} classes)",
+                    csv.display()
+                );
+            }
             let fold: u32 = Table::parse(&csv, *line, row, "fold")?;
             if !(1..=5).contains(&fold) {
                 bail!(
@@ -165,5 +184,103 @@ impl Task for Esc50 {
 
     fn official_protocol(&self) -> Protocol {
         Protocol::PredefinedFolds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ESC-50 layout with the given CSV rows (after the header) and empty audio files for
+    /// `files`.
+    fn layout(rows: &[&str], files: &[&str]) -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("ESC-50-master");
+        std::fs::create_dir_all(root.join("meta")).unwrap();
+        std::fs::create_dir_all(root.join("audio")).unwrap();
+        let mut csv = String::from("filename,fold,target,category,esc10,src_file,take\n");
+        for row in rows {
+            csv.push_str(row);
+            csv.push('\n');
+        }
+        std::fs::write(root.join("meta/esc50.csv"), csv).unwrap();
+        for f in files {
+            let path = root.join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"RIFF").unwrap();
+        }
+        tmp
+    }
+
+    fn task() -> Esc50 {
+        Esc50::new(&Esc50Options::default()).unwrap()
+    }
+
+    #[test]
+    fn a_huge_target_is_an_error_not_an_allocation() {
+        let tmp = layout(
+            &["1-1-A-0.wav,1,10000000000,dog,True,1,A"],
+            &["audio/1-1-A-0.wav"],
+        );
+        let err = task()
+            .load(&tmp.path().join("ESC-50-master"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("esc50.csv")
+                && err.contains("line 2")
+                && err.contains("target 10000000000 is not in 0..50"),
+            "{err}"
+        );
+        // The largest valid target is fine.
+        let tmp = layout(&["1-1-A-49.wav,1,49,x,False,1,A"], &["audio/1-1-A-49.wav"]);
+        let d = task().load(&tmp.path().join("ESC-50-master")).unwrap();
+        assert_eq!(d.class_names.len(), 50);
+    }
+
+    #[test]
+    fn a_path_outside_the_data_folder_is_refused() {
+        // `audio/../../outside.wav` exists (outside ESC-50-master), but is refused.
+        let tmp = layout(&["../../outside.wav,1,0,dog,True,1,A"], &[]);
+        std::fs::write(tmp.path().join("outside.wav"), b"RIFF").unwrap();
+        let err = task()
+            .load_checked(&tmp.path().join("ESC-50-master"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("audio/../../outside.wav") && err.contains("inside the data folder"),
+            "{err}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_data_folder_that_is_a_symlink_keeps_working() {
+        let tmp = layout(&["1-1-A-0.wav,1,0,dog,True,1,A"], &["audio/1-1-A-0.wav"]);
+        let link = tmp.path().join("esc50-link");
+        std::os::unix::fs::symlink(tmp.path().join("ESC-50-master"), &link).unwrap();
+        let d = task().load_checked(&link).unwrap();
+        assert_eq!(d.items.len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_in_the_dataset_is_refused() {
+        let tmp = layout(&["1-1-A-0.wav,1,0,dog,True,1,A"], &[]);
+        let fifo = tmp.path().join("ESC-50-master/audio/1-1-A-0.wav");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let err = task()
+            .load(&tmp.path().join("ESC-50-master"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1-1-A-0.wav") && err.contains("a FIFO"),
+            "{err}"
+        );
     }
 }

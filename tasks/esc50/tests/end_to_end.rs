@@ -519,3 +519,38 @@ fn parameters_are_checked_before_any_work() {
         "no training happened"
     );
 }
+
+/// The cap flags reach the download: a tight `--max-unpack-bytes` stops the unpack with an error
+/// naming the flag, nothing is unpacked, and raising it (with a size suffix) lets the same cached
+/// archive unpack without another request.
+#[test]
+fn download_caps_are_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = make_corpus(&tmp.path().join("src"));
+    let zip = zip_dir(&src);
+    let server = TestServer::serve(HashMap::from([("ESC-50-master.zip".to_string(), zip)]));
+    let data = tmp.path().join("data/ESC-50-master");
+    let download = |cap: &str| {
+        esc50(tmp.path(), &["download", "--max-unpack-bytes", cap])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--mirror")
+            .arg(&server.url)
+            .output()
+            .unwrap()
+    };
+    let out = download("1000");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--max-unpack-bytes") && stderr.contains("1000 bytes"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "something was unpacked");
+    ok(download("1G"));
+    assert!(data.join("meta/esc50.csv").is_file());
+    assert_eq!(server.requests(), 1, "the cached archive was fetched again");
+    let out = download("lots");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a byte count"));
+}

@@ -109,7 +109,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use metrics::{IcbhiScore, Matching};
-use pipeline::download::{Resource, Unpack};
+use pipeline::download::{Expected, Resource, Unpack};
 use pipeline::table::read_csv;
 use pipeline::{Dataset, Item, Partition, Protocol, Task};
 
@@ -274,10 +274,7 @@ impl Cycle {
 }
 
 fn read_text(path: &Path, hint: &str) -> Result<String> {
-    if !path.is_file() {
-        bail!("{} not found; {hint}", path.display());
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = pipeline::task::read_metadata(path, hint)?;
     let text = String::from_utf8(bytes)
         .map_err(|e| anyhow::anyhow!("{}: not UTF-8 text ({e})", path.display()))?;
     Ok(text.trim_start_matches('\u{feff}').to_string())
@@ -481,7 +478,7 @@ impl Task for Icbhi {
     }
 
     fn resources(&self) -> Vec<Resource> {
-        let file = |name: &str, unpack| Resource {
+        let file = |name: &str, unpack, expected| Resource {
             url: format!("{BASE_URL}/{name}"),
             file_name: name.into(),
             // Not pinned: the only md5/size for the zip come from third parties (see the crate
@@ -489,11 +486,24 @@ impl Task for Icbhi {
             md5: None,
             size: None,
             unpack,
+            dataset: "ICBHI 2017".into(),
+            roots: vec![AUDIO_DIR.into()],
+            expected,
+        };
+        // 920 recordings (5.5 hours, 4-44.1 kHz) and their annotation files: about 2 GB.
+        let archive = Expected {
+            download_bytes: Some(2_000_000_000),
+            unpacked_bytes: Some(2_100_000_000),
+            entries: Some(2_000),
+        };
+        let text = Expected {
+            download_bytes: Some(1 << 20),
+            ..Expected::default()
         };
         vec![
-            file(ARCHIVE_NAME, Unpack::Zip),
-            file(SPLIT_FILE, Unpack::None),
-            file(DIAGNOSIS_FILE, Unpack::None),
+            file(ARCHIVE_NAME, Unpack::Zip, archive),
+            file(SPLIT_FILE, Unpack::None, text),
+            file(DIAGNOSIS_FILE, Unpack::None, text),
         ]
     }
 
@@ -524,12 +534,14 @@ impl Task for Icbhi {
         let target = data_dir.join(&resource.file_name);
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create {}", data_dir.display()))?;
-        let tmp = data_dir.join(format!(".{}.tmp", resource.file_name));
-        std::fs::copy(downloaded, &tmp).with_context(|| {
-            format!("cannot copy {} to {}", downloaded.display(), tmp.display())
+        // Via a fresh temp file and a rename: a link at the target is replaced, never followed.
+        pipeline::download::install_file(downloaded, &target).with_context(|| {
+            format!(
+                "cannot copy {} to {}",
+                downloaded.display(),
+                target.display()
+            )
         })?;
-        std::fs::rename(&tmp, &target)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))?;
         Ok(())
     }
 
@@ -887,6 +899,39 @@ pub fn icbhi_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The split-file copy replaces a link planted at its target instead of writing through it.
+    #[cfg(unix)]
+    #[test]
+    fn split_file_copy_does_not_follow_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("icbhi");
+        std::fs::create_dir_all(&data).unwrap();
+        let victim = tmp.path().join("victim.txt");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, data.join(SPLIT_FILE)).unwrap();
+        let downloaded = tmp.path().join(SPLIT_FILE);
+        std::fs::write(&downloaded, b"101_1b1_Al_sc_Meditron\ttest\n").unwrap();
+        let task = Icbhi::new(&IcbhiOptions::default()).unwrap();
+        let resource = task
+            .resources()
+            .into_iter()
+            .find(|r| r.file_name == SPLIT_FILE)
+            .unwrap();
+        task.after_fetch(&data, &resource, &downloaded).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let target = data.join(SPLIT_FILE);
+        assert!(std::fs::symlink_metadata(&target).unwrap().is_file());
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            b"101_1b1_Al_sc_Meditron\ttest\n"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
 
     #[test]
     fn recording_names_parse_and_bad_ones_say_why() {

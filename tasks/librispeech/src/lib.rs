@@ -61,7 +61,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use pipeline::download::{Resource, Unpack};
+use pipeline::download::{Expected, Resource, Unpack};
 use pipeline::table::check_files_exist;
 use pipeline::{Dataset, Item, Partition, Protocol, Task};
 
@@ -115,10 +115,7 @@ pub struct Speaker {
 /// Parses `SPEAKERS.TXT`: `;` comment lines and blank lines are skipped, data lines are
 /// `ID|SEX|SUBSET|MINUTES|NAME` with padding spaces. Errors name the file and the line.
 pub fn read_speakers(path: &Path) -> Result<BTreeMap<u32, Speaker>> {
-    if !path.is_file() {
-        bail!("{} not found; {HINT}", path.display());
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = pipeline::task::read_metadata(path, HINT)?;
     let text = String::from_utf8_lossy(&bytes);
     let mut out = BTreeMap::new();
     for (i, raw) in text.lines().enumerate() {
@@ -194,10 +191,7 @@ fn numeric_dirs(dir: &Path, what: &str) -> Result<Vec<(u32, PathBuf)>> {
 
 /// The utterance IDs listed in `{speaker}-{chapter}.trans.txt`, checked against the folder.
 fn read_transcript(path: &Path, speaker: u32, chapter: u32) -> Result<Vec<String>> {
-    if !path.is_file() {
-        bail!("{} not found; {HINT}", path.display());
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = pipeline::task::read_metadata(path, HINT)?;
     let text = String::from_utf8_lossy(&bytes);
     let prefix = format!("{speaker}-{chapter}-");
     let mut ids = Vec::new();
@@ -241,6 +235,14 @@ impl Task for LibriSpeech {
             // The size (6,387,309,499 bytes) comes from a single public source: not pinned.
             size: None,
             unpack: Unpack::TarGz,
+            dataset: "LibriSpeech".into(),
+            roots: vec!["LibriSpeech".into()],
+            // 28,539 FLAC utterances, 585 transcripts and their folders.
+            expected: Expected {
+                download_bytes: Some(6_387_309_499),
+                unpacked_bytes: Some(6_500_000_000),
+                entries: Some(30_000),
+            },
         }]
     }
 

@@ -58,8 +58,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use pipeline::download::{Resource, Unpack};
+use anyhow::{bail, Result};
+use pipeline::download::{Expected, Resource, Unpack};
 use pipeline::table::check_files_exist;
 use pipeline::{Dataset, Item, Partition, Protocol, Task};
 use serde::Deserialize;
@@ -114,6 +114,22 @@ impl Part {
     /// The official archive's file name.
     pub fn archive(self) -> String {
         format!("nsynth-{}.jsonwav.tar.gz", self.as_str())
+    }
+
+    /// Approximate sizes of the official archive (for the download and unpack caps): 4 s 16 kHz
+    /// 16-bit WAVs of about 128 KB each (289,205 / 12,678 / 4,096 notes) plus `examples.json`;
+    /// the training archive is about 22 GB.
+    pub fn expected(self) -> Expected {
+        let notes: u64 = match self {
+            Part::Train => 289_205,
+            Part::Valid => 12_678,
+            Part::Test => 4_096,
+        };
+        Expected {
+            download_bytes: Some(notes * 80_000),
+            unpacked_bytes: Some(notes * 129_000),
+            entries: Some(notes + 10),
+        }
     }
 
     /// The pinned md5 of the official archive (from hear-preprocess).
@@ -200,11 +216,8 @@ pub fn parse_examples(text: &str) -> Result<BTreeMap<String, Example>, String> {
 
 /// Reads and checks one part's `examples.json`.
 pub fn read_examples(path: &Path, hint: &str) -> Result<BTreeMap<String, Example>> {
-    if !path.is_file() {
-        bail!("{} not found; {hint}", path.display());
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = String::from_utf8(pipeline::task::read_metadata(path, hint)?)
+        .map_err(|e| anyhow::anyhow!("{}: not UTF-8 text ({e})", path.display()))?;
     let examples = parse_examples(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     for (key, ex) in &examples {
         if ex.note_str != *key {
@@ -279,6 +292,9 @@ impl Task for Nsynth {
                 md5: Some(p.md5().into()),
                 size: None,
                 unpack: Unpack::TarGz,
+                dataset: "NSynth".into(),
+                roots: vec![p.folder()],
+                expected: p.expected(),
             })
             .collect()
     }

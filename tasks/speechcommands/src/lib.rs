@@ -50,7 +50,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use pipeline::download::{Resource, Unpack};
+use pipeline::download::{Expected, Resource, Unpack};
 use pipeline::table::check_files_exist;
 use pipeline::task::cut_segment;
 use pipeline::{Dataset, Item, Partition, Protocol, Task};
@@ -146,10 +146,7 @@ impl SpeechCommands {
 
 /// Reads a split list: one `word/file.wav` path per line (blank lines skipped, CRLF tolerated).
 fn read_list(path: &Path, hint: &str) -> Result<Vec<String>> {
-    if !path.is_file() {
-        bail!("{} not found; {hint}", path.display());
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = pipeline::task::read_metadata(path, hint)?;
     let text = String::from_utf8_lossy(&bytes);
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -260,6 +257,23 @@ impl Task for SpeechCommands {
             md5: Some(md5.into()),
             size: None,
             unpack: Unpack::TarGz,
+            dataset: format!("Speech Commands v0.0{}", self.options.version),
+            // The archive has no top folder: it unpacks into --data-dir, which is its own.
+            roots: Vec::new(),
+            // One-second 16 kHz 16-bit WAVs (about 32 KB each) and the background noise files.
+            expected: if self.options.version == 1 {
+                Expected {
+                    download_bytes: Some(1_500_000_000),
+                    unpacked_bytes: Some(2_300_000_000),
+                    entries: Some(65_000),
+                }
+            } else {
+                Expected {
+                    download_bytes: Some(2_400_000_000),
+                    unpacked_bytes: Some(3_600_000_000),
+                    entries: Some(106_000),
+                }
+            },
         }]
     }
 

@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use pipeline::download::{Resource, Unpack};
+use pipeline::download::{Expected, Resource, Unpack};
 use pipeline::table::{check_files_exist, read_csv, Table};
 use pipeline::{Dataset, Item, Partition, Protocol, Task};
 
@@ -135,6 +135,14 @@ impl Task for UrbanSound8k {
             md5: None,
             size: None,
             unpack: Unpack::TarGz,
+            dataset: "UrbanSound8K".into(),
+            roots: vec!["UrbanSound8K".into()],
+            // 8,732 WAVs of up to 4 s: about 6 GB packed, a little more unpacked.
+            expected: Expected {
+                download_bytes: Some(6_600_000_000),
+                unpacked_bytes: Some(7_500_000_000),
+                entries: Some(8_800),
+            },
         }]
     }
 
