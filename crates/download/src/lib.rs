@@ -56,7 +56,7 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use md5::{Digest, Md5};
 
 /// Environment variable read by [`DownloadOptions::from_env_and_flag`] when no `--mirror` flag is
@@ -768,21 +768,13 @@ fn agent() -> ureq::Agent {
         .build()
 }
 
+/// A bytes bar on stderr ([`terminal::bytes_bar`], drawn only on a terminal), or a hidden one
+/// when `progress` is off.
 fn progress_bar(len: Option<u64>, progress: bool, msg: String) -> ProgressBar {
     if !progress {
         return ProgressBar::hidden();
     }
-    let pb = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
-    let template = if len.is_some() {
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
-    } else {
-        "{msg} {spinner} {bytes} {bytes_per_sec}"
-    };
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb.set_message(msg);
-    pb
+    terminal::bytes_bar(len, msg)
 }
 
 /// How one HTTP attempt ended, when it did not complete the file.
