@@ -35,6 +35,22 @@ pub const MAX_CLASSES: usize = 100_000;
 pub const MAX_METADATA_BYTES: u64 = 1 << 30;
 
 impl Dataset {
+    /// A dataset rooted at `root` (the folder item paths are relative to), as a task's
+    /// [`Task::load`] builds it; [`Dataset::validate`] checks it.
+    pub fn new(
+        root: &Path,
+        class_names: Vec<String>,
+        items: Vec<Item>,
+        notes: Vec<String>,
+    ) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            class_names,
+            items,
+            notes,
+        }
+    }
+
     /// The absolute path of an item.
     pub fn path_of(&self, item: &Item) -> PathBuf {
         self.root.join(&item.path)

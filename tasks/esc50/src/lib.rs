@@ -174,12 +174,7 @@ impl Task for Esc50 {
             })
             .collect();
         check_files_exist(data_dir, items.iter().map(|it| it.path.as_str()), hint)?;
-        Ok(Dataset {
-            root: data_dir.to_path_buf(),
-            class_names,
-            items,
-            notes: vec![],
-        })
+        Ok(Dataset::new(data_dir, class_names, items, vec![]))
     }
 
     fn official_protocol(&self) -> Protocol {

@@ -719,12 +719,7 @@ impl Task for Icbhi {
                 both.join(", ")
             ));
         }
-        Ok(Dataset {
-            root: data_dir.to_path_buf(),
-            class_names,
-            items,
-            notes,
-        })
+        Ok(Dataset::new(data_dir, class_names, items, notes))
     }
 
     fn official_protocol(&self) -> Protocol {

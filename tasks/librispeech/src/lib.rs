@@ -357,12 +357,7 @@ impl Task for LibriSpeech {
                 unlisted[0]
             ));
         }
-        Ok(Dataset {
-            root: data_dir.to_path_buf(),
-            class_names,
-            items,
-            notes,
-        })
+        Ok(Dataset::new(data_dir, class_names, items, notes))
     }
 
     fn official_protocol(&self) -> Protocol {

@@ -360,12 +360,12 @@ impl Task for Nsynth {
                 "{other_rates} notes declare a sample rate other than 16000 (resampled to 16 kHz)"
             ));
         }
-        Ok(Dataset {
-            root: data_dir.to_path_buf(),
-            class_names: FAMILIES.iter().map(|s| s.to_string()).collect(),
+        Ok(Dataset::new(
+            data_dir,
+            FAMILIES.iter().map(|s| s.to_string()).collect(),
             items,
             notes,
-        })
+        ))
     }
 
     fn official_protocol(&self) -> Protocol {
