@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::claim::{try_claim, Attempt, Claim};
 use crate::store::{
-    decode_settings, file_sha256, sha256_hex, weights_sha256, write_store, FeatureStore,
+    decode_settings, file_sha256, sha256_hex, weights_sha256, write_store_blocks, FeatureStore,
     Provenance, Settings, Skipped, StoreContents,
 };
 use crate::task::{Dataset, Item, Partition, Task};
@@ -907,27 +907,24 @@ fn assemble(
             dataset.items.len()
         );
     }
-    let mut features = Vec::new();
+    // Pass 1: every chunk checked, its rows and lists kept (not its features).
     let mut items = Vec::new();
     let mut skipped = Vec::new();
     let mut padded = Vec::new();
-    for c in 0..manifest.num_chunks() {
-        let chunk = match read_chunk(parts, manifest, dataset, c) {
-            Ok(chunk) => chunk,
-            Err(fault) => {
-                let path = chunk_path(parts, c);
-                let why = match fault {
-                    ChunkFault::Missing => "missing".to_string(),
-                    ChunkFault::Invalid(why) => why,
-                };
-                let _ = std::fs::remove_file(&path);
-                bail!(
-                    "{}: {why} (removed; run `extract` again to redo it)",
-                    path.display()
-                );
-            }
+    let fault = |c: usize, fault: ChunkFault| {
+        let path = chunk_path(parts, c);
+        let why = match fault {
+            ChunkFault::Missing => "missing".to_string(),
+            ChunkFault::Invalid(why) => why,
         };
-        features.extend(chunk.features);
+        let _ = std::fs::remove_file(&path);
+        anyhow::anyhow!(
+            "{}: {why} (removed; run `extract` again to redo it)",
+            path.display()
+        )
+    };
+    for c in 0..manifest.num_chunks() {
+        let chunk = read_chunk(parts, manifest, dataset, c).map_err(|f| fault(c, f))?;
         items.extend(chunk.rows.iter().map(|&r| dataset.items[r].clone()));
         skipped.extend(chunk.skipped);
         padded.extend(chunk.padded);
@@ -935,19 +932,32 @@ fn assemble(
     if items.is_empty() {
         bail!("no item could be embedded (all were skipped)");
     }
-    write_store(
+    // Pass 2: the features streamed into the store chunk by chunk (checked again), so memory
+    // holds one chunk, not the store.
+    let mut next = 0;
+    let mut next_block = || -> Result<Option<Vec<f32>>> {
+        if next == manifest.num_chunks() {
+            return Ok(None);
+        }
+        let c = next;
+        next += 1;
+        let chunk = read_chunk(parts, manifest, dataset, c).map_err(|f| fault(c, f))?;
+        Ok(Some(chunk.features))
+    };
+    write_store_blocks(
         store,
         &StoreContents {
             provenance: &manifest.provenance,
             class_names: &dataset.class_names,
             items: &items,
-            features: &features,
+            features: &[],
             num_layers: manifest.num_layers,
             dim: manifest.dim,
             skipped: &skipped,
             padded: &padded,
             settings: Some(&manifest.settings),
         },
+        &mut next_block,
     )?;
     eprintln!(
         "assembled {} from {} chunks",
