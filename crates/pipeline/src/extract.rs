@@ -354,6 +354,12 @@ pub fn extract(
     };
     let parts = parts_dir(store);
     prepare_parts(&parts, &manifest)?;
+    // Another process may have assembled the store since the check above (and removed its
+    // parts, so that this run created them anew): then there is nothing to do.
+    if store.is_file() && store_up_to_date(store, &manifest.settings, dataset) {
+        eprintln!("{} is up to date", store.display());
+        return Ok(ExtractOutcome::Complete(store.to_path_buf()));
+    }
 
     let total_chunks = manifest.num_chunks();
     // Chunks this call may do: all, or those holding items of `Task::extract_only`.
