@@ -60,7 +60,7 @@ pub struct Resource {
     pub url: String,
     /// File name to save as (in the download cache directory). A plain name: no `/`, no `..`.
     pub file_name: String,
-    /// md5 hex digest when known (DATASETS.md lists the known ones), checked after download; a
+    /// md5 hex digest when known (each task's docs say where its pin comes from), checked after download; a
     /// mismatch is an error naming the file, the expected and the actual digest, and the bad file
     /// is moved aside (renamed `*.bad`), never silently used.
     pub md5: Option<String>,

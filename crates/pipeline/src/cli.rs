@@ -1,5 +1,5 @@
 //! The command line every task binary shares: `download`, `extract`, `train`, `run`, `merge`,
-//! with the flags of DESIGN.md's interface section. A task binary is one call:
+//! with the flags listed in docs/ARCHITECTURE.md ("Stable interfaces"). A task binary is one call:
 //!
 //! ```ignore
 //! fn main() {
@@ -274,6 +274,15 @@ where
     })
     .mut_subcommand("run", |c| {
         c.mut_arg("split", |a| a.value_parser(split_values.clone()))
+    });
+    // A flag given twice counts once, with its last value (as in most Unix tools), so a script can
+    // append an override to a shared command line.
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    let cmd = names.iter().fold(cmd, |cmd, name| {
+        cmd.mut_subcommand(name, |c| c.args_override_self(true))
     });
     let matches = cmd.get_matches();
     let command = match Command::<O>::from_arg_matches(&matches) {

@@ -18,6 +18,7 @@ mod claim;
 pub mod cli;
 pub mod extract;
 pub mod figures;
+pub mod item;
 pub mod protocol;
 pub mod store;
 #[cfg(test)]

@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::task::{Item, Partition};
+use crate::item::{Item, Partition};
 
 /// How items are divided into training and test parts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +46,21 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// [`Protocol::GroupRandom`] when `name` is `split_name`, the one task-specific `--split`
+    /// of a task whose groups (patients, chapters, recordings) must stay whole; `None`
+    /// otherwise. The body of such a task's `Task::custom_protocol`.
+    pub fn group_random_named(
+        name: &str,
+        split_name: &str,
+        test_fraction: f64,
+        seed: u64,
+    ) -> Option<Self> {
+        (name == split_name).then_some(Self::GroupRandom {
+            test_fraction,
+            seed,
+        })
+    }
+
     /// A short name for reports.
     pub fn describe(&self) -> String {
         match self {

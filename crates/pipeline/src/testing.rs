@@ -20,6 +20,48 @@ pub fn tiny_model_arg() -> String {
     tiny_model_dir().display().to_string()
 }
 
+/// Environment variables that change what a task binary does; [`task`] removes them so a test
+/// sees the defaults whatever the shell that runs it has set.
+pub const ENV_TO_CLEAR: [&str; 3] = [
+    "HUBERT_PROBE_MIRROR",
+    "HUBERT_PROBE_SKIP_CHECKSUMS",
+    "HUBERT_PROBE_THROTTLE_MS",
+];
+
+/// The command every task test runs: the task binary `bin` (`env!("CARGO_BIN_EXE_<task>")`) with
+/// `args`, and none of [`ENV_TO_CLEAR`]. Add folders and further flags to it.
+pub fn task(bin: &str, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(args);
+    for var in ENV_TO_CLEAR {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// [`task`] with every output folder under `dir`: `--features-dir <dir>/features`,
+/// `--results-dir <dir>/results`, `--models-dir <dir>/models` (every subcommand takes them).
+pub fn task_in(bin: &str, dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = task(bin, args);
+    cmd.arg("--features-dir")
+        .arg(dir.join("features"))
+        .arg("--results-dir")
+        .arg(dir.join("results"))
+        .arg("--models-dir")
+        .arg(dir.join("models"));
+    cmd
+}
+
+/// Runs `<bin> extract --model <tiny model> --data-dir <data>` with every folder under `dir`
+/// ([`task_in`]) and returns its output: the start of every task's broken-layout test.
+pub fn extract_output(bin: &str, dir: &Path, data: &Path) -> std::process::Output {
+    task_in(bin, dir, &["extract", "--model", &tiny_model_arg()])
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .expect("the task binary runs")
+}
+
 /// Asserts that a finished command succeeded, showing its stdout and stderr when it did not.
 pub fn assert_success(out: std::process::Output) -> std::process::Output {
     assert!(

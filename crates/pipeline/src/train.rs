@@ -193,6 +193,46 @@ struct JobResult {
     layer_weights: Option<Vec<f32>>,
 }
 
+impl JobResult {
+    /// Scores a job's test predictions: the classification report and the results.json
+    /// evaluation (absent classes named). Timing, checkpoint and layer weights are the caller's.
+    fn score(
+        job: &Job<'_>,
+        seed: u64,
+        class_names: &[String],
+        sizes: [usize; 3],
+        best_epoch: Option<usize>,
+        y_true: Vec<usize>,
+        y_pred: Vec<usize>,
+    ) -> Result<Self> {
+        let report = ClassificationReport::compute(&y_true, &y_pred, class_names.len())?;
+        let eval = Evaluation {
+            fold: job.fold.name.clone(),
+            run: job.run,
+            seed,
+            accuracy: report.accuracy,
+            macro_f1: report.macro_avg.f1,
+            balanced_accuracy: report.balanced_accuracy,
+            best_epoch,
+            sizes,
+            absent_classes: report
+                .absent_classes
+                .iter()
+                .map(|&c| class_names[c].clone())
+                .collect(),
+        };
+        Ok(Self {
+            report,
+            y_true,
+            y_pred,
+            eval,
+            seconds: 0.0,
+            checkpoint: None,
+            layer_weights: None,
+        })
+    }
+}
+
 /// The position standing for `--layer weighted` in the per-layer results (labelled
 /// `"weighted"`).
 pub const WEIGHTED_LAYER: usize = usize::MAX;
@@ -461,40 +501,28 @@ fn run_job(
         )
         .with_context(|| job.describe(seed))?;
     let seconds = started.elapsed().as_secs_f64();
-    let y_pred = trained.probe.predict(&test_x)?;
-    let report = ClassificationReport::compute(&test_y, &y_pred, n_classes)?;
-    let eval = Evaluation {
-        fold: job.fold.name.clone(),
-        run: job.run,
+    let y_pred = trained.model.predict(&test_x)?;
+    let sizes = [train_y.len(), valid_y.len(), test_y.len()];
+    let mut result = JobResult::score(
+        job,
         seed,
-        accuracy: report.accuracy,
-        macro_f1: report.macro_avg.f1,
-        balanced_accuracy: report.balanced_accuracy,
-        best_epoch: trained.best_epoch,
-        sizes: [train_y.len(), valid_y.len(), test_y.len()],
-        absent_classes: report
-            .absent_classes
-            .iter()
-            .map(|&c| class_names[c].clone())
-            .collect(),
-    };
+        class_names,
+        sizes,
+        trained.best_epoch,
+        test_y,
+        y_pred,
+    )?;
+    result.seconds = seconds;
     let is_first = job.run == 0 && job.fold_index == 0;
     let checkpoint = is_first.then(|| {
-        let mut ckpt = Checkpoint::new(trained.probe.clone());
+        let mut ckpt = Checkpoint::new(trained.model.clone());
         ckpt.class_names = class_names.to_vec();
         ckpt.hyperparameters = Some(config.clone());
         ckpt.best_epoch = trained.best_epoch;
         (ckpt, scaler.clone())
     });
-    Ok(JobResult {
-        report,
-        y_true: test_y,
-        y_pred,
-        eval,
-        seconds,
-        checkpoint,
-        layer_weights: None,
-    })
+    result.checkpoint = checkpoint;
+    Ok(result)
 }
 
 /// A `--layer weighted` job: one StandardScaler per layer (fit on the training part), items as
@@ -573,31 +601,19 @@ fn run_weighted_job(
         .with_context(|| job.describe(seed))?;
     let seconds = started.elapsed().as_secs_f64();
     let y_pred = trained.model.predict(&stacked[2])?;
-    let report = ClassificationReport::compute(&test_y, &y_pred, n_classes)?;
-    let eval = Evaluation {
-        fold: job.fold.name.clone(),
-        run: job.run,
+    let sizes = [train_y.len(), valid_y.len(), test_y.len()];
+    let mut result = JobResult::score(
+        job,
         seed,
-        accuracy: report.accuracy,
-        macro_f1: report.macro_avg.f1,
-        balanced_accuracy: report.balanced_accuracy,
-        best_epoch: trained.best_epoch,
-        sizes: [train_y.len(), valid_y.len(), test_y.len()],
-        absent_classes: report
-            .absent_classes
-            .iter()
-            .map(|&c| class_names[c].clone())
-            .collect(),
-    };
-    Ok(JobResult {
-        report,
-        y_true: test_y,
+        class_names,
+        sizes,
+        trained.best_epoch,
+        test_y,
         y_pred,
-        eval,
-        seconds,
-        checkpoint: None,
-        layer_weights: Some(trained.model.layer_weights()),
-    })
+    )?;
+    result.seconds = seconds;
+    result.layer_weights = Some(trained.model.layer_weights());
+    Ok(result)
 }
 
 fn aggregate(

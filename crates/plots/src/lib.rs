@@ -532,14 +532,7 @@ pub fn line_chart(
     chart
         .configure_mesh()
         .x_labels(n.min(30))
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
-                labels[i as usize].clone()
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|x| category_label(&labels, *x))
         .label_style(font(12.0))
         .axis_desc_style(font(14.0))
         .x_desc(x_title)
@@ -646,14 +639,7 @@ pub fn bar_chart(
     chart
         .configure_mesh()
         .x_labels(n.min(30))
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
-                names[i as usize].clone()
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|x| category_label(&names, *x))
         .disable_x_mesh()
         .label_style(font(12.0))
         .axis_desc_style(font(14.0))
@@ -683,6 +669,32 @@ pub fn bar_chart(
         .map_err(&err)?;
     root.present().map_err(&err)?;
     Ok(())
+}
+
+/// The label of a categorical x axis at `x`: the category's name at whole positions, nothing
+/// between them (plotters asks for labels at fractional positions too).
+fn category_label(names: &[String], x: f64) -> String {
+    let i = x.round();
+    if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+        names[i as usize].clone()
+    } else {
+        String::new()
+    }
+}
+
+/// Checks that `x` holds whole rows of `dim` finite values and returns the row count; errors
+/// are prefixed with `method` ("t-SNE", "UMAP").
+fn count_rows(x: &[f32], dim: usize, method: &str) -> Result<usize> {
+    if dim == 0 || !x.len().is_multiple_of(dim) {
+        return Err(PlotError::Input(format!(
+            "{method}: {} values are not rows of {dim}",
+            x.len()
+        )));
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(PlotError::Input(format!("{method}: non-finite feature")));
+    }
+    Ok(x.len() / dim)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::{normal, PlotError, Result};
+use crate::{normal, Result};
 
 /// t-SNE settings; [`Default`] is described in the module docs, with 500 iterations.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,16 +45,7 @@ impl Default for TsneConfig {
 /// parallel parts reduce in a fixed order). Errors on a ragged slice or non-finite values;
 /// fewer than 2 rows give points at the origin.
 pub fn tsne(x: &[f32], dim: usize, cfg: &TsneConfig) -> Result<Vec<[f32; 2]>> {
-    if dim == 0 || !x.len().is_multiple_of(dim) {
-        return Err(PlotError::Input(format!(
-            "t-SNE: {} values are not rows of {dim}",
-            x.len()
-        )));
-    }
-    if x.iter().any(|v| !v.is_finite()) {
-        return Err(PlotError::Input("t-SNE: non-finite feature".into()));
-    }
-    let n = x.len() / dim;
+    let n = crate::count_rows(x, dim, "t-SNE")?;
     if n < 2 {
         return Ok(vec![[0.0, 0.0]; n]);
     }

@@ -121,16 +121,7 @@ pub struct Umap {
 /// gives the random initial layout.
 pub fn umap(x: &[f32], dim: usize, cfg: &UmapConfig) -> Result<Umap> {
     validate(cfg)?;
-    if dim == 0 || !x.len().is_multiple_of(dim) {
-        return Err(PlotError::Input(format!(
-            "UMAP: {} values are not rows of {dim}",
-            x.len()
-        )));
-    }
-    if x.iter().any(|v| !v.is_finite()) {
-        return Err(PlotError::Input("UMAP: non-finite feature".into()));
-    }
-    let n = x.len() / dim;
+    let n = crate::count_rows(x, dim, "UMAP")?;
     let (a, b) = find_ab_params(cfg.spread, cfg.min_dist);
     let n_epochs = cfg.n_epochs.unwrap_or(if n <= 10_000 { 500 } else { 200 });
     let k = cfg.n_neighbors.min(n.saturating_sub(1));

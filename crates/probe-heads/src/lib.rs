@@ -60,12 +60,12 @@
 //!         ControlFlow::Continue(())
 //!     })
 //!     .unwrap();
-//! assert_eq!(trained.probe.predict(&features).unwrap(), vec![0, 0, 1, 1]);
+//! assert_eq!(trained.model.predict(&features).unwrap(), vec![0, 0, 1, 1]);
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let path = dir.path().join("esc50_linear_classifier.safetensors");
 //! let checkpoint = Checkpoint {
-//!     probe: trained.probe,
+//!     probe: trained.model,
 //!     class_names: vec!["dog".into(), "rain".into()],
 //!     hyperparameters: Some(config),
 //!     best_epoch: trained.best_epoch,
@@ -88,7 +88,7 @@ mod weighted;
 
 pub use checkpoint::{Checkpoint, CheckpointMetadata, FORMAT, FORMAT_VERSION};
 pub use model::{Dense, LinearClassifier, Probe, ProbeKind, ThreeLayerClassifier, DEFAULT_HIDDEN};
-pub use train::{evaluate, Dataset, EpochStats, TrainConfig, TrainedProbe, Trainer};
+pub use train::{evaluate, Dataset, EpochStats, TrainConfig, Trained, TrainedProbe, Trainer};
 pub use weighted::{evaluate_weighted, TrainedWeightedProbe, WeightedProbe};
 
 /// The one random stream of a training run: initialisation first, then one shuffle per epoch.

@@ -179,18 +179,22 @@ pub struct EpochStats {
     pub train_time: Duration,
 }
 
-/// The result of [`Trainer::train`].
+/// A trained model and how it got there: what [`Trainer::train`] ([`TrainedProbe`]) and
+/// [`Trainer::train_weighted`](crate::Trainer::train_weighted) ([`TrainedWeightedProbe`](crate::TrainedWeightedProbe)) return.
 #[derive(Debug, Clone)]
-pub struct TrainedProbe {
-    /// The probe: the best-validation-accuracy epoch's weights when a validation set was
-    /// given, otherwise the last epoch's.
-    pub probe: Probe,
-    /// The 1-based epoch whose weights `probe` holds when a validation set was given (the first
+pub struct Trained<M> {
+    /// The best-validation-accuracy epoch's model when a validation set was given, otherwise
+    /// the last epoch's.
+    pub model: M,
+    /// The 1-based epoch whose weights `model` holds when a validation set was given (the first
     /// epoch reaching the best accuracy); `None` without a validation set.
     pub best_epoch: Option<usize>,
-    /// One entry per epoch run.
+    /// One entry per epoch run (`val_*` filled with a validation set).
     pub history: Vec<EpochStats>,
 }
+
+/// The result of [`Trainer::train`].
+pub type TrainedProbe = Trained<Probe>;
 
 /// Trains probes with a fixed [`TrainConfig`].
 #[derive(Debug, Clone, Default)]
@@ -260,11 +264,7 @@ impl Trainer {
             |probe| Ok(val.map(|val| evaluate(probe, val))),
             on_epoch,
         )?;
-        Ok(TrainedProbe {
-            probe: fitted.model,
-            best_epoch: fitted.best_epoch,
-            history: fitted.history,
-        })
+        Ok(fitted)
     }
 }
 
@@ -299,16 +299,6 @@ pub(crate) fn check_inputs(
     Ok(())
 }
 
-/// What [`run_epochs`] returns.
-pub(crate) struct Fitted<M> {
-    /// The best-validation epoch's model with a validation set, else the last epoch's.
-    pub model: M,
-    /// The 1-based epoch of `model` with a validation set.
-    pub best_epoch: Option<usize>,
-    /// One entry per epoch run.
-    pub history: Vec<EpochStats>,
-}
-
 /// The epoch loop every trainer shares (the original study's): per epoch a new shuffle of the
 /// training rows from `rng`, one pass of `train_epoch` over them (returning the mean batch
 /// loss), validation after the epoch (`validate`: accuracy and loss, `None` without a
@@ -323,7 +313,7 @@ pub(crate) fn run_epochs<M: Clone>(
     mut train_epoch: impl FnMut(&mut M, &[usize]) -> f64,
     mut validate: impl FnMut(&M) -> Result<Option<(f64, f64)>>,
     mut on_epoch: impl FnMut(&EpochStats) -> ControlFlow<()>,
-) -> Result<Fitted<M>> {
+) -> Result<Trained<M>> {
     let mut order: Vec<usize> = (0..n_train).collect();
     let steps_per_epoch = n_train.div_ceil(cfg.batch_size) as u64;
     let mut steps = 0u64;
@@ -366,12 +356,12 @@ pub(crate) fn run_epochs<M: Clone>(
         }
     }
     Ok(match best {
-        Some((_, epoch, best_model)) => Fitted {
+        Some((_, epoch, best_model)) => Trained {
             model: best_model,
             best_epoch: Some(epoch),
             history,
         },
-        None => Fitted {
+        None => Trained {
             model,
             best_epoch: None,
             history,
@@ -768,9 +758,9 @@ mod tests {
             let b = trainer
                 .train(kind, 3, &data, None, |_| ControlFlow::Continue(()))
                 .unwrap();
-            assert_eq!(a.probe, b.probe, "same seed, same probe");
+            assert_eq!(a.model, b.model, "same seed, same probe");
             assert!(losses.last().unwrap() < &(losses[0] * 0.5), "{losses:?}");
-            let (acc, _) = evaluate(&a.probe, &data);
+            let (acc, _) = evaluate(&a.model, &data);
             assert!(acc > 0.95, "{kind:?} accuracy {acc}");
             assert_eq!(a.history.len(), 15);
             assert_eq!(a.history[14].steps, 15 * 90_u64.div_ceil(8));
@@ -795,9 +785,9 @@ mod tests {
                         .unwrap()
                 };
                 let (one, two) = (run(1), run(2));
-                assert_eq!(one.probe, two.probe, "{kind:?} batch {batch_size}");
+                assert_eq!(one.model, two.model, "{kind:?} batch {batch_size}");
                 assert_eq!(one.history[2].train_loss, two.history[2].train_loss);
-                assert_eq!(run(3).probe, one.probe);
+                assert_eq!(run(3).model, one.model);
             }
         }
     }
@@ -818,7 +808,7 @@ mod tests {
                     ControlFlow::Continue(())
                 })
                 .unwrap();
-            assert!(evaluate(&t.probe, &data).0 > 0.9, "batch {batch_size}");
+            assert!(evaluate(&t.model, &data).0 > 0.9, "batch {batch_size}");
         }
     }
 
@@ -850,7 +840,7 @@ mod tests {
             accs[..best - 1].iter().all(|&a| a < max),
             "first best epoch"
         );
-        assert_eq!(evaluate(&t.probe, &val).0, max);
+        assert_eq!(evaluate(&t.model, &val).0, max);
     }
 
     #[test]

@@ -105,16 +105,7 @@ fn combine_row(row: &[f32], w: &[f32], dim: usize) -> Vec<f32> {
 }
 
 /// The result of [`Trainer::train_weighted`].
-#[derive(Debug, Clone)]
-pub struct TrainedWeightedProbe {
-    /// Layer weights and probe: the best validation epoch's with a validation set, else the
-    /// last epoch's.
-    pub model: WeightedProbe,
-    /// 1-based epoch of `model` when a validation set was given.
-    pub best_epoch: Option<usize>,
-    /// One entry per epoch run (`val_*` filled with a validation set).
-    pub history: Vec<EpochStats>,
-}
+pub type TrainedWeightedProbe = crate::train::Trained<WeightedProbe>;
 
 /// Gradients of the batch-mean cross-entropy w.r.t. every parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -371,11 +362,7 @@ impl Trainer {
             |model| val.map(|val| evaluate_weighted(model, val)).transpose(),
             on_epoch,
         )?;
-        Ok(TrainedWeightedProbe {
-            model: fitted.model,
-            best_epoch: fitted.best_epoch,
-            history: fitted.history,
-        })
+        Ok(fitted)
     }
 }
 

@@ -19,7 +19,7 @@ fn trained(kind: ProbeKind) -> (Checkpoint, Vec<f32>) {
         .train(kind, 3, &data, Some(&data), |_| ControlFlow::Continue(()))
         .unwrap();
     let ck = Checkpoint {
-        probe: t.probe,
+        probe: t.model,
         class_names: vec!["crackle".into(), "normal".into(), "wheeze".into()],
         hyperparameters: Some(cfg),
         best_epoch: t.best_epoch,

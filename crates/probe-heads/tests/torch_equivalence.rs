@@ -87,7 +87,7 @@ fn mean_test_accuracy_matches_pytorch_within_one_point() {
                 let trained = Trainer::new(cfg)
                     .train(kind, n_classes, &train, None, |_| ControlFlow::Continue(()))
                     .unwrap();
-                evaluate(&trained.probe, &test).0
+                evaluate(&trained.model, &test).0
             })
             .collect();
         let ours = accs.iter().sum::<f64>() / accs.len() as f64;

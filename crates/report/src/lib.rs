@@ -20,6 +20,9 @@
 
 #![warn(missing_docs)]
 
+pub mod models;
+
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -85,12 +88,55 @@ pub struct TaskSummary {
     pub layer_weights: Option<Value>,
     /// The task's PNG plots, relative to the results folder.
     pub plots: Vec<String>,
+    /// The model's slug: the folder name under `<task>/`, or derived from the model id
+    /// ([`results::model_slug`]) for a results.json directly in `<task>/`.
+    #[serde(default)]
+    pub slug: String,
+    /// Per probe, its accuracy at each trained layer (`--layer all`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layer_curves: BTreeMap<String, Vec<LayerPoint>>,
+    /// The folder holding results.json, relative to the results folder (`esc50`,
+    /// `esc50/wavlm-base-plus`).
+    #[serde(default)]
+    pub folder: String,
+    /// Where results.json was read from (for its predictions CSVs).
+    #[serde(skip)]
+    pub dir: PathBuf,
+    /// Probe -> its predictions CSV next to results.json.
+    #[serde(skip)]
+    pub predictions: BTreeMap<String, String>,
 }
 
-/// Reads one results.json (the [`results::Results`] schema).
+impl TaskSummary {
+    /// The row name: the task, with the model's slug when the report holds several models
+    /// (`esc50 (wavlm-base-plus)`).
+    pub fn label(&self, several_models: bool) -> String {
+        if several_models {
+            format!("{} ({})", self.task, self.slug)
+        } else {
+            self.task.clone()
+        }
+    }
+}
+
+/// A probe's accuracy at one layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerPoint {
+    /// The layer (an index, `last_hidden_state`, `weighted`).
+    pub layer: String,
+    /// Mean accuracy over folds x runs.
+    pub accuracy: f64,
+    /// Its standard deviation.
+    pub accuracy_std: f64,
+}
+
+/// Reads one results.json (the [`results::Results`] schema); `slug` and `folder` are left for
+/// the caller ([`collect`]) to set.
 pub fn read_task(path: &Path) -> Result<TaskSummary> {
-    summarise(&results::Results::read(path)?)
-        .with_context(|| format!("{}: no probe results", path.display()))
+    let mut t = summarise(&results::Results::read(path)?)
+        .with_context(|| format!("{}: no probe results", path.display()))?;
+    t.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(t)
 }
 
 /// One task's summary from its results; `None` when it holds no probe.
@@ -131,7 +177,35 @@ pub fn summarise(r: &results::Results) -> Option<TaskSummary> {
             })
             .collect()
     });
+    let layer_curves = r
+        .per_layer
+        .iter()
+        .flatten()
+        .flat_map(|entry| {
+            entry.probes.iter().map(move |(probe, score)| {
+                (
+                    probe.clone(),
+                    LayerPoint {
+                        layer: layer_text(&entry.layer),
+                        accuracy: score.accuracy,
+                        accuracy_std: score.accuracy_std,
+                    },
+                )
+            })
+        })
+        .fold(
+            BTreeMap::<String, Vec<LayerPoint>>::new(),
+            |mut m, (p, pt)| {
+                m.entry(p).or_default().push(pt);
+                m
+            },
+        );
     Some(TaskSummary {
+        slug: results::model_slug(&r.features.model),
+        layer_curves,
+        folder: r.task.clone(),
+        dir: PathBuf::new(),
+        predictions: r.predictions.clone(),
         task: r.task.clone(),
         description: r.description.clone(),
         protocol: r.protocol.name.clone(),
@@ -150,7 +224,8 @@ pub fn summarise(r: &results::Results) -> Option<TaskSummary> {
     })
 }
 
-/// Every `<dir>/<task>/results.json`, sorted by task name. Errors when there is none.
+/// Every `<dir>/<task>/results.json` and `<dir>/<task>/<slug>/results.json`, sorted by task
+/// and model. Errors when there is none.
 pub fn collect(results_dir: &Path) -> Result<Vec<TaskSummary>> {
     let entries = std::fs::read_dir(results_dir).with_context(|| {
         format!(
@@ -160,18 +235,45 @@ pub fn collect(results_dir: &Path) -> Result<Vec<TaskSummary>> {
     })?;
     let mut tasks = Vec::new();
     for entry in entries {
-        let path = entry?.path().join("results.json");
+        let task_dir = entry?.path();
+        if !task_dir.is_dir() {
+            continue;
+        }
+        let folder = task_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = task_dir.join("results.json");
         if path.is_file() {
-            tasks.push(read_task(&path)?);
+            let mut t = read_task(&path)?;
+            t.folder = folder.clone();
+            tasks.push(t);
+        }
+        // One folder per model: `<task>/<slug>/results.json`.
+        let mut slugs: Vec<PathBuf> = std::fs::read_dir(&task_dir)
+            .with_context(|| format!("cannot read {}", task_dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("results.json").is_file())
+            .collect();
+        slugs.sort();
+        for slug_dir in slugs {
+            let mut t = read_task(&slug_dir.join("results.json"))?;
+            let slug = slug_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            t.folder = format!("{folder}/{slug}");
+            t.slug = slug;
+            tasks.push(t);
         }
     }
     if tasks.is_empty() {
         bail!(
-            "no <task>/results.json under {}; run e.g. `esc50 run` first",
+            "no <task>/results.json or <task>/<model>/results.json under {}; run e.g. `esc50 run` first",
             results_dir.display()
         );
     }
-    tasks.sort_by(|a, b| a.task.cmp(&b.task));
+    tasks.sort_by(|a, b| (&a.task, &a.slug).cmp(&(&b.task, &b.slug)));
     Ok(tasks)
 }
 
@@ -185,6 +287,7 @@ fn layer_text(v: &Value) -> String {
 
 /// The summary table as Markdown: one column pair per probe, the best probe in bold.
 pub fn summary_markdown(tasks: &[TaskSummary]) -> String {
+    let several = models::model_count(tasks) > 1;
     let mut probe_names: Vec<String> = Vec::new();
     for t in tasks {
         for p in &t.probes {
@@ -216,7 +319,7 @@ pub fn summary_markdown(tasks: &[TaskSummary]) -> String {
         let _ = write!(
             s,
             "| {} | {} | {} |",
-            t.task,
+            t.label(several),
             t.protocol,
             layer_text(&t.layer)
         );
@@ -258,7 +361,14 @@ pub fn summary_markdown(tasks: &[TaskSummary]) -> String {
             t.probes
                 .iter()
                 .filter(|p| !p.absent_classes.is_empty())
-                .map(move |p| format!("- {} {}: {}", t.task, p.probe, p.absent_classes.join(", ")))
+                .map(move |p| {
+                    format!(
+                        "- {} {}: {}",
+                        t.label(several),
+                        p.probe,
+                        p.absent_classes.join(", ")
+                    )
+                })
         })
         .collect();
     if !absent.is_empty() {
@@ -275,7 +385,12 @@ pub fn summary_markdown(tasks: &[TaskSummary]) -> String {
         let _ = writeln!(
             s,
             "- **{}** ({}): {} — {} items, {} evaluations per probe, model `{}`",
-            t.task, t.description, t.protocol_description, t.items, evaluations, t.model
+            t.label(several),
+            t.description,
+            t.protocol_description,
+            t.items,
+            evaluations,
+            t.model
         );
     }
     let metrics: Vec<&TaskSummary> = tasks
@@ -287,7 +402,7 @@ pub fn summary_markdown(tasks: &[TaskSummary]) -> String {
         for t in metrics {
             for p in &t.probes {
                 if let Some(m) = &p.task_metrics {
-                    let _ = writeln!(s, "- {} {}: `{m}`", t.task, p.probe);
+                    let _ = writeln!(s, "- {} {}: `{m}`", t.label(several), p.probe);
                 }
             }
         }
@@ -297,7 +412,7 @@ pub fn summary_markdown(tasks: &[TaskSummary]) -> String {
         let _ = writeln!(s, "\n## Learned layer weights (`--layer weighted`)\n");
         for t in weighted {
             if let Some(w) = &t.layer_weights {
-                let _ = writeln!(s, "- {}: `{w}`", t.task);
+                let _ = writeln!(s, "- {}: `{w}`", t.label(several));
             }
         }
     }
@@ -309,9 +424,9 @@ pub fn summary_markdown(tasks: &[TaskSummary]) -> String {
         let links: Vec<String> = t
             .plots
             .iter()
-            .map(|p| format!("[{p}]({}/{p})", t.task))
+            .map(|p| format!("[{p}]({}/{p})", t.folder))
             .collect();
-        let _ = writeln!(s, "- {}: {}", t.task, links.join(", "));
+        let _ = writeln!(s, "- {}: {}", t.label(several), links.join(", "));
     }
     s
 }
@@ -327,13 +442,13 @@ fn csv_field(s: &str) -> String {
 /// The summary as CSV, one row per task and probe (`absent_classes` joined by `;`).
 pub fn summary_csv(tasks: &[TaskSummary]) -> String {
     let mut s = String::from(
-        "task,protocol,protocol_description,layer,items,probe,accuracy_mean,accuracy_std,macro_f1_mean,macro_f1_std,evaluations,best,absent_classes,macro_f1_over_all_class_names\n",
+        "task,protocol,protocol_description,layer,items,probe,accuracy_mean,accuracy_std,macro_f1_mean,macro_f1_std,evaluations,best,absent_classes,macro_f1_over_all_class_names,model\n",
     );
     for t in tasks {
         for p in &t.probes {
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 csv_field(&t.task),
                 csv_field(&t.protocol),
                 csv_field(&t.protocol_description),
@@ -347,7 +462,8 @@ pub fn summary_csv(tasks: &[TaskSummary]) -> String {
                 p.evaluations,
                 p.probe == t.best_probe,
                 csv_field(&p.absent_classes.join(";")),
-                p.macro_f1_over_all_class_names
+                p.macro_f1_over_all_class_names,
+                csv_field(&t.slug)
             );
         }
     }
@@ -385,6 +501,7 @@ pub struct Similarity {
 
 /// The similarity of the module docs.
 pub fn similarity(tasks: &[TaskSummary]) -> Similarity {
+    let several = models::model_count(tasks) > 1;
     let with: Vec<&TaskSummary> = tasks.iter().filter(|t| t.per_layer.is_some()).collect();
     let matrix = with
         .iter()
@@ -400,12 +517,12 @@ pub fn similarity(tasks: &[TaskSummary]) -> Similarity {
         })
         .collect();
     Similarity {
-        tasks: with.iter().map(|t| t.task.clone()).collect(),
+        tasks: with.iter().map(|t| t.label(several)).collect(),
         matrix,
         without_profile: tasks
             .iter()
             .filter(|t| t.per_layer.is_none())
-            .map(|t| t.task.clone())
+            .map(|t| t.label(several))
             .collect(),
     }
 }
@@ -442,7 +559,12 @@ fn similarity_markdown(sim: &Similarity, tasks: &[TaskSummary]) -> String {
         for t in tasks {
             if let Some(p) = &t.per_layer {
                 let v: Vec<String> = p.iter().map(|a| format!("{a:.3}")).collect();
-                let _ = writeln!(s, "- {}: {}", t.task, v.join(", "));
+                let _ = writeln!(
+                    s,
+                    "- {}: {}",
+                    t.label(models::model_count(tasks) > 1),
+                    v.join(", ")
+                );
             }
         }
         let _ = writeln!(s, "\n![task similarity](task_similarity.png)");
@@ -473,14 +595,27 @@ pub fn write_report(results_dir: &Path) -> Result<Vec<PathBuf>> {
         written.push(path);
         Ok(())
     };
-    write("summary.md", summary_markdown(&tasks))?;
+    let comparison = (models::model_count(&tasks) > 1).then(|| models::compare(&tasks));
+    let mut summary = summary_markdown(&tasks);
+    if let Some(c) = &comparison {
+        summary.push_str(&models::markdown(c));
+    }
+    write("summary.md", summary)?;
     write("summary.csv", summary_csv(&tasks))?;
     write(
         "summary.json",
-        serde_json::to_string_pretty(&serde_json::json!({ "tasks": tasks }))?,
+        serde_json::to_string_pretty(&serde_json::json!({ "tasks": tasks, "models": comparison }))?,
     )?;
     let sim = similarity(&tasks);
-    write("task_similarity.md", similarity_markdown(&sim, &tasks))?;
+    let mut sim_md = similarity_markdown(&sim, &tasks);
+    if let Some(c) = &comparison {
+        sim_md.push_str(&models::similarity_markdown(c));
+    }
+    write("task_similarity.md", sim_md)?;
+    if let Some(c) = &comparison {
+        let plots = models::write_plots(results_dir, &tasks, c)?;
+        written.extend(plots);
+    }
     if !sim.tasks.is_empty() {
         let path = results_dir.join("task_similarity.png");
         let values: Vec<Vec<f64>> = sim
@@ -671,8 +806,101 @@ mod tests {
         );
         assert!(md.contains("- nsynth linear: synth_lead\n"), "{md}");
         let csv = std::fs::read_to_string(dir.path().join("summary.csv")).unwrap();
-        assert!(csv.contains(",true,synth_lead,false\n"), "{csv}");
-        assert!(csv.contains("esc50,official,5-fold CV,12,100,linear,0.7,0.01,0.6499999999999999,0.02,2,false,,true\n"), "{csv}");
+        assert!(csv.contains(",true,synth_lead,false,m\n"), "{csv}");
+        assert!(csv.contains("esc50,official,5-fold CV,12,100,linear,0.7,0.01,0.6499999999999999,0.02,2,false,,true,m\n"), "{csv}");
+    }
+
+    /// A predictions CSV where `correct` of the `n` items are predicted right.
+    fn predictions(n: usize, correct: usize) -> String {
+        let mut s = String::from(
+            "fold,run,seed,item,path,true_label,predicted_label,true_class,predicted_class\n",
+        );
+        for i in 0..n {
+            let pred = usize::from(i >= correct);
+            s.push_str(&format!("fold1,0,42,{i},audio/{i}.wav,0,{pred},a,b\n"));
+        }
+        s
+    }
+
+    #[test]
+    fn several_models_side_by_side() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two models on two tasks, one folder per model; each with per-layer curves.
+        let runs = [
+            ("esc50", "hubert", 0.70, 0.80, [0.5, 0.6, 0.9], 80),
+            ("esc50", "wavlm-base-plus", 0.60, 0.70, [0.4, 0.5, 0.6], 60),
+            ("nsynth", "hubert", 0.50, 0.55, [0.5, 0.5, 0.5], 50),
+            ("nsynth", "wavlm-base-plus", 0.60, 0.65, [0.6, 0.6, 0.6], 70),
+        ];
+        for (task, slug, lin, mlp, profile, correct) in runs {
+            let mut v = results(task, lin, mlp, Some(&profile));
+            v["features"]["model"] = serde_json::json!(format!("org/{slug}"));
+            v["predictions"] = serde_json::json!({"mlp": "predictions_mlp.csv"});
+            let folder = dir.path().join(task).join(slug);
+            std::fs::create_dir_all(&folder).unwrap();
+            std::fs::write(folder.join("results.json"), v.to_string()).unwrap();
+            std::fs::write(
+                folder.join("predictions_mlp.csv"),
+                predictions(100, correct),
+            )
+            .unwrap();
+        }
+        let written = write_report(dir.path()).unwrap();
+        for name in [
+            "esc50/layers_by_model.png",
+            "nsynth/layers_by_model.png",
+            "task_similarity_models.png",
+        ] {
+            assert!(
+                written.contains(&dir.path().join(name)),
+                "{name}: {written:?}"
+            );
+        }
+        let tasks = collect(dir.path()).unwrap();
+        let rows: Vec<(&str, &str)> = tasks
+            .iter()
+            .map(|t| (t.task.as_str(), t.slug.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("esc50", "hubert"),
+                ("esc50", "wavlm-base-plus"),
+                ("nsynth", "hubert"),
+                ("nsynth", "wavlm-base-plus")
+            ]
+        );
+        let c = models::compare(&tasks);
+        assert_eq!(c.models, ["hubert", "wavlm-base-plus"]);
+        // esc50: hubert's mlp curve peaks at layer 2 (0.9) above every reported score.
+        let w = &c.winners[0];
+        assert_eq!(
+            (w.slug.as_str(), w.probe.as_str(), w.layer.as_str()),
+            ("hubert", "mlp", "2")
+        );
+        assert!((w.accuracy - 0.9).abs() < 1e-12);
+        assert_eq!(w.runner_up.as_deref(), Some("wavlm-base-plus"));
+        // The paired difference is computed from the predictions: 0.80 - 0.60 on 100 items.
+        let (d, lo, hi, n) = w.difference.unwrap();
+        assert_eq!(n, 100);
+        assert!(
+            (d - 0.2).abs() < 1e-12 && lo <= d && d <= hi,
+            "{d} [{lo}, {hi}]"
+        );
+        assert_eq!(c.winners[1].slug, "wavlm-base-plus");
+        // hubert > wavlm on esc50, the reverse on nsynth: tau = -1.
+        assert_eq!(c.rank_similarity[0][1], Some(-1.0));
+        assert_eq!(c.rank_similarity[0][0], Some(1.0));
+
+        let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+        assert!(md.contains("| esc50 (hubert) | official |"), "{md}");
+        assert!(md.contains("## Models"), "{md}");
+        assert!(md.contains("- **esc50**: hubert (mlp, layer 2), accuracy 0.9000; ahead of wavlm-base-plus by +0.2000"), "{md}");
+        assert!(md.contains("[tsne.png](esc50/hubert/tsne.png)"), "{md}");
+        let sim = std::fs::read_to_string(dir.path().join("task_similarity.md")).unwrap();
+        assert!(sim.contains("| esc50 | 1.000 | -1.000 |"), "{sim}");
+        let csv = std::fs::read_to_string(dir.path().join("summary.csv")).unwrap();
+        assert!(csv.lines().nth(1).unwrap().ends_with(",hubert"), "{csv}");
     }
 
     #[test]

@@ -301,8 +301,55 @@ impl Results {
     }
 }
 
+/// The short name a model's features and results are filed under: the hub id's name part
+/// lowercased (`microsoft/wavlm-base-plus` -> `wavlm-base-plus`), or a local folder's name
+/// lowercased; `facebook/hubert-base-ls960` and a folder named `hubert-base` (the original
+/// study's `pretrained_models/hubert-base/`) are `hubert`, the name the study's files use.
+/// Characters other than ASCII letters, digits, `-`, `_` and `.` become `_`, so a slug is always
+/// one safe path component.
+pub fn model_slug(model: &str) -> String {
+    let trimmed = model.trim_end_matches(['/', '\\']);
+    let name = trimmed
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or(trimmed)
+        .to_ascii_lowercase();
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match slug.as_str() {
+        "hubert-base-ls960" | "hubert-base" => "hubert".into(),
+        "" | "." | ".." => "model".into(),
+        _ => slug,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn model_slugs_follow_the_naming_rule() {
+        for (model, slug) in [
+            ("facebook/hubert-base-ls960", "hubert"),
+            ("models/hubert-base", "hubert"),
+            ("models/hubert-base/", "hubert"),
+            ("pretrained_models/hubert-base", "hubert"),
+            ("microsoft/wavlm-base-plus", "wavlm-base-plus"),
+            ("facebook/wav2vec2-large-lv60", "wav2vec2-large-lv60"),
+            ("ntu-spml/distilhubert", "distilhubert"),
+            ("/data/My Model", "my_model"),
+            ("..", "model"),
+        ] {
+            assert_eq!(model_slug(model), slug, "{model}");
+        }
+    }
+
     use super::*;
 
     fn ms(mean: f64) -> MeanStd {

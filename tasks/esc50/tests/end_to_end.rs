@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, write_wav, zip_dir, TestServer, WavEncoding};
+use pipeline::testing::{task, task_in};
 
 const CATEGORIES: [(&str, bool); 5] = [
     ("dog", true),
@@ -48,13 +49,7 @@ fn make_corpus(parent: &Path) -> PathBuf {
 }
 
 fn esc50(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_esc50"));
-    cmd.args(args)
-        .arg("--features-dir")
-        .arg(dir.join("features"))
-        .env_remove("HUBERT_PROBE_MIRROR")
-        .env_remove("HUBERT_PROBE_THROTTLE_MS");
-    cmd
+    task_in(env!("CARGO_BIN_EXE_esc50"), dir, args)
 }
 
 #[test]
@@ -70,10 +65,6 @@ fn run_downloads_extracts_trains_and_reports() {
             .arg(&data)
             .arg("--mirror")
             .arg(&server.url)
-            .arg("--results-dir")
-            .arg(tmp.path().join("results"))
-            .arg("--models-dir")
-            .arg(tmp.path().join("models"))
             .output()
             .unwrap(),
     );
@@ -162,10 +153,6 @@ fn run_downloads_extracts_trains_and_reports() {
     .arg(&data)
     .arg("--mirror")
     .arg(&server.url)
-    .arg("--results-dir")
-    .arg(tmp.path().join("results"))
-    .arg("--models-dir")
-    .arg(tmp.path().join("models"))
     .output()
     .unwrap());
     assert_eq!(server.requests(), before, "no second download");
@@ -204,8 +191,7 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
 
     // Reference: one uninterrupted extraction.
     let reference_dir = tmp.path().join("reference");
-    ok(Command::new(env!("CARGO_BIN_EXE_esc50"))
-        .arg("extract")
+    ok(task(env!("CARGO_BIN_EXE_esc50"), &["extract"])
         .args(common)
         .arg("--features-dir")
         .arg(&reference_dir)
@@ -216,8 +202,7 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
     // Kill -9 midway (throttled so it is still running), then resume.
     let dir = tmp.path().join("killed");
     let parts = dir.join("esc50_features_hubert.safetensors.parts");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_esc50"))
-        .arg("extract")
+    let mut child = task(env!("CARGO_BIN_EXE_esc50"), &["extract"])
         .args(common)
         .arg("--features-dir")
         .arg(&dir)
@@ -255,8 +240,7 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
         "killed midway: {done} of 13 chunks"
     );
     assert!(!dir.join("esc50_features_hubert.safetensors").exists());
-    let out = ok(Command::new(env!("CARGO_BIN_EXE_esc50"))
-        .arg("extract")
+    let out = ok(task(env!("CARGO_BIN_EXE_esc50"), &["extract"])
         .args(common)
         .arg("--features-dir")
         .arg(&dir)
@@ -277,8 +261,7 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
     // Two shards on "two machines", then merge.
     let (a, b) = (tmp.path().join("shard-a"), tmp.path().join("shard-b"));
     for (shard, d) in [("1/2", &a), ("2/2", &b)] {
-        let out = ok(Command::new(env!("CARGO_BIN_EXE_esc50"))
-            .arg("extract")
+        let out = ok(task(env!("CARGO_BIN_EXE_esc50"), &["extract"])
             .args(common)
             .args(["--shard", shard])
             .arg("--features-dir")
@@ -287,12 +270,14 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
             .unwrap());
         assert!(String::from_utf8_lossy(&out.stderr).contains("shard done"));
     }
-    ok(Command::new(env!("CARGO_BIN_EXE_esc50"))
-        .args(["merge", "--data-dir", &data_arg, "--features-dir"])
-        .arg(&a)
-        .arg(b.join("esc50_features_hubert.safetensors.parts"))
-        .output()
-        .unwrap());
+    ok(task(
+        env!("CARGO_BIN_EXE_esc50"),
+        &["merge", "--data-dir", &data_arg, "--features-dir"],
+    )
+    .arg(&a)
+    .arg(b.join("esc50_features_hubert.safetensors.parts"))
+    .output()
+    .unwrap());
     assert_same(
         &store_bytes(&a),
         &reference,
@@ -317,16 +302,16 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
 fn broken_layouts_and_bad_files_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |data: &Path, extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_esc50"))
-            .arg("extract")
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--model", &model()])
-            .arg("--features-dir")
-            .arg(tmp.path().join("features"))
-            .args(extra)
-            .output()
-            .unwrap()
+        task_in(
+            env!("CARGO_BIN_EXE_esc50"),
+            tmp.path(),
+            &["extract", "--model", &model()],
+        )
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .output()
+        .unwrap()
     };
     let fails_with =
         |out: Output, needle: &str| pipeline::testing::assert_fails_with(out, &[needle]);
@@ -389,10 +374,6 @@ fn esc10_with_the_original_studys_random_split() {
     )
     .arg("--data-dir")
     .arg(&data)
-    .arg("--results-dir")
-    .arg(tmp.path().join("results"))
-    .arg("--models-dir")
-    .arg(tmp.path().join("models"))
     .output()
     .unwrap());
     let results: serde_json::Value = serde_json::from_str(

@@ -2,8 +2,9 @@
 //! end on a generated ESC-50 corpus (official layout) with the tiny fixture model.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use pipeline::testing::{assert_success as ok, task_in};
 use pipeline::testing::{class_tone, tiny_model_dir, write_wav, WavEncoding};
 
 const CATEGORIES: [&str; 5] = ["dog", "rooster", "pig", "cow", "frog"];
@@ -38,31 +39,10 @@ fn make_corpus(parent: &Path) -> PathBuf {
     root
 }
 
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "command failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// `esc50 <args>` with every folder under `dir`.
 fn esc50(dir: &Path, data: &Path, args: &[&str]) -> Output {
-    ok(Command::new(env!("CARGO_BIN_EXE_esc50"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--features-dir")
-        .arg(dir.join("features"))
-        .arg("--results-dir")
-        .arg(dir.join("results"))
-        .arg("--models-dir")
-        .arg(dir.join("models"))
-        .env_remove("HUBERT_PROBE_MIRROR")
-        .output()
-        .unwrap())
+    let mut cmd = task_in(env!("CARGO_BIN_EXE_esc50"), dir, args);
+    ok(cmd.arg("--data-dir").arg(data).output().unwrap())
 }
 
 /// Width and height of a PNG, after checking its signature, IHDR and IEND.

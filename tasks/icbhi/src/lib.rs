@@ -724,10 +724,7 @@ impl Task for Icbhi {
     }
 
     fn custom_protocol(&self, name: &str, test_fraction: f64, seed: u64) -> Option<Protocol> {
-        (name == "patient").then_some(Protocol::GroupRandom {
-            test_fraction,
-            seed,
-        })
+        Protocol::group_random_named(name, "patient", test_fraction, seed)
     }
 
     fn extra_metrics(

@@ -55,7 +55,7 @@
 //!
 //! `https://www.openslr.org/resources/12/train-clean-100.tar.gz` (6.3 GB), md5
 //! `2a93770f6d5c6c964bc36631d331a522`, the value OpenSLR publishes and several public loaders pin
-//! (DATASETS.md does not list it); it is checked after download. The size is not pinned.
+//! (no hash is published beside the dataset's own page); it is checked after download. The size is not pinned.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -375,10 +375,7 @@ impl Task for LibriSpeech {
     }
 
     fn custom_protocol(&self, name: &str, test_fraction: f64, seed: u64) -> Option<Protocol> {
-        (name == "chapter").then_some(Protocol::GroupRandom {
-            test_fraction,
-            seed,
-        })
+        Protocol::group_random_named(name, "chapter", test_fraction, seed)
     }
 }
 

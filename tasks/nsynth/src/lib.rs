@@ -361,10 +361,7 @@ impl Task for Nsynth {
     }
 
     fn custom_protocol(&self, name: &str, test_fraction: f64, seed: u64) -> Option<Protocol> {
-        (name == "group-random").then_some(Protocol::GroupRandom {
-            test_fraction,
-            seed,
-        })
+        Protocol::group_random_named(name, "group-random", test_fraction, seed)
     }
 
     fn extract_only(&self) -> Option<Partition> {

@@ -9,6 +9,7 @@ use std::process::Command;
 
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, tar_gz_dir, write_wav, TestServer, WavEncoding};
+use pipeline::testing::{extract_output, task, task_in};
 
 /// (family index, family, source index): bass, guitar, keyboard everywhere, synth_lead in train
 /// only.
@@ -103,14 +104,7 @@ fn make_corpus(root: &Path) -> PathBuf {
 }
 
 fn nsynth(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nsynth"));
-    cmd.args(args)
-        .arg("--features-dir")
-        .arg(dir.join("features"))
-        .env_remove("HUBERT_PROBE_MIRROR")
-        .env_remove("HUBERT_PROBE_THROTTLE_MS")
-        .env_remove("HUBERT_PROBE_SKIP_CHECKSUMS");
-    cmd
+    task_in(env!("CARGO_BIN_EXE_nsynth"), dir, args)
 }
 
 #[test]
@@ -145,10 +139,6 @@ fn run_trains_on_train_selects_on_valid_and_tests_on_test() {
     .arg(&data)
     .arg("--mirror")
     .arg(&server.url)
-    .arg("--results-dir")
-    .arg(tmp.path().join("results"))
-    .arg("--models-dir")
-    .arg(tmp.path().join("models"))
     .env("HUBERT_PROBE_SKIP_CHECKSUMS", "1")
     .output()
     .unwrap());
@@ -358,7 +348,7 @@ fn parts_extracted_one_by_one_in_any_order_assemble_the_same_store() {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_corpus(&tmp.path().join("nsynth"));
     let extract = |features: &Path, part: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nsynth"));
+        let mut cmd = task(env!("CARGO_BIN_EXE_nsynth"), &[]);
         cmd.arg("extract")
             .arg("--data-dir")
             .arg(&data)
@@ -432,11 +422,13 @@ fn parts_extracted_one_by_one_in_any_order_assemble_the_same_store() {
     let per_item = meta["items"].len() as f64 / N as f64;
     assert!(per_item < 130.0, "{per_item} bytes per item");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_nsynth"))
-        .args(["run", "--part", "train", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = task(
+        env!("CARGO_BIN_EXE_nsynth"),
+        &["run", "--part", "train", "--data-dir"],
+    )
+    .arg(&data)
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("`run` extracts every item"),
@@ -448,17 +440,7 @@ fn parts_extracted_one_by_one_in_any_order_assemble_the_same_store() {
 #[test]
 fn broken_layouts_and_bad_archives_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let extract = |data: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_nsynth"))
-            .arg("extract")
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--model", &model()])
-            .arg("--features-dir")
-            .arg(tmp.path().join("features"))
-            .output()
-            .unwrap()
-    };
+    let extract = |data: &Path| extract_output(env!("CARGO_BIN_EXE_nsynth"), tmp.path(), data);
     let fails_with = pipeline::testing::assert_fails_with;
     fails_with(
         extract(&tmp.path().join("nowhere")),

@@ -41,10 +41,10 @@
 //! # Download
 //!
 //! - `http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz`, md5
-//!   `6b74f3901214cb2c2934e98196829835` (HEAR's pin, DATASETS.md);
+//!   `6b74f3901214cb2c2934e98196829835` (HEAR's pin);
 //! - `http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz`, md5
-//!   `3cd23799cb2bbdec517f1cc028f8d43c` (not in DATASETS.md: from a public loader's checksum
-//!   table whose v0.02 entry matches HEAR's).
+//!   `3cd23799cb2bbdec517f1cc028f8d43c` (from a public loader's checksum table whose v0.02
+//!   entry matches HEAR's).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -33,8 +33,8 @@
 //!
 //! The official distribution is Zenodo record 1203745
 //! (<https://zenodo.org/records/1203745>, licence CC BY-NC 4.0): one archive,
-//! [`ARCHIVE_URL`] (about 6 GB), that unpacks to `UrbanSound8K/`. No md5 is pinned: none of the
-//! sources gathered in DATASETS.md gives one, so the layout is checked after unpacking instead.
+//! [`ARCHIVE_URL`] (about 6 GB), that unpacks to `UrbanSound8K/`. No md5 is pinned: neither Zenodo's
+//! page nor the public loaders we checked give one, so the layout is checked after unpacking instead.
 //! If the automatic download fails, `download` explains where to fetch the archive and where to
 //! put it (or the unpacked folder).
 
@@ -131,7 +131,7 @@ impl Task for UrbanSound8k {
         vec![Resource {
             url: ARCHIVE_URL.into(),
             file_name: ARCHIVE_NAME.into(),
-            // Not pinned: no checksum is given by the sources in DATASETS.md.
+            // Not pinned: no published checksum (see the module docs).
             md5: None,
             size: None,
             unpack: Unpack::TarGz,
@@ -279,10 +279,7 @@ impl Task for UrbanSound8k {
     }
 
     fn custom_protocol(&self, name: &str, test_fraction: f64, seed: u64) -> Option<Protocol> {
-        (name == "group-random").then_some(Protocol::GroupRandom {
-            test_fraction,
-            seed,
-        })
+        Protocol::group_random_named(name, "group-random", test_fraction, seed)
     }
 }
 

@@ -9,6 +9,7 @@ use std::process::Command;
 
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, tar_gz_dir, write_wav, TestServer, WavEncoding};
+use pipeline::testing::{extract_output, task, task_in};
 
 /// (classID, class): three of the ten classes, so labels are renumbered 0..3 in classID order.
 const CLASSES: [(usize, &str); 3] = [(1, "car_horn"), (3, "dog_bark"), (6, "gun_shot")];
@@ -59,13 +60,7 @@ fn make_corpus(parent: &Path) -> PathBuf {
 }
 
 fn us8k(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_urbansound8k"));
-    cmd.args(args)
-        .arg("--features-dir")
-        .arg(dir.join("features"))
-        .env_remove("HUBERT_PROBE_MIRROR")
-        .env_remove("HUBERT_PROBE_THROTTLE_MS");
-    cmd
+    task_in(env!("CARGO_BIN_EXE_urbansound8k"), dir, args)
 }
 
 fn read_results(dir: &Path) -> serde_json::Value {
@@ -91,10 +86,6 @@ fn run_downloads_extracts_and_cross_validates_over_ten_folds() {
             .arg(&data)
             .arg("--mirror")
             .arg(&server.url)
-            .arg("--results-dir")
-            .arg(tmp.path().join("results"))
-            .arg("--models-dir")
-            .arg(tmp.path().join("models"))
             .output()
             .unwrap(),
     );
@@ -190,10 +181,6 @@ fn random_split_reproduces_the_original_study_and_group_random_is_offered() {
         )
         .arg("--data-dir")
         .arg(&data)
-        .arg("--results-dir")
-        .arg(tmp.path().join("results"))
-        .arg("--models-dir")
-        .arg(tmp.path().join("models"))
         .output()
         .unwrap());
         read_results(tmp.path())
@@ -225,17 +212,8 @@ fn random_split_reproduces_the_original_study_and_group_random_is_offered() {
 #[test]
 fn broken_layouts_and_failed_downloads_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let extract = |data: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_urbansound8k"))
-            .arg("extract")
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--model", &model()])
-            .arg("--features-dir")
-            .arg(tmp.path().join("features"))
-            .output()
-            .unwrap()
-    };
+    let extract =
+        |data: &Path| extract_output(env!("CARGO_BIN_EXE_urbansound8k"), tmp.path(), data);
     let fails_with = pipeline::testing::assert_fails_with;
     fails_with(
         extract(&tmp.path().join("nowhere")),
@@ -288,8 +266,7 @@ fn broken_layouts_and_failed_downloads_give_clear_errors() {
     // The host is down (the mirror has no file): the error says what to put where.
     let server = TestServer::serve(HashMap::new());
     let target = tmp.path().join("dl/UrbanSound8K");
-    let out = Command::new(env!("CARGO_BIN_EXE_urbansound8k"))
-        .arg("download")
+    let out = task(env!("CARGO_BIN_EXE_urbansound8k"), &["download"])
         .arg("--data-dir")
         .arg(&target)
         .arg("--mirror")
