@@ -30,7 +30,8 @@ export RESULTS_DIR=${RESULTS_DIR:-results}
 LOG_DIR=${LOG_DIR:-slurm-logs}
 
 default_shards() {
-    # About 1-2 hours of audio per element for hubert-base on 1 CPU core (docs/CLUSTER.md).
+    # About 1-3 hours of audio per element: 10-25 minutes for hubert-base fp32 on one core
+    # (about 7 s of audio per second per core; docs/CLUSTER.md).
     case $1 in
         esc50) echo 4 ;;            # 2,000 clips x 5 s = 2.8 h
         icbhi) echo 4 ;;            # 920 recordings, 5.5 h

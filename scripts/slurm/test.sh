@@ -35,7 +35,7 @@ log() { echo "[$(date -u +%T)] $*" >&2; }
 # running long enough to requeue it.
 if [ -z "${BIN_DIR:-}" ]; then
     log "building the test binaries (cargo test --workspace --no-run)"
-    cargo test -q --workspace --no-run 2>/dev/null
+    cargo test -q --workspace --no-run
     target=$(cargo metadata --format-version 1 --no-deps \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
     BIN_DIR=$target/debug

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 /// How often a holder refreshes its claim.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A claim not refreshed for this long (by the local clock) is suspected dead.
-pub const STALE_AFTER: Duration = Duration::from_secs(60);
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
 /// How long a suspected-dead claim is watched before it is taken over.
 pub const CONFIRM: Duration = Duration::from_secs(6);
 

@@ -36,8 +36,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::claim::{try_claim, Attempt, Claim};
 use crate::store::{
-    decode_settings, file_sha256, sha256_hex, weights_sha256, write_store, FeatureStore,
-    PoolingSet, Provenance, Settings, Skipped, Stat, StoreContents,
+    decode_settings, file_sha256, sha256_hex, weights_sha256, write_store, write_store_blocks,
+    FeatureStore, PoolingSet, Provenance, Settings, Skipped, Stat, StoreContents,
 };
 use crate::task::{Dataset, Item, Partition, Task};
 
@@ -371,6 +371,12 @@ pub fn extract(
     };
     let parts = parts_dir(store);
     prepare_parts(&parts, &manifest)?;
+    // Another process may have assembled the store since the check above (and removed its
+    // parts, so that this run created them anew): then there is nothing to do.
+    if store.is_file() && store_up_to_date(store, &manifest.settings, dataset) {
+        eprintln!("{} is up to date", store.display());
+        return Ok(ExtractOutcome::Complete(store.to_path_buf()));
+    }
 
     let total_chunks = manifest.num_chunks();
     // Chunks this call may do: all, or those holding items of `Task::extract_only`.
@@ -988,30 +994,24 @@ fn assemble(
             dataset.items.len()
         );
     }
-    let mut features = Vec::new();
-    let (mut stds, mut maxs) = (Vec::new(), Vec::new());
+    // Pass 1: every chunk checked, its rows and lists kept (not its features).
     let mut items = Vec::new();
     let mut skipped = Vec::new();
     let mut padded = Vec::new();
-    for c in 0..manifest.num_chunks() {
-        let chunk = match read_chunk(parts, manifest, dataset, c) {
-            Ok(chunk) => chunk,
-            Err(fault) => {
-                let path = chunk_path(parts, c);
-                let why = match fault {
-                    ChunkFault::Missing => "missing".to_string(),
-                    ChunkFault::Invalid(why) => why,
-                };
-                let _ = std::fs::remove_file(&path);
-                bail!(
-                    "{}: {why} (removed; run `extract` again to redo it)",
-                    path.display()
-                );
-            }
+    let fault = |c: usize, fault: ChunkFault| {
+        let path = chunk_path(parts, c);
+        let why = match fault {
+            ChunkFault::Missing => "missing".to_string(),
+            ChunkFault::Invalid(why) => why,
         };
-        features.extend(chunk.features);
-        stds.extend(chunk.stds);
-        maxs.extend(chunk.maxs);
+        let _ = std::fs::remove_file(&path);
+        anyhow::anyhow!(
+            "{}: {why} (removed; run `extract` again to redo it)",
+            path.display()
+        )
+    };
+    for c in 0..manifest.num_chunks() {
+        let chunk = read_chunk(parts, manifest, dataset, c).map_err(|f| fault(c, f))?;
         items.extend(chunk.rows.iter().map(|&r| dataset.items[r].clone()));
         skipped.extend(chunk.skipped);
         padded.extend(chunk.padded);
@@ -1019,22 +1019,53 @@ fn assemble(
     if items.is_empty() {
         bail!("no item could be embedded (all were skipped)");
     }
-    write_store(
-        store,
-        &StoreContents {
-            provenance: &manifest.provenance,
-            class_names: &dataset.class_names,
-            items: &items,
-            features: &features,
-            features_std: manifest.pooling.contains(Stat::Std).then_some(&stds[..]),
-            features_max: manifest.pooling.contains(Stat::Max).then_some(&maxs[..]),
-            num_layers: manifest.num_layers,
-            dim: manifest.dim,
-            skipped: &skipped,
-            padded: &padded,
-            settings: Some(&manifest.settings),
-        },
-    )?;
+    let contents = StoreContents {
+        provenance: &manifest.provenance,
+        class_names: &dataset.class_names,
+        items: &items,
+        features: &[],
+        features_std: None,
+        features_max: None,
+        num_layers: manifest.num_layers,
+        dim: manifest.dim,
+        skipped: &skipped,
+        padded: &padded,
+        settings: Some(&manifest.settings),
+    };
+    if manifest.pooling.stats() == [Stat::Mean] {
+        // Pass 2: the features streamed into the store chunk by chunk (checked again), so
+        // memory holds one chunk, not the store.
+        let mut next = 0;
+        let mut next_block = || -> Result<Option<Vec<f32>>> {
+            if next == manifest.num_chunks() {
+                return Ok(None);
+            }
+            let c = next;
+            next += 1;
+            let chunk = read_chunk(parts, manifest, dataset, c).map_err(|f| fault(c, f))?;
+            Ok(Some(chunk.features))
+        };
+        write_store_blocks(store, &contents, &mut next_block)?;
+    } else {
+        // With `--pooling` statistics beyond the mean, the store is assembled in memory (every
+        // statistic of every chunk, checked again): docs/CLUSTER.md sizes this case.
+        let (mut features, mut stds, mut maxs) = (Vec::new(), Vec::new(), Vec::new());
+        for c in 0..manifest.num_chunks() {
+            let chunk = read_chunk(parts, manifest, dataset, c).map_err(|f| fault(c, f))?;
+            features.extend(chunk.features);
+            stds.extend(chunk.stds);
+            maxs.extend(chunk.maxs);
+        }
+        write_store(
+            store,
+            &StoreContents {
+                features: &features,
+                features_std: manifest.pooling.contains(Stat::Std).then_some(&stds[..]),
+                features_max: manifest.pooling.contains(Stat::Max).then_some(&maxs[..]),
+                ..contents
+            },
+        )?;
+    }
     eprintln!(
         "assembled {} from {} chunks",
         store.display(),

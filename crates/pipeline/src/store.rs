@@ -712,6 +712,16 @@ pub fn write_store(path: &Path, c: &StoreContents<'_>) -> Result<()> {
         }
     }
     tensors.push(("labels".to_string(), RawTensor::i64(vec![n], &labels)));
+    write_safetensors(path, &tensors, store_metadata(c)?)
+        .with_context(|| format!("cannot write feature store {}", path.display()))
+}
+
+/// The metadata of a store; `pooling` lists the statistics `c` carries.
+fn store_metadata(c: &StoreContents<'_>) -> Result<HashMap<String, String>> {
+    let extra: Vec<Stat> = [(Stat::Std, c.features_std), (Stat::Max, c.features_max)]
+        .into_iter()
+        .filter_map(|(stat, values)| values.map(|_| stat))
+        .collect();
     let pooling = PoolingSet::new(&extra);
     let p = c.provenance;
     let mut meta = HashMap::from([
@@ -742,6 +752,161 @@ pub fn write_store(path: &Path, c: &StoreContents<'_>) -> Result<()> {
         meta.insert("settings".to_string(), serde_json::to_string(settings)?);
         meta.insert("fingerprint".to_string(), settings.fingerprint());
     }
-    write_safetensors(path, &tensors, meta)
-        .with_context(|| format!("cannot write feature store {}", path.display()))
+    Ok(meta)
+}
+
+/// Writes a store like [`write_store`], byte for byte, but with the features given block by
+/// block in row order by `next_block` (`None` when there are no more), so that memory holds one
+/// block at a time, not the whole store: how chunks are assembled. `c.features` must be empty.
+/// Written to a temporary file beside `path` and renamed into place; removed on any error.
+pub fn write_store_blocks(
+    path: &Path,
+    c: &StoreContents<'_>,
+    next_block: &mut dyn FnMut() -> Result<Option<Vec<f32>>>,
+) -> Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if !c.features.is_empty() || c.features_std.is_some() || c.features_max.is_some() {
+        bail!("internal: write_store_blocks takes the mean from the blocks and no other statistic");
+    }
+    let n = c.items.len();
+    let values = n * c.num_layers * c.dim;
+    let feature_bytes = values * 4;
+    // The header exactly as `artifacts::serialize_safetensors` lays it out: sorted keys,
+    // sorted metadata, padded with spaces to a multiple of 8.
+    let meta: std::collections::BTreeMap<String, String> = store_metadata(c)?.into_iter().collect();
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::to_value(meta)?);
+    header.insert(
+        "features".into(),
+        serde_json::json!({
+            "dtype": "F32",
+            "shape": [n, c.num_layers, c.dim],
+            "data_offsets": [0, feature_bytes],
+        }),
+    );
+    header.insert(
+        "labels".into(),
+        serde_json::json!({
+            "dtype": "I64",
+            "shape": [n],
+            "data_offsets": [feature_bytes, feature_bytes + 8 * n],
+        }),
+    );
+    let mut json = serde_json::to_vec(&header)?;
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+
+    static SERIAL: AtomicUsize = AtomicUsize::new(0);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        SERIAL.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut write = || -> Result<()> {
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&(json.len() as u64).to_le_bytes())?;
+        out.write_all(&json)?;
+        let mut written = 0usize;
+        let mut bytes = Vec::new();
+        while let Some(block) = next_block()? {
+            written += block.len();
+            if written > values {
+                bail!(
+                    "internal: more feature values than {n} items x {} layers x {}",
+                    c.num_layers,
+                    c.dim
+                );
+            }
+            bytes.clear();
+            bytes.extend(block.iter().flat_map(|v| v.to_le_bytes()));
+            out.write_all(&bytes)?;
+        }
+        if written != values {
+            bail!(
+                "internal: {written} feature values for {n} items x {} layers x {}",
+                c.num_layers,
+                c.dim
+            );
+        }
+        for it in c.items {
+            out.write_all(&(it.label as i64).to_le_bytes())?;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        e.context(format!("cannot write feature store {}", path.display()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::Partition;
+
+    #[test]
+    fn stores_written_in_blocks_equal_stores_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let items: Vec<Item> = (0..5)
+            .map(|i| Item {
+                path: format!("a/{i}.wav"),
+                label: i % 2,
+                split: Partition::Fold(1),
+                group: None,
+                segment: None,
+            })
+            .collect();
+        let features: Vec<f32> = (0..5 * 2 * 3).map(|v| v as f32 * 0.25 - 1.0).collect();
+        let provenance = Provenance {
+            task: "t".into(),
+            model: "m".into(),
+            revision: None,
+            layers: "all".into(),
+            layer_indices: vec![StoredLayer::HiddenState(0), StoredLayer::HiddenState(1)],
+            dtype: "f32".into(),
+        };
+        let names = ["x".to_string(), "y".to_string()];
+        let contents = |features| StoreContents {
+            provenance: &provenance,
+            class_names: &names,
+            items: &items,
+            features,
+            features_std: None,
+            features_max: None,
+            num_layers: 2,
+            dim: 3,
+            skipped: &[],
+            padded: &[],
+            settings: None,
+        };
+        let whole = dir.path().join("whole.safetensors");
+        write_store(&whole, &contents(&features)).unwrap();
+        let blocks = dir.path().join("blocks.safetensors");
+        let mut rest = features.chunks(12).map(<[f32]>::to_vec);
+        write_store_blocks(&blocks, &contents(&[]), &mut || Ok(rest.next())).unwrap();
+        assert_eq!(
+            std::fs::read(&whole).unwrap(),
+            std::fs::read(&blocks).unwrap()
+        );
+        assert_eq!(
+            FeatureStore::open(&blocks).unwrap().layer(1).unwrap()[..3],
+            features[3..6]
+        );
+
+        // Too few values: an error, and nothing left behind.
+        let short = dir.path().join("short.safetensors");
+        let mut once = Some(features[..6].to_vec());
+        let err = write_store_blocks(&short, &contents(&[]), &mut || Ok(once.take()));
+        assert!(err.is_err());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 2, "only the two complete stores");
+    }
 }
