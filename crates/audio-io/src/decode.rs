@@ -154,8 +154,9 @@ pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File, AudioError> {
     })
 }
 
-/// Words for a file type that is not a regular file.
-fn file_kind(kind: &std::fs::FileType) -> &'static str {
+/// Words for a file type that is not a regular file ("a FIFO", "a directory", ...), for errors
+/// that refuse one.
+pub fn file_kind(kind: &std::fs::FileType) -> &'static str {
     if kind.is_dir() {
         return "a directory";
     }

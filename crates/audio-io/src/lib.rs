@@ -58,6 +58,7 @@ mod wav;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
+pub use decode::file_kind;
 pub use error::{AudioError, Container};
 pub use parallel::LoadMany;
 pub use poly::output_len;

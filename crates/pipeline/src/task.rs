@@ -169,26 +169,7 @@ pub fn check_regular_file(path: &Path, hint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Words for a file type that is not a regular file.
-pub fn file_kind(kind: &std::fs::FileType) -> &'static str {
-    if kind.is_dir() {
-        return "a directory";
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if kind.is_fifo() {
-            return "a FIFO";
-        }
-        if kind.is_socket() {
-            return "a socket";
-        }
-        if kind.is_char_device() || kind.is_block_device() {
-            return "a device";
-        }
-    }
-    "not a regular file"
-}
+pub use audio_io::file_kind;
 
 /// A dataset task: the only code a task binary has to provide.
 pub trait Task: Send + Sync {

@@ -584,6 +584,43 @@ fn similarity_markdown(sim: &Similarity, tasks: &[TaskSummary]) -> String {
     s
 }
 
+/// Draws a task x task similarity matrix in [-1, 1] (`n/a` cells drawn as 0 and labelled).
+fn similarity_heat_map(
+    path: &Path,
+    title: &str,
+    labels: &[String],
+    matrix: &[Vec<Option<f64>>],
+    colorbar_label: &str,
+) -> Result<()> {
+    let values: Vec<Vec<f64>> = matrix
+        .iter()
+        .map(|row| row.iter().map(|v| v.unwrap_or(0.0)).collect())
+        .collect();
+    let annotations: Vec<Vec<String>> = matrix
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|v| v.map_or("n/a".into(), |v| format!("{v:.2}")))
+                .collect()
+        })
+        .collect();
+    plots::heat_map(
+        path,
+        &plots::HeatMap {
+            title,
+            rows: labels,
+            cols: labels,
+            values: &values,
+            range: (-1.0, 1.0),
+            annotations: Some(&annotations),
+            row_title: "task",
+            col_title: "task",
+            colorbar_label,
+        },
+    )
+    .with_context(|| format!("cannot plot {}", path.display()))
+}
+
 /// Writes the summary and similarity files into `results_dir`; returns their paths.
 pub fn write_report(results_dir: &Path) -> Result<Vec<PathBuf>> {
     let tasks = collect(results_dir)?;
@@ -618,35 +655,13 @@ pub fn write_report(results_dir: &Path) -> Result<Vec<PathBuf>> {
     }
     if !sim.tasks.is_empty() {
         let path = results_dir.join("task_similarity.png");
-        let values: Vec<Vec<f64>> = sim
-            .matrix
-            .iter()
-            .map(|row| row.iter().map(|v| v.unwrap_or(0.0)).collect())
-            .collect();
-        let annotations: Vec<Vec<String>> = sim
-            .matrix
-            .iter()
-            .map(|row| {
-                row.iter()
-                    .map(|v| v.map_or("n/a".into(), |v| format!("{v:.2}")))
-                    .collect()
-            })
-            .collect();
-        plots::heat_map(
+        similarity_heat_map(
             &path,
-            &plots::HeatMap {
-                title: "task similarity: correlation of per-layer accuracy profiles",
-                rows: &sim.tasks,
-                cols: &sim.tasks,
-                values: &values,
-                range: (-1.0, 1.0),
-                annotations: Some(&annotations),
-                row_title: "task",
-                col_title: "task",
-                colorbar_label: "Pearson r",
-            },
-        )
-        .context("cannot plot task_similarity.png")?;
+            "task similarity: correlation of per-layer accuracy profiles",
+            &sim.tasks,
+            &sim.matrix,
+            "Pearson r",
+        )?;
         written.push(path);
     }
     Ok(written)

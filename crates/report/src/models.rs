@@ -451,35 +451,13 @@ pub fn write_plots(
     }
     if c.tasks.len() >= 2 {
         let path = results_dir.join("task_similarity_models.png");
-        let values: Vec<Vec<f64>> = c
-            .rank_similarity
-            .iter()
-            .map(|row| row.iter().map(|v| v.unwrap_or(0.0)).collect())
-            .collect();
-        let annotations: Vec<Vec<String>> = c
-            .rank_similarity
-            .iter()
-            .map(|row| {
-                row.iter()
-                    .map(|v| v.map_or("n/a".into(), |v| format!("{v:.2}")))
-                    .collect()
-            })
-            .collect();
-        plots::heat_map(
+        crate::similarity_heat_map(
             &path,
-            &plots::HeatMap {
-                title: "task similarity: Kendall tau of the models' accuracies",
-                rows: &c.tasks,
-                cols: &c.tasks,
-                values: &values,
-                range: (-1.0, 1.0),
-                annotations: Some(&annotations),
-                row_title: "task",
-                col_title: "task",
-                colorbar_label: "Kendall tau-b",
-            },
-        )
-        .context("cannot plot task_similarity_models.png")?;
+            "task similarity: Kendall tau of the models' accuracies",
+            &c.tasks,
+            &c.rank_similarity,
+            "Kendall tau-b",
+        )?;
         written.push(path);
     }
     Ok(written)
