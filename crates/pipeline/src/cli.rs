@@ -1,4 +1,5 @@
 //! The command line every task binary shares: `download`, `extract`, `train`, `run`, `merge`,
+//! `ablate`,
 //! with the flags listed in docs/ARCHITECTURE.md ("Stable interfaces"). A task binary is one call:
 //!
 //! ```ignore
@@ -14,6 +15,9 @@ use clap::{Args, FromArgMatches, Subcommand};
 use hubert_core::{parse_count, LayerSelection, ModelSource};
 use probe_heads::TrainConfig;
 
+use crate::ablate::{
+    ablate, ablation_dir, full_grid, one_at_a_time, AblateOptions, Component, Grid,
+};
 use crate::download::{fetch, DownloadOptions};
 use crate::extract::{extract, merge, store_path, ExtractOptions, ExtractOutcome};
 use crate::protocol::Protocol;
@@ -220,6 +224,120 @@ impl TrainArgs {
     }
 }
 
+/// `ablate` flags: `train`'s (less those the grid varies: probe, layer, pooling, lr) and the
+/// grid's.
+#[derive(Debug, Clone, Args)]
+pub struct AblateArgs {
+    /// Components varied one at a time: any of pooling, scaler, probe, layer, lr, fraction.
+    #[arg(long, default_value = "pooling,scaler,probe,layer,lr,fraction")]
+    pub grid: Grid,
+    /// Run the cross product of the --grid components instead (many cells: the count is shown).
+    #[arg(long)]
+    pub full: bool,
+    /// Cells trained in parallel (results do not depend on it); default: every core.
+    #[arg(long, value_parser = parse_count::<1, 1024>)]
+    pub jobs: Option<usize>,
+    /// Training epochs.
+    #[arg(long, default_value_t = 100, value_parser = parse_count::<1, 100_000>)]
+    pub epochs: usize,
+    /// Probe mini-batch size.
+    #[arg(long, default_value_t = 8, value_parser = parse_count::<1, 65_536>)]
+    pub batch_size: usize,
+    /// Seed of the first run (run r uses seed + r).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// `official` (the dataset's protocol), `random`, or a task-specific name.
+    #[arg(long, default_value = "official")]
+    pub split: SplitChoice,
+    /// Test fraction of `--split random`.
+    #[arg(long, default_value_t = 0.2, value_parser = open_fraction)]
+    pub test_fraction: f64,
+    /// Seeds per cell and fold (3 or more recommended).
+    #[arg(long, default_value_t = 3, value_parser = parse_count::<1, 1_000>)]
+    pub runs: usize,
+    /// Fraction of each training part held out (group-disjoint) to choose the best layer and
+    /// learning rate on, when the protocol has no validation part.
+    #[arg(long, default_value_t = 0.2, value_parser = open_fraction)]
+    pub val_fraction: f64,
+    /// Skip ablation.png and learning_curve.png.
+    #[arg(long)]
+    pub no_plots: bool,
+    /// Feature store to read (default: the `--layers all` store, else the last-layer one).
+    #[arg(long, value_name = "FILE")]
+    pub features: Option<PathBuf>,
+}
+
+impl AblateArgs {
+    /// The grid options for `task`.
+    pub fn options(&self, task: &dyn Task, paths: &PathArgs) -> Result<AblateOptions> {
+        let train = TrainArgs {
+            probe: ProbeChoice::Both,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: crate::ablate::STUDY_LR,
+            seed: self.seed,
+            split: self.split.clone(),
+            test_fraction: self.test_fraction,
+            runs: self.runs,
+            layer: LayerChoice::Last,
+            val_fraction: 0.0,
+            no_plots: self.no_plots,
+            features: self.features.clone(),
+            pooling: Pooling::Mean,
+        };
+        let cells = if self.full {
+            full_grid(&self.grid.0)
+        } else {
+            one_at_a_time(&self.grid.0)
+        };
+        if self.full {
+            eprintln!(
+                "warning: --full runs {} cells (the cross product of {}), each on every fold                  with {} seeds",
+                cells.len(),
+                self.grid
+                    .0
+                    .iter()
+                    .map(|c| c.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.runs
+            );
+        }
+        if self.runs < 3 {
+            eprintln!(
+                "note: --runs {} (3 or more seeds per cell give a steadier std)",
+                self.runs
+            );
+        }
+        Ok(AblateOptions {
+            cells,
+            config: TrainConfig {
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                learning_rate: crate::ablate::STUDY_LR,
+                seed: self.seed,
+                ..TrainConfig::default()
+            },
+            protocol: train.protocol(task)?,
+            runs: self.runs,
+            val_fraction: self.val_fraction,
+            wide_hidden: crate::ablate::WIDE_HIDDEN,
+            jobs: self
+                .jobs
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            out_dir: ablation_dir(&paths.results_dir, &task.name()),
+            plots: !self.no_plots,
+            grid: self.grid.0.clone(),
+            full: self.full,
+        })
+    }
+
+    /// Whether some cell reads more than the last layer.
+    fn needs_all_layers(&self) -> bool {
+        self.grid.0.contains(&Component::Layer)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command<O: Args> {
     /// Fetch and unpack the official archives (resumable; checksums verified when known).
@@ -262,6 +380,16 @@ enum Command<O: Args> {
         #[command(flatten)]
         train: TrainArgs,
     },
+    /// Vary each component (pooling, scaler, probe, layer, lr, training fraction) around the
+    /// study's configuration; write ablation.{md,json,csv} and plots.
+    Ablate {
+        #[command(flatten)]
+        paths: PathArgs,
+        #[command(flatten)]
+        task: O,
+        #[command(flatten)]
+        ablate: AblateArgs,
+    },
     /// Join shard outputs into the feature store (optionally copying parts from other folders).
     Merge {
         #[command(flatten)]
@@ -301,6 +429,9 @@ where
         c.mut_arg("split", |a| a.value_parser(split_values.clone()))
     })
     .mut_subcommand("run", |c| {
+        c.mut_arg("split", |a| a.value_parser(split_values.clone()))
+    })
+    .mut_subcommand("ablate", |c| {
         c.mut_arg("split", |a| a.value_parser(split_values.clone()))
     });
     // A flag given twice counts once, with its last value (as in most Unix tools), so a script can
@@ -393,6 +524,45 @@ fn dispatch<O: Args, T: Task>(command: Command<O>, make: &impl Fn(&O) -> Result<
                 ),
             };
             run_train(&task, &paths, &tr, opts, Some(store))
+        }
+        Command::Ablate {
+            paths,
+            task,
+            ablate: args,
+        } => {
+            let task = make(&task)?;
+            let opts = args.options(&task, &paths)?;
+            ensure_writable(&[&opts.out_dir])?;
+            let store_path = match &args.features {
+                Some(p) => p.clone(),
+                None => {
+                    let all = store_path(&paths.features_dir, &task.name(), &LayerSelection::All);
+                    let last = store_path(&paths.features_dir, &task.name(), &LayerSelection::Last);
+                    if all.is_file() {
+                        all
+                    } else if last.is_file() && !args.needs_all_layers() {
+                        last
+                    } else {
+                        bail!(
+                            "{} not found; run `{} extract --layers all --pooling mean,std,max` \
+                             first (or pass --features FILE)",
+                            all.display(),
+                            task.name()
+                        )
+                    }
+                }
+            };
+            let store = FeatureStore::open(&store_path)?;
+            let result = ablate(&task, &store, &opts)?;
+            let failed = result.cells.iter().filter(|c| c.status != "ok").count();
+            println!(
+                "{}: {} cells ({} failed)\nablation: {}",
+                task.name(),
+                result.cells.len(),
+                failed,
+                opts.out_dir.join("ablation.md").display()
+            );
+            Ok(())
         }
         Command::Merge {
             paths,

@@ -10,10 +10,14 @@
 //! - [`train`]: scaler fit on the training part only, linear and MLP probes per fold and run,
 //!   metrics (macro-F1 as scikit-learn's default), results.json, report.md, predictions CSVs,
 //!   saved probes;
+//! - [`ablate`]: `<task> ablate`, each component varied around the study's configuration,
+//!   with paired bootstrap intervals (`ablation.{md,json,csv}`, `ablation.png`,
+//!   `learning_curve.png`);
 //! - [`figures`]: the PNG plots next to results.json (confusion, t-SNE, per layer);
 //! - [`download`] (the `download` crate, re-exported): official archives with resume,
 //!   checksums and unpacking.
 
+pub mod ablate;
 mod claim;
 pub mod cli;
 pub mod extract;

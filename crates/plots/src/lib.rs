@@ -697,6 +697,94 @@ fn count_rows(x: &[f32], dim: usize, method: &str) -> Result<usize> {
     Ok(x.len() / dim)
 }
 
+/// Draws one horizontal bar per category (`labels`, top to bottom) with a `±errors` whisker and
+/// the value printed after it; the height grows with the number of bars, the label column
+/// with the longest label (e.g. ablation cells: accuracy mean ± std).
+pub fn error_bar_chart(
+    path: &Path,
+    title: &str,
+    value_title: &str,
+    labels: &[String],
+    values: &[f64],
+    errors: &[f64],
+) -> Result<()> {
+    register_font();
+    let n = labels.len();
+    if n == 0 || values.len() != n || errors.len() != n {
+        return Err(PlotError::Input(format!(
+            "error bar chart: {n} labels, {} values, {} errors",
+            values.len(),
+            errors.len()
+        )));
+    }
+    let label_width = labels
+        .iter()
+        .map(|l| text_width(l, 12.0))
+        .max()
+        .unwrap_or(0)
+        .clamp(60, 420) as u32;
+    let height = (90 + 24 * n as u32).max(240);
+    let root = BitMapBackend::new(path, (560 + label_width, height)).into_drawing_area();
+    let err = draw_err(path);
+    root.fill(&WHITE).map_err(&err)?;
+    let top = values
+        .iter()
+        .zip(errors)
+        .map(|(v, e)| v + e.max(0.0))
+        .fold(0.0_f64, f64::max);
+    let top = if top > 0.0 { top * 1.15 } else { 1.0 };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, font(18.0))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(label_width + 12)
+        .build_cartesian_2d(0.0..top, -0.5..(n as f64 - 0.5))
+        .map_err(&err)?;
+    // Row 0 at the top.
+    let names: Vec<String> = labels.iter().rev().cloned().collect();
+    chart
+        .configure_mesh()
+        .y_labels(n)
+        .y_label_formatter(&|y| category_label(&names, *y))
+        .disable_y_mesh()
+        .label_style(font(12.0))
+        .axis_desc_style(font(14.0))
+        .x_desc(value_title)
+        .light_line_style(RGBColor(238, 238, 238))
+        .draw()
+        .map_err(&err)?;
+    let row = |i: usize| (n - 1 - i) as f64;
+    let color = RGBColor(49, 130, 189);
+    chart
+        .draw_series(values.iter().enumerate().map(|(i, &v)| {
+            Rectangle::new(
+                [(0.0, row(i) - 0.32), (v.max(0.0), row(i) + 0.32)],
+                color.filled(),
+            )
+        }))
+        .map_err(&err)?;
+    for (i, (&v, &e)) in values.iter().zip(errors).enumerate() {
+        let (lo, hi) = ((v - e).max(0.0), (v + e).min(top));
+        let y = row(i);
+        chart
+            .draw_series([
+                PathElement::new(vec![(lo, y), (hi, y)], BLACK.stroke_width(1)),
+                PathElement::new(vec![(lo, y - 0.2), (lo, y + 0.2)], BLACK.stroke_width(1)),
+                PathElement::new(vec![(hi, y - 0.2), (hi, y + 0.2)], BLACK.stroke_width(1)),
+            ])
+            .map_err(&err)?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                format!("{v:.3} ± {e:.3}"),
+                (hi + top * 0.01, y),
+                font(11.0).pos(Pos::new(HPos::Left, VPos::Center)),
+            )))
+            .map_err(&err)?;
+    }
+    root.present().map_err(&err)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -769,6 +857,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(png_size(&p), (820, 480));
+        let p = dir.path().join("errors.png");
+        error_bar_chart(
+            &p,
+            "ablation",
+            "accuracy",
+            &names(3),
+            &[0.2, 0.5, 0.4],
+            &[0.05, 0.0, 0.1],
+        )
+        .unwrap();
+        let (w, h) = png_size(&p);
+        assert!(w > 560 && h == 240, "{w}x{h}");
+        assert!(error_bar_chart(&p, "", "", &names(2), &[1.0, 2.0], &[0.1]).is_err());
     }
 
     #[test]
