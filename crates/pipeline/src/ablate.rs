@@ -998,7 +998,7 @@ fn run_unit(ctx: &Ctx<'_>, unit: &Unit, layer: UnitLayer) -> UnitOutput {
             } else {
                 trainer
                     .train(kind, n_classes, &train, valid.as_ref(), hook)
-                    .and_then(|t| t.probe.predict(&eval_x))
+                    .and_then(|t| t.model.predict(&eval_x))
             }
             .map_err(|e| e.to_string())
         })
