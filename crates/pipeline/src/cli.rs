@@ -21,7 +21,7 @@ use crate::ablate::{
 use crate::download::{fetch, DownloadOptions};
 use crate::extract::{extract, merge, store_path, ExtractOptions, ExtractOutcome};
 use crate::protocol::Protocol;
-use crate::store::{FeatureStore, Pooling};
+use crate::store::{FeatureStore, Pooling, PoolingSet};
 use crate::task::Task;
 use crate::train::{train, LayerChoice, ProbeChoice, TrainOptions};
 
@@ -357,6 +357,10 @@ enum Command<O: Args> {
         task: O,
         #[command(flatten)]
         extract: ExtractOptions,
+        /// Statistics over frames to store per layer: mean (always), std, max, e.g.
+        /// `mean,std,max` (one forward pass computes them all; `train --pooling` picks).
+        #[arg(long, default_value = "mean", value_name = "LIST")]
+        pooling: PoolingSet,
     },
     /// Train and evaluate probes on the feature store; write results.json and report.md.
     Train {
@@ -474,8 +478,10 @@ fn dispatch<O: Args, T: Task>(command: Command<O>, make: &impl Fn(&O) -> Result<
         Command::Extract {
             paths,
             task,
-            extract: args,
+            extract: mut args,
+            pooling,
         } => {
+            args.pooling = pooling;
             let task = make(&task)?;
             let source = check_model(&args, None)?;
             run_extract(&task, &paths, &args, source).map(|_| ())
@@ -507,6 +513,7 @@ fn dispatch<O: Args, T: Task>(command: Command<O>, make: &impl Fn(&O) -> Result<
             if tr.layer.needs_all_layers() && ex.layers == LayerSelection::Last {
                 ex.layers = LayerSelection::All;
             }
+            ex.pooling = PoolingSet::new(tr.pooling.stats());
             // Every parameter is checked (model config, output folders) before the download.
             let source = check_model(&ex, Some(tr.layer))?;
             let opts = tr.options(&task, &paths)?;

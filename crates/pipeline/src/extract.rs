@@ -93,9 +93,10 @@ pub struct ExtractOptions {
     /// Items per resumable chunk.
     #[arg(long, default_value_t = 256, value_parser = parse_count::<1, 1_000_000>)]
     pub chunk_size: usize,
-    /// Statistics over frames to store per layer: mean (always), std, max, e.g. `mean,std,max`
-    /// (one forward pass computes them all; `train --pooling` picks among them).
-    #[arg(long, default_value = "mean", value_name = "LIST")]
+    /// Statistics over frames to store per layer (the mean always; one forward pass computes
+    /// them all). The `extract` subcommand's `--pooling LIST` sets it; `run` stores what its
+    /// `train --pooling` reads.
+    #[arg(skip)]
     pub pooling: PoolingSet,
 }
 
