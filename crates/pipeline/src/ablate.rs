@@ -1111,8 +1111,8 @@ fn choose(
 /// The bootstrap seed of a cell: from the run's seed and the cell's label, so a cell's interval
 /// does not depend on which other cells the grid holds.
 fn bootstrap_seed(seed: u64, label: &str) -> u64 {
-    let fp = crate::store::fingerprint(&[&seed.to_string(), label]);
-    u64::from_str_radix(&fp, 16).unwrap_or(seed)
+    let digest = crate::store::sha256_hex(format!("{seed}\0{label}").as_bytes());
+    u64::from_str_radix(&digest[..16], 16).unwrap_or(seed)
 }
 
 /// Percentile paired bootstrap of the mean of `diffs` (seeded).
@@ -1716,6 +1716,7 @@ mod tests {
                 dim: DIM,
                 skipped: &[],
                 padded: &[],
+                settings: None,
             },
         )
         .unwrap();
@@ -2011,6 +2012,7 @@ mod tests {
                 dim: DIM,
                 skipped: &[],
                 padded: &[],
+                settings: None,
             },
         )
         .unwrap();
