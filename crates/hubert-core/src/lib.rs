@@ -33,6 +33,7 @@ pub mod embed;
 mod error;
 mod model;
 pub mod params;
+pub mod pickle;
 mod source;
 mod weights;
 
@@ -122,6 +123,54 @@ impl ModelSource {
     }
 }
 
+/// A summary of a loaded model ([`Hubert::info`]): what `hubert info` prints and what
+/// results record next to the features.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelInfo {
+    /// The hub id or local directory the model was loaded from.
+    pub model: String,
+    /// The hub commit, when loaded from the hub cache.
+    pub revision: Option<String>,
+    /// The model family (`hubert`, `wav2vec2`, `data2vec-audio`, `wavlm`).
+    pub family: ModelFamily,
+    /// `architectures` of `config.json`.
+    pub architectures: Vec<String>,
+    /// Transformer layers (the model has one more hidden state).
+    pub num_hidden_layers: usize,
+    /// Transformer width.
+    pub hidden_size: usize,
+    /// Feed-forward width.
+    pub intermediate_size: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Pre-LN (true) or post-LN transformer.
+    pub do_stable_layer_norm: bool,
+    /// `group` or `layer` normalisation in the conv feature encoder.
+    pub feat_extract_norm: &'static str,
+    /// Channels of each conv layer.
+    pub conv_dim: Vec<usize>,
+    /// Kernel of each conv layer.
+    pub conv_kernel: Vec<usize>,
+    /// Stride of each conv layer.
+    pub conv_stride: Vec<usize>,
+    /// Positional conv layers (1, or data2vec-audio's stack).
+    pub num_conv_pos_layers: usize,
+    /// Kernel of each positional conv layer.
+    pub conv_pos_kernel: usize,
+    /// Groups of the positional conv(s).
+    pub num_conv_pos_embedding_groups: usize,
+    /// WavLM: `(num_buckets, max_bucket_distance)`.
+    pub relative_position_buckets: Option<(usize, usize)>,
+    /// Parameters of the base model (see [`Hubert::num_parameters`]).
+    pub num_parameters: usize,
+    /// Per-clip input normalisation from `preprocessor_config.json`.
+    pub do_normalize: bool,
+    /// Frames per second of hidden states (50 for every published checkpoint).
+    pub frame_rate_hz: f64,
+    /// The shortest input that yields one frame.
+    pub min_samples: usize,
+}
+
 /// A loaded model with its preprocessing and provenance: the usual entry point.
 #[derive(Debug)]
 pub struct Hubert {
@@ -173,6 +222,42 @@ impl Hubert {
     /// training-only tensors not counted).
     pub fn num_parameters(&self) -> usize {
         self.num_parameters
+    }
+
+    /// What the model is: family, sizes, parameter count and where it came from (what
+    /// `hubert info` prints).
+    pub fn info(&self) -> ModelInfo {
+        let cfg = self.config();
+        ModelInfo {
+            model: self.files.id.clone(),
+            revision: self.files.revision.clone(),
+            family: cfg.family,
+            architectures: cfg.architectures.clone(),
+            num_hidden_layers: cfg.num_hidden_layers,
+            hidden_size: cfg.hidden_size,
+            intermediate_size: cfg.intermediate_size,
+            num_attention_heads: cfg.num_attention_heads,
+            do_stable_layer_norm: cfg.do_stable_layer_norm,
+            feat_extract_norm: match cfg.feat_extract_norm {
+                FeatExtractNorm::Group => "group",
+                FeatExtractNorm::Layer => "layer",
+            },
+            conv_dim: cfg.conv_dim.clone(),
+            conv_kernel: cfg.conv_kernel.clone(),
+            conv_stride: cfg.conv_stride.clone(),
+            num_conv_pos_layers: match cfg.family {
+                ModelFamily::Data2VecAudio => cfg.num_conv_pos_embeddings,
+                _ => 1,
+            },
+            conv_pos_kernel: cfg.pos_conv_kernel(),
+            num_conv_pos_embedding_groups: cfg.num_conv_pos_embedding_groups,
+            relative_position_buckets: (cfg.family == ModelFamily::WavLm)
+                .then_some((cfg.num_buckets, cfg.max_bucket_distance)),
+            num_parameters: self.num_parameters,
+            do_normalize: self.preprocessor.do_normalize,
+            frame_rate_hz: 16_000.0 / cfg.conv_stride.iter().product::<usize>() as f64,
+            min_samples: cfg.min_samples(),
+        }
     }
 
     /// Preprocesses equal-length clips (per-clip normalisation when `do_normalize`) into the
