@@ -35,11 +35,13 @@ Writes, under crates/hubert-core/tests/fixtures/:
 Every LayerNorm/GroupNorm affine, bias and weight_g is perturbed away from its initial value so
 an implementation that ignores any of them fails the parity tests.
 
-`--full-size DIR` also writes a random full-size hubert-base checkpoint in the hub layout (for
-benchmarks and a full-size parity check; ~360 MB, keep it out of git) with expected outputs
-for two clips in DIR/expected.safetensors.
+`--full-size DIR [--arch hubert-base|wav2vec2-base|wavlm-base-plus]` also writes a random
+full-size checkpoint of that architecture in the hub layout (for benchmarks and a full-size
+parity check; ~360 MB, keep it out of git) with expected outputs for two clips in
+DIR/expected.safetensors; `HUBERT_FULL_SIZE_DIR=DIR cargo test -p hubert-core --test parity
+full_size` checks it (1e-3 max abs, 2e-5 relative L2 on every hidden state).
 
-Usage: python3 scripts/make_fixtures.py [--full-size models/hubert-base-random]
+Usage: python3 scripts/make_fixtures.py [--skip-tiny] [--full-size DIR [--arch ARCH]]
 """
 import argparse
 import json
@@ -290,12 +292,23 @@ def tiny_fixtures():
     print(f"wrote {FIXTURES} ({total / 1024:.0f} KiB)")
 
 
-def full_size(out_dir):
+# --full-size architectures: transformers' defaults are each checkpoint's architecture.
+# (config, model class, do_normalize as the hub's preprocessor_config.json has it)
+FULL_SIZE = {
+    "hubert-base": (HubertConfig, HubertModel, True),  # facebook/hubert-base-ls960
+    "wav2vec2-base": (Wav2Vec2Config, Wav2Vec2Model, True),  # facebook/wav2vec2-base
+    "wavlm-base-plus": (WavLMConfig, WavLMModel, False),  # microsoft/wavlm-base-plus
+}
+
+
+def full_size(out_dir, arch="hubert-base"):
     torch.manual_seed(0)
-    config = HubertConfig()  # facebook/hubert-base-ls960's architecture
-    model = HubertModel(config).eval()
+    cfg_cls, model_cls, do_normalize = FULL_SIZE[arch]
+    config = cfg_cls()
+    model = model_cls(config).eval()
     perturb(model, torch.Generator().manual_seed(1))
-    write_model_dir(out_dir, model, config, True, "safetensors", drop_feat_proj_key=True)
+    write_model_dir(out_dir, model, config, do_normalize, "safetensors",
+                    drop_feat_proj_key=(arch == "hubert-base"))
     audio = os.path.join(out_dir, "audio")
     os.makedirs(audio, exist_ok=True)
     rng = np.random.default_rng(5)
@@ -312,11 +325,13 @@ def full_size(out_dir):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--full-size", metavar="DIR", help="also write a random full-size hubert-base here")
+    ap.add_argument("--full-size", metavar="DIR", help="also write a random full-size model here")
+    ap.add_argument("--arch", choices=sorted(FULL_SIZE), default="hubert-base",
+                    help="the architecture of --full-size (default hubert-base)")
     ap.add_argument("--skip-tiny", action="store_true", help="do not rewrite the tiny fixtures")
     args = ap.parse_args()
     torch.set_num_threads(2)
     if not args.skip_tiny:
         tiny_fixtures()
     if args.full_size:
-        full_size(args.full_size)
+        full_size(args.full_size, args.arch)

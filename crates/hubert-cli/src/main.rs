@@ -263,73 +263,67 @@ fn embed(args: EmbedArgs) -> Result<()> {
 
 fn info(args: InfoArgs) -> Result<()> {
     let hubert = load(&args.model)?;
-    let cfg = hubert.config();
-    let frame_rate = 16_000.0 / cfg.conv_stride.iter().product::<usize>() as f64;
-    let summary = serde_json::json!({
-        "model": hubert.files.id,
-        "revision": hubert.files.revision,
-        "config": hubert.files.config,
-        "weights": hubert.files.weights,
-        "model_type": cfg.model_type,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_hidden_layers,
-        "num_attention_heads": cfg.num_attention_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "feat_extract_norm": format!("{:?}", cfg.feat_extract_norm).to_lowercase(),
-        "do_stable_layer_norm": cfg.do_stable_layer_norm,
-        "conv_dim": cfg.conv_dim,
-        "conv_kernel": cfg.conv_kernel,
-        "conv_stride": cfg.conv_stride,
-        "num_conv_pos_embeddings": cfg.num_conv_pos_embeddings,
-        "num_conv_pos_embedding_groups": cfg.num_conv_pos_embedding_groups,
-        "do_normalize": hubert.preprocessor.do_normalize,
-        "frame_rate_hz": frame_rate,
-        "min_samples": cfg.min_samples(),
-        "num_parameters": hubert.num_parameters(),
-    });
+    let info = hubert.info();
     if args.json {
+        let mut summary = serde_json::to_value(&info)?;
+        let cfg = hubert.config();
+        summary["config"] = serde_json::json!(hubert.files.config);
+        summary["weights"] = serde_json::json!(hubert.files.weights);
+        summary["model_type"] = serde_json::json!(cfg.model_type);
+        summary["num_conv_pos_embeddings"] = serde_json::json!(cfg.num_conv_pos_embeddings);
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
-    println!("model            {}", hubert.files.id);
-    if let Some(rev) = &hubert.files.revision {
+    println!("model            {}", info.model);
+    if let Some(rev) = &info.revision {
         println!("revision         {rev}");
     }
     println!("weights          {}", hubert.files.weights.display());
     println!(
-        "architecture     {} ({}), {} layers x {} wide, {} heads, ffn {}",
-        cfg.model_type,
-        if cfg.do_stable_layer_norm {
+        "family           {}{}",
+        info.family,
+        if info.architectures.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", info.architectures.join(", "))
+        }
+    );
+    println!(
+        "architecture     {}, {} layers x {} wide, {} heads, ffn {}",
+        if info.do_stable_layer_norm {
             "pre-LN"
         } else {
             "post-LN"
         },
-        cfg.num_hidden_layers,
-        cfg.hidden_size,
-        cfg.num_attention_heads,
-        cfg.intermediate_size
+        info.num_hidden_layers,
+        info.hidden_size,
+        info.num_attention_heads,
+        info.intermediate_size
     );
     println!(
         "conv encoder     {} layers, {:?} channels, {}-norm, kernels {:?}, strides {:?}",
-        cfg.conv_dim.len(),
-        cfg.conv_dim.last().copied().unwrap_or(0),
-        format!("{:?}", cfg.feat_extract_norm).to_lowercase(),
-        cfg.conv_kernel,
-        cfg.conv_stride
+        info.conv_dim.len(),
+        info.conv_dim.last().copied().unwrap_or(0),
+        info.feat_extract_norm,
+        info.conv_kernel,
+        info.conv_stride
     );
     println!(
-        "positional conv  kernel {}, {} groups",
-        cfg.num_conv_pos_embeddings, cfg.num_conv_pos_embedding_groups
+        "positional conv  {} x kernel {}, {} groups",
+        info.num_conv_pos_layers, info.conv_pos_kernel, info.num_conv_pos_embedding_groups
     );
+    if let Some((buckets, distance)) = info.relative_position_buckets {
+        println!("relative bias    {buckets} buckets, max distance {distance} (gated, per layer)");
+    }
     println!(
-        "frames           {frame_rate} Hz, first frame needs {} samples",
-        cfg.min_samples()
+        "frames           {} Hz, first frame needs {} samples",
+        info.frame_rate_hz, info.min_samples
     );
-    println!("input normalise  {}", hubert.preprocessor.do_normalize);
+    println!("input normalise  {}", info.do_normalize);
     println!(
         "parameters       {} ({:.1}M)",
-        hubert.num_parameters(),
-        hubert.num_parameters() as f64 / 1e6
+        info.num_parameters,
+        info.num_parameters as f64 / 1e6
     );
     Ok(())
 }

@@ -50,7 +50,18 @@ fn embed_all_layers_with_frames_matches_transformers() {
         .iter()
         .map(|c| core_fixtures().join("audio").join(format!("{c}.wav")))
         .collect();
-    for (dir, arch) in [("tiny-base", "base"), ("tiny-large-bin", "large")] {
+    // Every family in its hub layout: HuBERT base/large, DistilHuBERT, wav2vec2 (pre-training
+    // layout and large .bin), data2vec-audio, WavLM (with task heads, and large .bin).
+    for (dir, arch) in [
+        ("tiny-base", "base"),
+        ("tiny-large-bin", "large"),
+        ("tiny-distilhubert", "distilhubert"),
+        ("tiny-wav2vec2", "wav2vec2"),
+        ("tiny-wav2vec2-large", "wav2vec2large"),
+        ("tiny-data2vec", "data2vec"),
+        ("tiny-wavlm", "wavlm"),
+        ("tiny-wavlm-large", "wavlmlarge"),
+    ] {
         let status = hubert()
             .args([
                 "embed",
@@ -244,6 +255,39 @@ fn info_prints_the_architecture() {
     assert_eq!(v["feat_extract_norm"], "group");
     assert_eq!(v["min_samples"], 400);
     assert!(v["num_parameters"].as_u64().unwrap() > 10_000);
+    assert_eq!(v["family"], "hubert");
+    for (dir, family) in [
+        ("tiny-wavlm", "wavlm"),
+        ("tiny-data2vec", "data2vec-audio"),
+        ("tiny-wav2vec2", "wav2vec2"),
+    ] {
+        let o = hubert()
+            .args(["info", "--json", "--model"])
+            .arg(core_fixtures().join(dir))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["family"], family, "{dir}");
+        assert_eq!(v["hidden_size"], 32, "{dir}");
+    }
+    let o = hubert()
+        .args(["info", "--model"])
+        .arg(core_fixtures().join("tiny-wavlm"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("family           wavlm"), "{text}");
+    assert!(text.contains("16 buckets, max distance 20"), "{text}");
+    // A checkpoint of another model type is refused, naming it.
+    let o = hubert()
+        .args(["info", "--model"])
+        .arg(core_fixtures().join("tiny-bert"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("model type `bert`"), "{err}");
     let o = hubert()
         .args(["info", "--model", "/no/such/model"])
         .output()

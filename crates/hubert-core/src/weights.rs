@@ -61,10 +61,6 @@ impl Weights {
     /// Reads a checkpoint. `.safetensors` files are memory-mapped; anything else is read as a
     /// PyTorch zip pickle (`pytorch_model.bin`). Tensors end up on `device` in `dtype`.
     pub fn from_file(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        let ckpt_err = |e: candle_core::Error| Error::Checkpoint {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        };
         if !path.is_file() {
             return Err(Error::Io {
                 path: path.to_path_buf(),
@@ -75,7 +71,7 @@ impl Weights {
         let raw: Vec<(String, Tensor)> = if is_safetensors {
             read_safetensors(path)?
         } else {
-            candle_core::pickle::read_all(path).map_err(ckpt_err)?
+            crate::pickle::read_checkpoint(path)?
         };
         Self::from_tensors(raw, path, device, dtype)
     }
@@ -305,6 +301,9 @@ impl Weights {
     }
 }
 
+/// The largest safetensors JSON header read (bytes).
+pub const MAX_SAFETENSORS_HEADER: u64 = 16 << 20;
+
 /// Reads every tensor of a `.safetensors` file through a memory map, copying each out and then
 /// dropping its pages from this process (`MADV_DONTNEED`; the page cache keeps them), so that
 /// loading holds one copy of the weights in memory instead of the mapped file plus the copies.
@@ -323,6 +322,17 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         path: path.to_path_buf(),
         source,
     })?;
+    // The header's size is checked before the parser reads it (hubert-xlarge's is ~60 KB).
+    let header_len = mmap
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(|| ckpt_err("shorter than a safetensors header".into()))?;
+    if header_len > MAX_SAFETENSORS_HEADER {
+        return Err(ckpt_err(format!(
+            "safetensors header of {header_len} bytes is larger than the {MAX_SAFETENSORS_HEADER} \
+             this reader accepts"
+        )));
+    }
     let st = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| ckpt_err(e.to_string()))?;
     let mut out = Vec::with_capacity(st.len());
     for (name, view) in st.tensors() {

@@ -246,3 +246,118 @@ fn do_normalize_is_read_per_family() {
         }
     }
 }
+
+/// A `pytorch_model.bin` (zip) holding `pickle` as its state dict and `storage` as storage `0`.
+fn torch_zip(pickle: &[u8], storage: &[u8]) -> tempfile::TempDir {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["config.json", "preprocessor_config.json"] {
+        std::fs::copy(fixture("tiny-base").join(f), tmp.path().join(f)).unwrap();
+    }
+    let file = std::fs::File::create(tmp.path().join("pytorch_model.bin")).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", opts).unwrap();
+    zip.write_all(pickle).unwrap();
+    zip.start_file("archive/data/0", opts).unwrap();
+    zip.write_all(storage).unwrap();
+    zip.finish().unwrap();
+    tmp
+}
+
+/// The pickle of `{name: tensor}` (protocol 2, as `torch.save` writes it) for a float tensor of
+/// `size` / `stride` over storage `0` of `numel` elements.
+fn state_dict_pickle(name: &str, numel: u32, size: &[u32], stride: &[u32]) -> Vec<u8> {
+    let mut p = vec![0x80, 2, b'}', b'(', b'X'];
+    p.extend((name.len() as u32).to_le_bytes());
+    p.extend(name.as_bytes());
+    p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage");
+    p.extend(b"ctorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ");
+    p.extend(numel.to_le_bytes());
+    p.extend(b"tQK\x00(");
+    for &s in size {
+        p.push(b'J');
+        p.extend(s.to_le_bytes());
+    }
+    p.extend(b"t(");
+    for &s in stride {
+        p.push(b'J');
+        p.extend(s.to_le_bytes());
+    }
+    p.extend(b"t\x89ccollections\nOrderedDict\n)RtRu.");
+    p
+}
+
+#[test]
+fn a_hand_made_torch_zip_loads_through_the_bounded_reader() {
+    // The reader itself on a well-formed file: one 2x2 tensor (a real checkpoint is checked by
+    // the parity tests on the *-bin fixtures).
+    let tmp = torch_zip(
+        &state_dict_pickle("w", 4, &[2, 2], &[2, 1]),
+        &[1f32, 2., 3., 4.].map(f32::to_le_bytes).concat(),
+    );
+    let tensors =
+        hubert_core::pickle::read_checkpoint(&tmp.path().join("pytorch_model.bin")).unwrap();
+    assert_eq!(tensors.len(), 1);
+    assert_eq!(tensors[0].0, "w");
+    let v: Vec<Vec<f32>> = tensors[0].1.to_vec2().unwrap();
+    assert_eq!(v, [[1., 2.], [3., 4.]]);
+}
+
+#[test]
+fn a_shape_larger_than_its_storage_is_refused_naming_the_tensor() {
+    // [2^20, 2^20] over 4 bytes: 4.4 TB if allocated from the declared shape.
+    let tmp = torch_zip(
+        &state_dict_pickle(
+            "encoder.layer_norm.weight",
+            1,
+            &[1 << 20, 1 << 20],
+            &[1 << 20, 1],
+        ),
+        &[0; 4],
+    );
+    let err = load_err(tmp.path());
+    assert!(err.contains("tensor `encoder.layer_norm.weight`"), "{err}");
+    assert!(err.contains("larger than its storage"), "{err}");
+    assert!(err.contains("pytorch_model.bin"), "{err}");
+    // A storage that declares more elements than its zip entry holds.
+    let tmp = torch_zip(&state_dict_pickle("w", 1 << 30, &[4], &[1]), &[0; 16]);
+    let err = load_err(tmp.path());
+    assert!(
+        err.contains("tensor `w`") && err.contains("holds 16 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_memo_expansion_bomb_is_refused() {
+    // "Billion laughs": nine levels of ten references to the level below (a few hundred
+    // bytes; a reader that copies memo entries builds 10^9 objects).
+    let mut p = vec![0x80, 2, b')', b'q', 0];
+    for level in 1..=9u8 {
+        p.push(b'(');
+        for _ in 0..10 {
+            p.extend([b'h', level - 1]);
+        }
+        p.extend([b't', b'q', level]);
+    }
+    p.push(b'.');
+    let tmp = torch_zip(&p, &[]);
+    let err = load_err(tmp.path());
+    assert!(err.contains("memo-expansion"), "{err}");
+    assert!(err.contains("pytorch_model.bin"), "{err}");
+}
+
+#[test]
+fn an_oversized_safetensors_header_is_refused() {
+    let tmp = edited_copy(|_| {});
+    let mut bytes = (1u64 << 40).to_le_bytes().to_vec();
+    bytes.extend(b"{}");
+    std::fs::write(tmp.path().join("model.safetensors"), bytes).unwrap();
+    let err = load_err(tmp.path());
+    assert!(
+        err.contains("header") && err.contains("model.safetensors"),
+        "{err}"
+    );
+}
