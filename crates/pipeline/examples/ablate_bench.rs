@@ -138,6 +138,7 @@ fn main() -> Result<()> {
             dim,
             skipped: &[],
             padded: &[],
+            settings: None,
         },
     )?;
     drop(stats);
