@@ -1111,8 +1111,13 @@ fn choose(
 /// The bootstrap seed of a cell: from the run's seed and the cell's label, so a cell's interval
 /// does not depend on which other cells the grid holds.
 fn bootstrap_seed(seed: u64, label: &str) -> u64 {
-    let digest = crate::store::sha256_hex(format!("{seed}\0{label}").as_bytes());
-    u64::from_str_radix(&digest[..16], 16).unwrap_or(seed)
+    // FNV-1a, 64-bit (stable across Rust releases, unlike std's hasher).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.to_le_bytes().iter().chain(label.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// Percentile paired bootstrap of the mean of `diffs` (seeded).
