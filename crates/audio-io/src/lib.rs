@@ -81,9 +81,9 @@ pub mod tuning {
 pub const TARGET_SAMPLE_RATE: u32 = 16_000;
 
 /// Lowest accepted sample rate: below this a header is corrupt, not a recording.
-pub(crate) const MIN_SAMPLE_RATE: u32 = 1_000;
+pub const MIN_SAMPLE_RATE: u32 = 1_000;
 /// Highest accepted sample rate (4 x 192 kHz); also bounds the resampler's alignment work.
-pub(crate) const MAX_SAMPLE_RATE: u32 = 768_000;
+pub const MAX_SAMPLE_RATE: u32 = 768_000;
 
 /// Header facts of an audio file, from [`probe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
