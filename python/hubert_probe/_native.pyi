@@ -43,7 +43,7 @@ class ModelInfo(TypedDict):
     weights: str
 
 class Model:
-    """A loaded checkpoint (HuBERT, wav2vec 2.0, data2vec-audio, DistilHuBERT, ...)."""
+    """A loaded checkpoint in the hub layout (any architecture hubert-core loads)."""
 
     @staticmethod
     def from_pretrained(

@@ -195,8 +195,8 @@ fn ndarray<'py, T: Element>(
     Ok(array.into_pyarray(py))
 }
 
-/// A loaded model: HuBERT, wav2vec 2.0, WavLM-style or data2vec-audio checkpoint in the hub
-/// layout. Create one with `Model.from_pretrained`.
+/// A loaded checkpoint in the hub layout (any architecture hubert-core loads). Create one with
+/// `Model.from_pretrained`.
 #[pyclass(module = "hubert_probe", name = "Model", frozen)]
 struct Model {
     hubert: Hubert,
