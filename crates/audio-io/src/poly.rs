@@ -479,6 +479,10 @@ mod avx2 {
 
     use super::{PolyFilter, R};
 
+    /// The sum of the 8 lanes of `v`.
+    ///
+    /// # Safety
+    /// AVX2 + FMA present (the caller checked the CPU).
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
@@ -511,13 +515,13 @@ mod avx2 {
         hsum(_mm256_add_ps(a0, a1))
     }
 
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
     /// `R` = 8 dot products sharing the coefficient row `c` (`n` = `c.len()`, a multiple
     /// of 8): lane `r` of the result is `sum_i c[i] * x[r q + i]`.
     ///
     /// # Safety
     /// AVX2 + FMA present; `x` has at least `7 q + n` readable elements.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
     unsafe fn dot8(c: &[f32], x: *const f32, q: usize) -> __m256 {
         let n = c.len();
         let cp = c.as_ptr();

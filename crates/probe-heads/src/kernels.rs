@@ -68,10 +68,14 @@ impl Simd for Portable {
     fn splat(v: f32) -> Self {
         Portable([v; LANES])
     }
+    /// # Safety
+    /// As the trait method: `p` valid for the lanes it touches.
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
         Portable(std::ptr::read_unaligned(p as *const [f32; LANES]))
     }
+    /// # Safety
+    /// As the trait method: `p` valid for the lanes it touches.
     #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
         std::ptr::write_unaligned(p as *mut [f32; LANES], self.0)
@@ -139,10 +143,14 @@ mod avx2 {
         fn splat(v: f32) -> Self {
             Avx2(unsafe { _mm256_set1_ps(v) })
         }
+        /// # Safety
+        /// As the trait method: `p` valid for the lanes it touches.
         #[inline(always)]
         unsafe fn load(p: *const f32) -> Self {
             Avx2(_mm256_loadu_ps(p))
         }
+        /// # Safety
+        /// As the trait method: `p` valid for the lanes it touches.
         #[inline(always)]
         unsafe fn store(self, p: *mut f32) {
             _mm256_storeu_ps(p, self.0)
@@ -330,13 +338,13 @@ unsafe fn dots<S: Simd>(w: *const f32, xs: &[*const f32; BLOCK], dim: usize) -> 
     out
 }
 
+#[inline(always)]
 /// Weight-gradient row `grad[i] = Σ_k dcol[k] · x[offsets[k] + i]` for `i < in_dim`, eight
 /// independent accumulators wide so the FMA latency is hidden.
 ///
 /// # Safety
 /// Every `offsets[k] + in_dim` is within `x`; `offsets.len()` is a multiple of [`BLOCK`] and
 /// equals `dcol.len()`; `grad` valid for writing `in_dim` floats.
-#[inline(always)]
 unsafe fn grad_row<S: Simd>(
     x: *const f32,
     offsets: &[usize],
@@ -400,14 +408,14 @@ pub(crate) fn split(n: usize, part: usize, parts: usize) -> std::ops::Range<usiz
     (n * part / parts)..(n * (part + 1) / parts)
 }
 
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
 /// `z[k * out_dim + o] = b[o] + W[o] · x[rows[k] * in_dim..]` for `o` in `o_range` and every
 /// `k` (`rows.len()` a multiple of [`BLOCK`]); with `a`, also `a[k * out_dim + o] = max(z, 0)`.
 ///
 /// # Safety
 /// `w` holds `[out_dim, in_dim]`, `b` `[out_dim]`; every `rows[k]` is a row of `x`; `z` (and `a`)
 /// hold `rows.len() * out_dim` floats; no other thread accesses columns `o_range` of `z`/`a`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
 pub(crate) unsafe fn dense_forward<S: Simd>(
     w: *const f32,
     b: *const f32,
@@ -438,14 +446,14 @@ pub(crate) unsafe fn dense_forward<S: Simd>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
 /// Input gradient through a ReLU: `dx[k][i] = (z_in[k][i] > 0) · Σ_o dz[k][o] · W[o][i]` for
 /// columns `i` in `i_range` and `n_blocks * BLOCK` rows.
 ///
 /// # Safety
 /// `w` holds `[out_dim, in_dim]`; `dz` `[rows, out_dim]`; `z_in` and `dx` `[rows, in_dim]`;
 /// `i_range.start` is a multiple of [`LANES`]; no other thread accesses columns `i_range` of `dx`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
 pub(crate) unsafe fn dense_input_grad<S: Simd>(
     w: *const f32,
     in_dim: usize,
@@ -526,17 +534,16 @@ pub(crate) struct NextForward<'a> {
     pub a: SharedPtr,
 }
 
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
 /// Fused per-row pass over output rows `o_range`: `gW[o] = Σ_k dz[k][o] · x[rows[k]]` into an
 /// L1-resident row buffer, Adam update of `W[o]` and `b[o]`, then, when `next` is given, the
 /// next batch's pre-activation `W[o] · x_next + b[o]` with the updated row while it is still in
 /// cache. Each weight row is thus streamed from memory once per step.
 ///
 /// # Safety
-/// `rows.len()` is a multiple of [`BLOCK`] and every row is a row of `x` (width `in_dim`);
-/// padded rows have `dz == 0`; `dz` holds `[rows, out_dim]`; no other thread touches rows
-/// `o_range` of the layer or columns `o_range` of `next`'s outputs.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
+/// `rows.len()` is a multiple of [`BLOCK`], each row a row of `x` (width `in_dim`), padded rows
+/// with `dz == 0`, `dz` `[rows, out_dim]`; no other thread touches rows/columns `o_range`.
 pub(crate) unsafe fn dense_update<S: Simd>(
     layer: LayerPtrs,
     o_range: std::ops::Range<usize>,

@@ -315,6 +315,10 @@ pub(crate) fn forward(layers: &[Dense], x: &[f32], n_rows: usize) -> Vec<f32> {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+/// [`forward`] compiled for AVX2 + FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
 unsafe fn forward_avx2(layers: &[Dense], x: &[f32], n_rows: usize) -> Vec<f32> {
     forward_impl::<kernels::Avx2>(layers, x, n_rows)
 }

@@ -560,10 +560,15 @@ fn run_part_dispatch(shared: &Shared<'_>, part: usize, use_fma: bool) -> f64 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+/// `run_part` compiled for AVX2 + FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA, and `run_part`'s own conditions hold.
 unsafe fn run_part_avx2(shared: &Shared<'_>, part: usize) -> f64 {
     run_part::<kernels::Avx2>(shared, part)
 }
 
+#[inline(always)]
 /// Thread `part`'s share of one epoch (SPMD: every thread runs every phase on its slice of
 /// output rows or input columns, with a barrier wherever a phase reads another thread's
 /// output). Summation orders do not depend on the number of threads, so results are
@@ -572,7 +577,6 @@ unsafe fn run_part_avx2(shared: &Shared<'_>, part: usize) -> f64 {
 /// # Safety
 /// All threads of the epoch call this with distinct `part < shared.parts` and the pointers in
 /// `shared` are valid for the epoch.
-#[inline(always)]
 unsafe fn run_part<S: kernels::Simd>(sh: &Shared<'_>, part: usize) -> f64 {
     let cfg = sh.cfg;
     let parts = sh.parts;

@@ -331,13 +331,13 @@ pub fn gemm_new(
     c
 }
 
+#[allow(clippy::too_many_arguments)]
 /// [`gemm`] on raw pointers, for callers that write disjoint column ranges of one buffer from
 /// several threads.
 ///
 /// # Safety
 /// `a` must be valid for reads of `(m - 1) * lda + b.k()` values and `c` for reads and writes of
 /// `(m - 1) * ldc + b.n()`, with no other thread touching the `m x n` tile of `c` meanwhile.
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_raw(
     m: usize,
     a: *const f32,
@@ -364,12 +364,12 @@ pub unsafe fn gemm_raw(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// The product through the `gemm` crate, B stored `[k, n]` row-major in `w`.
 ///
 /// # Safety
 /// As [`gemm_raw`]: `a` valid for reads of `(m - 1) * lda + k` values, `c` for reads and writes
 /// of `(m - 1) * ldc + n`, the tile of `c` not touched by another thread meanwhile.
-#[allow(clippy::too_many_arguments)]
 unsafe fn portable(
     m: usize,
     n: usize,
@@ -501,13 +501,13 @@ pub fn to_bf16(x: &[f32]) -> Vec<u16> {
     out
 }
 
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 /// Picks how the tasks read A (packed, in place, or rounded to bf16 once) and runs them.
 ///
 /// # Safety
 /// As [`gemm_raw`]; `b` is packed for an AVX-512 kernel, which the CPU runs
 /// ([`PackedB::new`] checks the detector).
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn blocked(
     m: usize,
     a: *const f32,
@@ -533,16 +533,16 @@ unsafe fn blocked(
     run_tasks(m, lhs, lda, b, c, ldc, init, threads);
 }
 
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 /// [`gemm_raw`] with A given as bf16 bit patterns ([`bf16_bits`]), `lda` values apart: no
 /// rounding pass over A. For B packed for [`Kernel::Avx512Bf16`] with an even `k`.
 ///
-/// # Safety
-/// As [`gemm_raw`], with `a` valid for reads of `(m - 1) * lda + b.k()` bf16 values.
-///
 /// # Panics
 /// If B is not packed for the bf16 kernel or `k` is odd.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
+///
+/// # Safety
+/// As [`gemm_raw`], with `a` valid for reads of `(m - 1) * lda + b.k()` bf16 values.
 pub unsafe fn gemm_bf16_rows(
     m: usize,
     a: *const u16,
@@ -567,14 +567,14 @@ pub unsafe fn gemm_bf16_rows(
     run_tasks(m, lhs, lda, b, c, ldc, init, threads.max(1));
 }
 
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 /// Runs the product's tasks over row blocks (and column panels when there are fewer row
 /// blocks than threads).
 ///
 /// # Safety
 /// As [`gemm_raw`], with A read through `lhs` (f32 or bf16 rows as its variant says) and `b`
 /// packed for an AVX-512 kernel the CPU runs.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn run_tasks(
     m: usize,
     lhs: LhsPtr,
@@ -647,6 +647,7 @@ mod x86 {
         DirectBf16(*const u16),
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// Rows `rows.0..rows.1` x panels `cols.0..cols.1` of the product.
     ///
     /// # Safety
@@ -654,7 +655,6 @@ mod x86 {
     /// depth of `b`; `c` readable and writable for those rows (`ldc` apart) and the columns of
     /// panels `cols.0..cols.1`, which no other thread touches meanwhile; the CPU must run the
     /// kernel `b` is packed for.
-    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn block_task(
         rows: (usize, usize),
         cols: (usize, usize),
@@ -818,13 +818,13 @@ mod x86 {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// Packs A[ic..ic+mc, k0..k0+kc] (units) as `tiles` panels of [kc][MR], rounding to bf16
     /// pairs for the bf16 kernel.
     ///
     /// # Safety
     /// `a` must be readable for rows `ic..ic + mc` (`lda` apart) over the `kc` units from `k0`
     /// (bounded by `k`), and `apack` hold `tiles * kc * MR` slots.
-    #[allow(clippy::too_many_arguments)]
     unsafe fn pack(
         apack: &mut [u32],
         a: *const f32,
@@ -868,13 +868,13 @@ mod x86 {
         }
     }
 
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     /// The f32 case of [`pack`] with one masked gather of the tile's 14 rows per k (the scalar
     /// transposition costs more than the gathers on the conv layers' long rows).
     ///
     /// # Safety
     /// As [`pack`] (f32 units), `lda * 15` fitting in an `i32`, and the CPU must have AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn pack_f32(
         apack: &mut [u32],
         a: *const f32,
@@ -899,11 +899,11 @@ mod x86 {
         }
     }
 
+    #[inline(always)]
     /// Loads the starting tile (bias rows, C, or zeros) for `rows` valid rows.
     /// # Safety
     /// With `Start::Bias`, the pointer reads the masked columns of one row; with `Start::Load`,
     /// `c` reads `rows` rows (`ldc` apart) of the masked columns. The CPU must have AVX-512F.
-    #[inline(always)]
     unsafe fn start_tile<const R: usize>(
         start: Start,
         rows: usize,
@@ -934,12 +934,12 @@ mod x86 {
         acc
     }
 
+    #[inline(always)]
     /// Stores the first `rows` rows of a tile, masked columns only.
     ///
     /// # Safety
     /// `c` must be writable for `rows` rows (`ldc` apart) of the masked columns, and the CPU
     /// must have AVX-512F.
-    #[inline(always)]
     unsafe fn store_tile<const R: usize>(
         acc: &[[__m512; 2]; R],
         rows: usize,
@@ -970,12 +970,12 @@ mod x86 {
         };
     }
 
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     /// [`tile_f32`] with as many rows as `rows` needs.
     ///
     /// # Safety
     /// As [`tile_f32`].
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
     unsafe fn kernel_f32<const DIRECT: bool>(
         rows: usize,
         kc: usize,
@@ -996,12 +996,12 @@ mod x86 {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     /// [`tile_bf16`] with as many rows as `rows` needs.
     ///
     /// # Safety
     /// As [`tile_bf16`].
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
     unsafe fn kernel_bf16<const DIRECT: bool>(
         rows: usize,
         kc: usize,
@@ -1022,14 +1022,14 @@ mod x86 {
         )
     }
 
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     /// `R x NR` tile (`R <= MR`): `kc` steps of 2 B loads, `R` broadcasts of A, `2 R` FMAs. A is a
     /// packed `[kc][MR]` panel, or with `DIRECT` rows `lda` apart read in place.
     ///
     /// # Safety
     /// `a` must be readable for `kc` steps of the panel (`R` rows; `lda` apart with `DIRECT`),
     /// `b` for `kc * NR` values, `c` as [`start_tile`] / [`store_tile`] need; AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn tile_f32<const DIRECT: bool, const R: usize>(
         rows: usize,
         kc: usize,
@@ -1058,13 +1058,13 @@ mod x86 {
         store_tile(&acc, rows, c, ldc, m0, m1);
     }
 
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
     /// The bf16 tile: each step is a k-pair, `vdpbf16ps` adds both products to the f32 lanes.
     /// A is a packed `[kc][MR]` panel of pairs, or with `DIRECT` bf16 rows `lda` values apart.
     ///
     /// # Safety
     /// As [`tile_f32`] with bf16 pairs in `a` and `b`; the CPU must have AVX512_BF16.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn tile_bf16<const DIRECT: bool, const R: usize>(
         rows: usize,
         kc: usize,

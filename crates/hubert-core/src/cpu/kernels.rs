@@ -239,21 +239,21 @@ macro_rules! multiversion {
             fn generic($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
                 /// The body compiled for AVX-512.
                 ///
                 /// # Safety
                 /// The CPU must have AVX-512 F/DQ/VL/BW, AVX2 and FMA
                 /// ([`$crate::cpu::features`] says [`$crate::cpu::Isa::Avx512`]).
-                #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
                 unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                     generic($($arg),*)
                 }
+                #[target_feature(enable = "avx2,fma")]
                 /// The body compiled for AVX2 + FMA.
                 ///
                 /// # Safety
                 /// The CPU must have AVX2 and FMA ([`$crate::cpu::features`] says
                 /// [`$crate::cpu::Isa::Avx2`] or wider).
-                #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     generic($($arg),*)
                 }
