@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """PyTorch/transformers side of the extraction benchmark (see scripts/bench_extract.sh).
 
-Runs transformers' HubertModel on the same kind of clips, batch sizes and thread count as the
-Rust bench (`cargo bench -p hubert-core --bench extract`), and prints one JSON line per
-(clip length, batch size) plus the process's peak RSS. The timed region is the same as the Rust
+Runs transformers' model of the checkpoint's family (AutoModel: HubertModel, Wav2Vec2Model,
+WavLMModel, ...) on the same kind of clips, batch sizes and thread count as the Rust bench
+(`cargo bench -p hubert-core --bench extract`), and prints one JSON line per (clip length,
+batch size) plus the process's peak RSS. The timed region is the same as the Rust
 side's: per-clip normalisation (Wav2Vec2FeatureExtractor semantics) + forward + mean pooling.
 """
 import argparse
@@ -13,7 +14,7 @@ import time
 
 import numpy as np
 import torch
-from transformers import HubertModel
+from transformers import AutoModel
 
 
 def clip(samples: int, seed: int) -> np.ndarray:
@@ -41,7 +42,9 @@ def main():
     # On a GPU, kernels run asynchronously: wait for them before reading the clock.
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
-    model = HubertModel.from_pretrained(args.model, dtype=dtype).to(device).eval()
+    # AutoModel picks the checkpoint's own family (HubertModel, Wav2Vec2Model, WavLMModel, ...)
+    # from config.json, so both sides run the same architecture.
+    model = AutoModel.from_pretrained(args.model, dtype=dtype).to(device).eval()
     sync()
     load_s = time.perf_counter() - t0
     for secs in [float(s) for s in args.seconds.split(",")]:
