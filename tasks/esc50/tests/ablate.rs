@@ -3,41 +3,17 @@
 //! the one-at-a-time grid is filled, the outputs and plots are written, and a narrower grid
 //! reproduces the same cells exactly.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Output;
 
+use pipeline::testing::tiny_model_dir;
 use pipeline::testing::{assert_fails_with, assert_success as ok, task_in};
-use pipeline::testing::{class_tone, tiny_model_dir, write_wav, WavEncoding};
 
-const CATEGORIES: [&str; 5] = ["dog", "rooster", "pig", "cow", "frog"];
-
-/// `ESC-50-master/` under `parent`: 5 classes x 5 folds x 2 takes of one source clip.
-fn make_corpus(parent: &Path) -> PathBuf {
-    let root = parent.join("ESC-50-master");
-    let mut csv = String::from("filename,fold,target,category,esc10,src_file,take\n");
-    for fold in 1..=5u32 {
-        for (target, category) in CATEGORIES.iter().enumerate() {
-            let src = 100_000 + fold as usize * 100 + target;
-            for (t, take) in ["A", "B"].iter().enumerate() {
-                let name = format!("{fold}-{src}-{take}-{target}.wav");
-                let seed = (fold as u64) * 1000 + target as u64 * 10 + t as u64;
-                let audio = class_tone(target, seed, 1.0, 44_100);
-                write_wav(
-                    &root.join("audio").join(&name),
-                    44_100,
-                    1,
-                    WavEncoding::Pcm16,
-                    &audio,
-                );
-                csv.push_str(&format!(
-                    "{name},{fold},{target},{category},False,{src},{take}\n"
-                ));
-            }
-        }
-    }
-    std::fs::create_dir_all(root.join("meta")).unwrap();
-    std::fs::write(root.join("meta/esc50.csv"), csv).unwrap();
-    root
+/// The shared corpus (`common::make_corpus`) with 1.0 s clips.
+fn make_corpus(parent: &Path) -> std::path::PathBuf {
+    common::make_corpus(parent, 1.0, &["A", "B"])
 }
 
 fn esc50(dir: &Path, data: &Path, args: &[&str]) -> Output {

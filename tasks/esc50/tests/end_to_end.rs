@@ -1,51 +1,20 @@
 //! ESC-50 end to end on a small corpus in the exact official layout (44.1 kHz mono 16-bit 5 s
 //! WAVs, the real CSV header and file naming, five folds), served as a zip from 127.0.0.1.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
-use pipeline::testing::{class_tone, write_wav, zip_dir, TestServer, WavEncoding};
 use pipeline::testing::{task, task_in};
+use pipeline::testing::{zip_dir, TestServer};
 
-const CATEGORIES: [(&str, bool); 5] = [
-    ("dog", true),
-    ("rooster", true),
-    ("pig", false),
-    ("cow", false),
-    ("frog", false),
-];
-
-/// Writes `ESC-50-master/` under `parent`: 5 classes x 5 folds x 2 takes of one source clip.
-fn make_corpus(parent: &Path) -> PathBuf {
-    let root = parent.join("ESC-50-master");
-    let mut csv = String::from("filename,fold,target,category,esc10,src_file,take\n");
-    for fold in 1..=5u32 {
-        for (target, (category, esc10)) in CATEGORIES.iter().enumerate() {
-            let src = 100_000 + fold as usize * 100 + target;
-            for (t, take) in ["A", "B"].iter().enumerate() {
-                let name = format!("{fold}-{src}-{take}-{target}.wav");
-                let seed = (fold as u64) * 1000 + target as u64 * 10 + t as u64;
-                let audio = class_tone(target, seed, 5.0, 44_100);
-                write_wav(
-                    &root.join("audio").join(&name),
-                    44_100,
-                    1,
-                    WavEncoding::Pcm16,
-                    &audio,
-                );
-                let esc10 = if *esc10 { "True" } else { "False" };
-                csv.push_str(&format!(
-                    "{name},{fold},{target},{category},{esc10},{src},{take}\n"
-                ));
-            }
-        }
-    }
-    std::fs::create_dir_all(root.join("meta")).unwrap();
-    std::fs::write(root.join("meta/esc50.csv"), csv).unwrap();
-    root
+/// The shared corpus (`common::make_corpus`) with 5.0 s clips.
+fn make_corpus(parent: &Path) -> std::path::PathBuf {
+    common::make_corpus(parent, 5.0, &["A", "B"])
 }
 
 fn esc50(dir: &Path, args: &[&str]) -> Command {

@@ -1,42 +1,17 @@
 //! Per-layer probes, the learned layer weighting, every plot, and the cross-task report, end to
 //! end on a generated ESC-50 corpus (official layout) with the tiny fixture model.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Output;
 
+use pipeline::testing::tiny_model_dir;
 use pipeline::testing::{assert_success as ok, task_in};
-use pipeline::testing::{class_tone, tiny_model_dir, write_wav, WavEncoding};
 
-const CATEGORIES: [&str; 5] = ["dog", "rooster", "pig", "cow", "frog"];
-
-/// Writes `ESC-50-master/` under `parent`: 5 classes x 5 folds x 2 takes of one source clip,
-/// as in `end_to_end.rs`.
-fn make_corpus(parent: &Path) -> PathBuf {
-    let root = parent.join("ESC-50-master");
-    let mut csv = String::from("filename,fold,target,category,esc10,src_file,take\n");
-    for fold in 1..=5u32 {
-        for (target, category) in CATEGORIES.iter().enumerate() {
-            let src = 100_000 + fold as usize * 100 + target;
-            for (t, take) in ["A", "B"].iter().enumerate() {
-                let name = format!("{fold}-{src}-{take}-{target}.wav");
-                let seed = (fold as u64) * 1000 + target as u64 * 10 + t as u64;
-                let audio = class_tone(target, seed, 5.0, 44_100);
-                write_wav(
-                    &root.join("audio").join(&name),
-                    44_100,
-                    1,
-                    WavEncoding::Pcm16,
-                    &audio,
-                );
-                csv.push_str(&format!(
-                    "{name},{fold},{target},{category},False,{src},{take}\n"
-                ));
-            }
-        }
-    }
-    std::fs::create_dir_all(root.join("meta")).unwrap();
-    std::fs::write(root.join("meta/esc50.csv"), csv).unwrap();
-    root
+/// The shared corpus (`common::make_corpus`) with 5.0 s clips.
+fn make_corpus(parent: &Path) -> std::path::PathBuf {
+    common::make_corpus(parent, 5.0, &["A", "B"])
 }
 
 /// `esc50 <args>` with every folder under `dir`.
