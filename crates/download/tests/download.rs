@@ -224,16 +224,16 @@ fn serve(files: &[(&str, &[u8])]) -> Server {
 // Fixtures
 // ---------------------------------------------------------------------------------------------
 
-/// Deterministic incompressible bytes.
+/// Deterministic incompressible bytes (a 64-bit LCG).
 fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let step = |x: u64| {
+        x.wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+    };
+    let mut x = step(seed);
     (0..len)
         .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = step(x);
             (x >> 33) as u8
         })
         .collect()
@@ -346,16 +346,26 @@ fn dirs() -> Dirs {
     }
 }
 
-fn resource(url: String, file_name: &str, bytes: &[u8], unpack: Unpack) -> Resource {
+/// A resource of the "test" dataset with no md5 or size to verify.
+fn unverified(url: impl Into<String>, file_name: &str, unpack: Unpack) -> Resource {
     Resource {
-        url,
+        url: url.into(),
         file_name: file_name.to_owned(),
-        md5: Some(md5_hex(bytes)),
-        size: Some(bytes.len() as u64),
+        md5: None,
+        size: None,
         unpack,
         dataset: "test".into(),
         roots: Vec::new(),
         expected: Expected::default(),
+    }
+}
+
+/// A resource of the "test" dataset verified against `bytes` (md5 and size).
+fn resource(url: String, file_name: &str, bytes: &[u8], unpack: Unpack) -> Resource {
+    Resource {
+        md5: Some(md5_hex(bytes)),
+        size: Some(bytes.len() as u64),
+        ..unverified(url, file_name, unpack)
     }
 }
 
@@ -511,16 +521,7 @@ fn not_found_names_the_status_and_url() {
     let server = serve(&[]);
     let d = dirs();
     let url = server.url("ESC-50-master.zip");
-    let res = Resource {
-        url: url.clone(),
-        file_name: "ESC-50-master.zip".into(),
-        md5: None,
-        size: None,
-        unpack: Unpack::Zip,
-        dataset: "test".into(),
-        roots: Vec::new(),
-        expected: Expected::default(),
-    };
+    let res = unverified(url.clone(), "ESC-50-master.zip", Unpack::Zip);
     let err = fetch(&res, &d.opts).unwrap_err();
     assert!(
         matches!(&err, DownloadError::Http { status: 404, url: u, .. } if *u == url),
@@ -585,16 +586,7 @@ fn server_without_range_support_restarts_cleanly() {
     });
     let d = dirs();
     // No md5/size: only a clean restart (truncate, not append) gives the right bytes.
-    let res = Resource {
-        url: server.url("f.bin"),
-        file_name: "f.bin".into(),
-        md5: None,
-        size: None,
-        unpack: Unpack::None,
-        dataset: "test".into(),
-        roots: Vec::new(),
-        expected: Expected::default(),
-    };
+    let res = unverified(server.url("f.bin"), "f.bin", Unpack::None);
     let path = fetch(&res, &d.opts).unwrap();
     assert_eq!(fs::read(path).unwrap(), body);
     let seen = server.requests();
@@ -786,16 +778,11 @@ fn corrupt_archives_are_errors_not_panics() {
 #[test]
 fn manual_download_says_what_to_open_and_where_to_save() {
     let d = dirs();
-    let res = Resource {
-        url: "https://zenodo.org/record/1203745/files/UrbanSound8K.tar.gz".into(),
-        file_name: "UrbanSound8K.tar.gz".into(),
-        md5: None,
-        size: None,
-        unpack: Unpack::TarGz,
-        dataset: "test".into(),
-        roots: Vec::new(),
-        expected: Expected::default(),
-    };
+    let res = unverified(
+        "https://zenodo.org/record/1203745/files/UrbanSound8K.tar.gz",
+        "UrbanSound8K.tar.gz",
+        Unpack::TarGz,
+    );
     let err = manual_download(&res, &d.opts, "Zenodo asks for a form");
     let msg = err.to_string();
     assert!(matches!(err, DownloadError::Manual { .. }));
@@ -826,16 +813,7 @@ fn manual_download_says_what_to_open_and_where_to_save() {
 #[test]
 fn bad_file_names_are_rejected() {
     let d = dirs();
-    let res = Resource {
-        url: "http://127.0.0.1:9/x".into(),
-        file_name: "../escape.zip".into(),
-        md5: None,
-        size: None,
-        unpack: Unpack::None,
-        dataset: "test".into(),
-        roots: Vec::new(),
-        expected: Expected::default(),
-    };
+    let res = unverified("http://127.0.0.1:9/x", "../escape.zip", Unpack::None);
     let err = fetch(&res, &d.opts).unwrap_err();
     assert!(err.to_string().contains("escape.zip"), "{err}");
     assert!(!d.root.join("data/escape.zip").exists());
@@ -1182,11 +1160,7 @@ fn downloads_stop_at_the_download_cap() {
         });
         let mut d = dirs();
         d.opts.limits.max_download_bytes = Some(100_000);
-        let res = Resource {
-            md5: None,
-            size: None,
-            ..resource(server.url("f.bin"), "f.bin", &body, Unpack::None)
-        };
+        let res = unverified(server.url("f.bin"), "f.bin", Unpack::None);
         let err = fetch(&res, &d.opts).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, DownloadError::Limit(_)), "{err:?}");
@@ -1205,11 +1179,7 @@ fn a_bad_cached_archive_is_moved_aside_and_fetched_again() {
     let html = b"<html><body>Service unavailable</body></html>";
     let server = serve(&[("a.zip", &zip)]);
     let d = dirs();
-    let res = Resource {
-        md5: None,
-        size: None,
-        ..resource(server.url("a.zip"), "a.zip", &zip, Unpack::Zip)
-    };
+    let res = unverified(server.url("a.zip"), "a.zip", Unpack::Zip);
     fs::create_dir_all(&d.opts.cache_dir).unwrap();
     fs::write(d.opts.cache_dir.join("a.zip"), html).unwrap();
     fetch(&res, &d.opts).unwrap();
@@ -1222,11 +1192,7 @@ fn a_bad_cached_archive_is_moved_aside_and_fetched_again() {
     // next run downloads it again.
     let server = serve(&[("b.zip", html)]);
     let d = dirs();
-    let res = Resource {
-        md5: None,
-        size: None,
-        ..resource(server.url("b.zip"), "b.zip", html, Unpack::Zip)
-    };
+    let res = unverified(server.url("b.zip"), "b.zip", Unpack::Zip);
     let err = fetch(&res, &d.opts).unwrap_err();
     assert!(matches!(err, DownloadError::BadArchive { .. }), "{err:?}");
     assert!(err.to_string().contains("b.zip.bad"), "{err}");

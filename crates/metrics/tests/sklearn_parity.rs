@@ -12,19 +12,11 @@ fn fixture() -> Value {
 }
 
 fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
+    serde_json::from_value(v.clone()).unwrap()
 }
 
 fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
+    serde_json::from_value(v.clone()).unwrap()
 }
 
 fn close(a: f64, b: f64, what: &str) {

@@ -49,11 +49,8 @@ fn mixture(n: usize, classes: usize) -> Vec<f32> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
+    // The value after the first `name` (other arguments, such as cargo's `--bench`, are ignored).
+    let arg = |name: &str| args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
     let repeats: usize = arg("--repeats").map_or(3, |r| r.parse().expect("--repeats R"));
     let method = arg("--method");
     let points: Option<usize> = arg("--points").map(|p| p.parse().expect("--points N"));

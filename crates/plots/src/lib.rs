@@ -31,6 +31,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -521,25 +522,16 @@ pub fn line_chart(
     let root = BitMapBackend::new(path, (820, 500)).into_drawing_area();
     let err = draw_err(path);
     root.fill(&WHITE).map_err(&err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, font(18.0))
-        .margin(14)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(-0.5..(n as f64 - 0.5), y_range.0..y_range.1)
-        .map_err(&err)?;
-    let labels = x_labels.to_vec();
-    chart
-        .configure_mesh()
-        .x_labels(n.min(30))
-        .x_label_formatter(&|x| category_label(&labels, *x))
-        .label_style(font(12.0))
-        .axis_desc_style(font(14.0))
-        .x_desc(x_title)
-        .y_desc(y_title)
-        .light_line_style(RGBColor(238, 238, 238))
-        .draw()
-        .map_err(&err)?;
+    let axes = (x_title, y_title);
+    let mut chart = category_axes(
+        &root,
+        path,
+        title,
+        x_labels,
+        axes,
+        y_range.0..y_range.1,
+        true,
+    )?;
     for (k, s) in series.iter().enumerate() {
         let color = class_color(k, series.len().max(3));
         if let Some(spread) = &s.spread {
@@ -628,26 +620,8 @@ pub fn bar_chart(
     let root = BitMapBackend::new(path, (820, 480)).into_drawing_area();
     let err = draw_err(path);
     root.fill(&WHITE).map_err(&err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, font(18.0))
-        .margin(14)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)
-        .map_err(&err)?;
-    let names = labels.to_vec();
-    chart
-        .configure_mesh()
-        .x_labels(n.min(30))
-        .x_label_formatter(&|x| category_label(&names, *x))
-        .disable_x_mesh()
-        .label_style(font(12.0))
-        .axis_desc_style(font(14.0))
-        .x_desc(x_title)
-        .y_desc(y_title)
-        .light_line_style(RGBColor(238, 238, 238))
-        .draw()
-        .map_err(&err)?;
+    let axes = (x_title, y_title);
+    let mut chart = category_axes(&root, path, title, labels, axes, 0.0..top, false)?;
     let color = RGBColor(49, 130, 189);
     chart
         .draw_series(values.iter().enumerate().map(|(i, &v)| {
@@ -671,6 +645,43 @@ pub fn bar_chart(
     Ok(())
 }
 
+/// The chart of `line_chart` and `bar_chart` on `root`: the caption `title`, one category per
+/// name along x (at 0, 1, ...), `y` up the side, and the mesh drawn with the names and the axis
+/// titles `(x, y)` (vertical grid lines only with `x_mesh`).
+fn category_axes<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    path: &Path,
+    title: &str,
+    names: &[String],
+    (x_title, y_title): (&str, &str),
+    y: std::ops::Range<f64>,
+    x_mesh: bool,
+) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    let err = draw_err(path);
+    let n = names.len();
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, font(18.0))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(-0.5..(n as f64 - 0.5), y)
+        .map_err(&err)?;
+    let label = |x: &f64| category_label(names, *x);
+    let mut mesh = chart.configure_mesh();
+    mesh.x_labels(n.min(30)).x_label_formatter(&label);
+    if !x_mesh {
+        mesh.disable_x_mesh();
+    }
+    mesh.label_style(font(12.0))
+        .axis_desc_style(font(14.0))
+        .x_desc(x_title)
+        .y_desc(y_title)
+        .light_line_style(RGBColor(238, 238, 238))
+        .draw()
+        .map_err(&err)?;
+    Ok(chart)
+}
+
 /// The label of a categorical x axis at `x`: the category's name at whole positions, nothing
 /// between them (plotters asks for labels at fractional positions too).
 fn category_label(names: &[String], x: f64) -> String {
@@ -680,6 +691,24 @@ fn category_label(names: &[String], x: f64) -> String {
     } else {
         String::new()
     }
+}
+
+/// How many points of a 2-d embedding have their nearest other point (Euclidean) in the same
+/// class: the tests' measure of a t-SNE or UMAP layout keeping clusters apart.
+#[cfg(test)]
+pub(crate) fn neighbour_agreement(e: &[[f32; 2]], y: &[usize]) -> usize {
+    (0..e.len())
+        .filter(|&i| {
+            let nn = (0..e.len())
+                .filter(|&j| j != i)
+                .min_by(|&a, &b| {
+                    let d = |j: usize| (e[i][0] - e[j][0]).powi(2) + (e[i][1] - e[j][1]).powi(2);
+                    d(a).total_cmp(&d(b))
+                })
+                .unwrap();
+            y[nn] == y[i]
+        })
+        .count()
 }
 
 /// Checks that `x` holds whole rows of `dim` finite values and returns the row count; errors

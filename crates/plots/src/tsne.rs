@@ -215,19 +215,7 @@ mod tests {
         let e = tsne(&x, 20, &cfg).unwrap();
         assert_eq!(e.len(), 120);
         // Nearest neighbour in the embedding has the same cluster for (nearly) every point.
-        let agree = (0..e.len())
-            .filter(|&i| {
-                let nn = (0..e.len())
-                    .filter(|&j| j != i)
-                    .min_by(|&a, &b| {
-                        let d =
-                            |j: usize| (e[i][0] - e[j][0]).powi(2) + (e[i][1] - e[j][1]).powi(2);
-                        d(a).total_cmp(&d(b))
-                    })
-                    .unwrap();
-                y[nn] == y[i]
-            })
-            .count();
+        let agree = crate::neighbour_agreement(&e, &y);
         // Each cluster is tight compared with the distance between cluster centres.
         let mut centres = Vec::new();
         let mut radius = 0.0_f32;

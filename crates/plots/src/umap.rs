@@ -957,22 +957,6 @@ mod tests {
         (x, y)
     }
 
-    fn neighbour_agreement(e: &[[f32; 2]], y: &[usize]) -> usize {
-        (0..e.len())
-            .filter(|&i| {
-                let nn = (0..e.len())
-                    .filter(|&j| j != i)
-                    .min_by(|&a, &b| {
-                        let d =
-                            |j: usize| (e[i][0] - e[j][0]).powi(2) + (e[i][1] - e[j][1]).powi(2);
-                        d(a).total_cmp(&d(b))
-                    })
-                    .unwrap();
-                y[nn] == y[i]
-            })
-            .count()
-    }
-
     #[test]
     fn clusters_separate_and_runs_repeat() {
         let (x, y) = mixture(5, 40, 30, 3);
@@ -984,7 +968,7 @@ mod tests {
         assert_eq!(u.points.len(), 200);
         assert_eq!(u.n_neighbors, 15);
         assert!(matches!(u.init, UmapInit::Components { components: 5, .. }));
-        let agree = neighbour_agreement(&u.points, &y);
+        let agree = crate::neighbour_agreement(&u.points, &y);
         assert!(
             agree >= 198,
             "{agree}/200 nearest neighbours in the same cluster"

@@ -53,11 +53,8 @@ fn synthetic(n: usize, dim: usize, n_classes: usize) -> (Vec<f32>, Vec<usize>, u
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
+    // The value after the first `name` (other arguments, such as cargo's `--bench`, are ignored).
+    let arg = |name: &str| args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
     let epochs: usize = arg("--epochs").map_or(5, |e| e.parse().expect("--epochs N"));
     let threads: usize = arg("--threads").map_or(2, |e| e.parse().expect("--threads N"));
     let (x, y, dim) = match arg("--data") {

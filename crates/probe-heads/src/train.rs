@@ -377,17 +377,23 @@ pub fn evaluate(probe: &Probe, data: &Dataset<'_>) -> (f64, f64) {
     let correct = pred.iter().zip(data.labels).filter(|(p, y)| p == y).count();
     let mut loss = 0.0_f64;
     for (row, &y) in z.chunks_exact(n_classes).zip(data.labels) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let lse = row
-            .iter()
-            .map(|&v| f64::from(v - max).exp())
-            .sum::<f64>()
-            .ln()
-            + f64::from(max);
-        loss += lse - f64::from(row[y]);
+        loss += cross_entropy(row, y);
     }
     let n = data.len() as f64;
     (correct as f64 / n, loss / n)
+}
+
+/// `-log_softmax(row)[y] = logsumexp(row) - row[y]`, in f64 (as PyTorch's `cross_entropy`): not
+/// clamped, so logits that overflowed give a non-finite loss.
+pub(crate) fn cross_entropy(row: &[f32], y: usize) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = row
+        .iter()
+        .map(|&v| f64::from(v - max).exp())
+        .sum::<f64>()
+        .ln()
+        + f64::from(max);
+    lse - f64::from(row[y])
 }
 
 /// Preallocated activations and gradients, shared by the training threads: one training step

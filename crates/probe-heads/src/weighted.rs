@@ -13,7 +13,9 @@ use std::ops::ControlFlow;
 
 use crate::model::{argmax_rows, Dense, Probe, ProbeKind};
 use crate::rng;
-use crate::train::{check_inputs, run_epochs, Dataset, EpochStats, TrainConfig, Trainer};
+use crate::train::{
+    check_inputs, cross_entropy, run_epochs, Dataset, EpochStats, TrainConfig, Trainer,
+};
 use crate::{ProbeError, Result};
 
 /// A probe on the softmax-weighted sum of `n_layers` stored layers of `dim` features each.
@@ -188,16 +190,8 @@ fn loss_and_grad(model: &WeightedProbe, x: &[f32], labels: &[usize], grads: &mut
         let row = &logits[r * n_classes..(r + 1) * n_classes];
         let p = softmax(row);
         let y = labels[r];
-        // -log_softmax(z)_y = logsumexp(z) - z_y, in f64 (as PyTorch's cross_entropy): not
-        // clamped, so logits that overflowed make the loss non-finite and training stops.
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let lse = row
-            .iter()
-            .map(|&v| f64::from(v - max).exp())
-            .sum::<f64>()
-            .ln()
-            + f64::from(max);
-        loss += lse - f64::from(row[y]);
+        // Logits that overflowed make the loss non-finite and training stops.
+        loss += cross_entropy(row, y);
         for c in 0..n_classes {
             dz[r * n_classes + c] = (p[c] - if c == y { 1.0 } else { 0.0 }) / rows as f32;
         }

@@ -2,40 +2,18 @@
 //! metric="cosine")` on the fixture written by `scripts/make_knn_fixture.py`: the same
 //! neighbours and the same predictions (vote ties included) for every test row.
 
+mod common;
+
+use common::{features_and_labels, fixture, tensor_f32, tensor_usize};
 use probe_heads::{Dataset, KnnClassifier};
-
-fn tensor_f32(st: &safetensors::SafeTensors<'_>, name: &str) -> Vec<f32> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-fn tensor_usize(st: &safetensors::SafeTensors<'_>, name: &str) -> Vec<usize> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
-        .collect()
-}
 
 #[test]
 fn neighbours_and_predictions_match_scikit_learn() {
-    let bytes = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/knn_cosine.safetensors"
-    ))
-    .unwrap();
+    let bytes = fixture("knn_cosine.safetensors");
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let dim = st.tensor("train_features").unwrap().shape()[1];
     let k = st.tensor("neighbors").unwrap().shape()[1];
-    let (xtr, ytr) = (
-        tensor_f32(&st, "train_features"),
-        tensor_usize(&st, "train_labels"),
-    );
+    let (xtr, ytr) = features_and_labels(&st, "train");
     let xte = tensor_f32(&st, "test_features");
     let expected = tensor_usize(&st, "predictions");
     let neighbours = tensor_usize(&st, "neighbors");

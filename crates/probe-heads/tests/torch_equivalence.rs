@@ -11,50 +11,25 @@
 
 use std::ops::ControlFlow;
 
+mod common;
+
+use common::{features_and_labels, fixture};
 use probe_heads::{evaluate, Dataset, ProbeKind, TrainConfig, Trainer};
 use serde_json::Value;
-
-fn tensor_f32(st: &safetensors::SafeTensors<'_>, name: &str) -> Vec<f32> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-fn tensor_labels(st: &safetensors::SafeTensors<'_>, name: &str) -> Vec<usize> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
-        .collect()
-}
 
 /// 2 x 10 trainings of 7,500 steps: seconds in release, too slow unoptimised, so debug builds
 /// skip it (`cargo test --release -p probe-heads --test torch_equivalence` runs it).
 #[test]
 #[cfg_attr(debug_assertions, ignore = "run with --release")]
 fn mean_test_accuracy_matches_pytorch_within_one_point() {
-    let bytes = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/equivalence_features.safetensors"
-    ))
-    .unwrap();
+    let bytes = fixture("equivalence_features.safetensors");
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let reference: Value =
         serde_json::from_str(include_str!("fixtures/torch_equivalence.json")).unwrap();
     let dim = reference["dim"].as_u64().unwrap() as usize;
     let n_classes = reference["n_classes"].as_u64().unwrap() as usize;
-    let (xtr, ytr) = (
-        tensor_f32(&st, "train_features"),
-        tensor_labels(&st, "train_labels"),
-    );
-    let (xte, yte) = (
-        tensor_f32(&st, "test_features"),
-        tensor_labels(&st, "test_labels"),
-    );
+    let (xtr, ytr) = features_and_labels(&st, "train");
+    let (xte, yte) = features_and_labels(&st, "test");
     let train = Dataset::new(&xtr, &ytr, dim).unwrap();
     let test = Dataset::new(&xte, &yte, dim).unwrap();
     let seeds: Vec<u64> = reference["seeds"]

@@ -10,11 +10,7 @@ fn fixture() -> Value {
 }
 
 fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
+    serde_json::from_value(v.clone()).unwrap()
 }
 
 fn f32s(v: &Value) -> Vec<f32> {
