@@ -97,8 +97,8 @@ impl FastLinear {
 pub(crate) struct PositionBias<'a> {
     /// `[heads][2t - 1]`: entry `k` of head `h` is the bias for `key - query = k - (t - 1)`.
     pub(crate) rows: &'a [f32],
-    /// The gate of a query frame for a head, from the frame's attention input.
-    pub(crate) gate: &'a (dyn Fn(&[f32], usize) -> f32 + Sync),
+    /// The gates `[frames, heads]` of the attention input `[frames, d]`.
+    pub(crate) gates: &'a (dyn Fn(&[f32]) -> Vec<f32> + Sync),
 }
 
 /// One encoder layer (`HubertEncoderLayer` / `HubertEncoderLayerStableLayerNorm`, and the
@@ -199,23 +199,24 @@ impl FastLayer {
         let dst = SendPtr(ctx.as_mut_ptr());
         let scaling = (hd as f32).powf(-0.5);
         let core = tracing::trace_span!("attention-core").entered();
+        let gates = bias.map(|bias| (bias.gates)(x));
         (0..b * heads).into_par_iter().for_each(|task| {
             let (bi, h) = (task / heads, task % heads);
             let base = bi * t * 3 * d + h * hd;
             // scores[i, j] = q_i . k_j: B[p][j] = k[j][p], rows of qkv 3d apart.
             let keys = PackedB::new(self.attention_kernel, hd, t, &qkv[base + d..], 1, 3 * d);
             let mut scores = gemm_new(t, &qkv[base..], 3 * d, &keys, Init::Zero, 1);
-            match bias {
+            match bias.zip(gates.as_deref()) {
                 None => {
                     for row in scores.chunks_exact_mut(t) {
                         cpu::softmax_row(row, scaling);
                     }
                 }
-                Some(bias) => {
+                Some((bias, gates)) => {
                     let width = 2 * t - 1;
                     let rows = &bias.rows[h * width..(h + 1) * width];
                     for (i, row) in scores.chunks_exact_mut(t).enumerate() {
-                        let gate = (bias.gate)(&x[(bi * t + i) * d..(bi * t + i + 1) * d], h);
+                        let gate = gates[(bi * t + i) * heads + h];
                         let rel = &rows[t - 1 - i..2 * t - 1 - i];
                         for (v, &r) in row.iter_mut().zip(rel) {
                             *v = *v * scaling + gate * r;

@@ -258,10 +258,13 @@ impl Encoder {
             {
                 let _span = span!(Level::TRACE, "encoder-layer", i).entered();
                 let gate = fast.gates.get(i);
-                let gate_fn = |x: &[f32], h: usize| gate.map_or(1.0, |g| g.gate(x, h));
+                let gates_fn = |x: &[f32]| match gate {
+                    Some(g) => g.gates(x),
+                    None => vec![1.0; x.len() / d * layer.heads],
+                };
                 let bias = rows.as_deref().map(|rows| PositionBias {
                     rows,
-                    gate: &gate_fn,
+                    gates: &gates_fn,
                 });
                 layer.forward(&mut x, b, t, bias.as_ref());
             }
