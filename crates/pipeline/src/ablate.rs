@@ -537,7 +537,7 @@ pub struct AblateOptions {
     pub jobs: usize,
     /// Hidden width of the wide MLP ([`WIDE_HIDDEN`]).
     pub wide_hidden: usize,
-    /// `results/<task>`.
+    /// `results/<task>/<slug>` ([`ablation_dir`]).
     pub out_dir: PathBuf,
     /// Draw the plots.
     pub plots: bool,
