@@ -75,7 +75,7 @@ PY
 export TASK=esc50 SHARDS=4 CHUNK_SIZE=4 DATA_DIR=$work/data/ESC-50-master
 export MODEL=$root/crates/hubert-core/tests/fixtures/tiny-base
 export TRAIN_ARGS="--epochs 5 --no-plots"
-store_name=esc50_features_hubert.safetensors
+store_name=esc50_features_tiny-base.safetensors
 
 log "reference: one process"
 "$BIN_DIR/esc50" extract --model "$MODEL" --chunk-size "$CHUNK_SIZE" --data-dir "$DATA_DIR" \
@@ -155,7 +155,7 @@ n_asm=$(cat slurm-logs/hp-extract-"${arr}"_*.log | grep -c '^assembled ' || true
 cmp "$FEATURES_DIR/$store_name" "$reference" || fail "case 1: store differs from one process's"
 [ ! -e "$parts" ] || fail "case 1: parts left behind"
 [ "$(jobs_of "$train" | field JobState)" = COMPLETED ] || fail "case 1: training job did not complete"
-[ -s "$RESULTS_DIR/esc50/results.json" ] || fail "case 1: no results.json"
+[ -s "$RESULTS_DIR/esc50/tiny-base/results.json" ] || fail "case 1: no results.json"
 log "case 1 passed"
 
 # --- case 2: one element fails; the dependent job is cancelled; re-submit that element -------
@@ -201,7 +201,7 @@ grep -q '^assembled ' "slurm-logs/hp-extract-${again}_$k.log" || fail "case 2: r
 grep -q "shard $k/4" "slurm-logs/hp-extract-${again}_$k.log" || fail "case 2: not shard $k of 4"
 cmp "$FEATURES_DIR/$store_name" "$reference" || fail "case 2: store differs from one process's"
 [ "$(jobs_of "$train" | field JobState)" = COMPLETED ] || fail "case 2: training job did not complete"
-[ -s "$RESULTS_DIR/esc50/results.json" ] || fail "case 2: no results.json"
+[ -s "$RESULTS_DIR/esc50/tiny-base/results.json" ] || fail "case 2: no results.json"
 log "case 2 passed"
 
 if [ -n "${SLURM_TEST_RECORD:-}" ]; then

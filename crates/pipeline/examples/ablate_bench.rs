@@ -123,6 +123,8 @@ fn main() -> Result<()> {
         layers: "all".into(),
         layer_indices: (0..layers).map(StoredLayer::HiddenState).collect(),
         dtype: "f32".into(),
+        slug: None,
+        family: None,
     };
     let class_names: Vec<String> = (0..classes).map(|c| format!("class{c}")).collect();
     write_store(
@@ -161,7 +163,7 @@ fn main() -> Result<()> {
         val_fraction: 0.2,
         jobs,
         wide_hidden: WIDE_HIDDEN,
-        out_dir: ablation_dir(&dir.join("results"), "bench"),
+        out_dir: ablation_dir(&dir.join("results"), "bench", "hubert"),
         plots: true,
         grid: grid.0.clone(),
         full: false,

@@ -78,9 +78,10 @@ pub const WIDE_HIDDEN: usize = 1024;
 /// Bootstrap resamples of the paired interval.
 pub const BOOTSTRAP_RESAMPLES: usize = 2000;
 
-/// The folder of a task's ablation outputs (one place, so a model slug can be added later).
-pub fn ablation_dir(results_dir: &Path, task: &str) -> PathBuf {
-    results_dir.join(task)
+/// The folder of a task's ablation outputs: the model's results folder,
+/// `<results_dir>/<task>/<slug>/` ([`crate::naming::results_dir`]).
+pub fn ablation_dir(results_dir: &Path, task: &str, slug: &str) -> PathBuf {
+    crate::naming::results_dir(results_dir, task, slug)
 }
 
 /// A component of the configuration that `--grid` can vary.
@@ -536,7 +537,7 @@ pub struct AblateOptions {
     pub jobs: usize,
     /// Hidden width of the wide MLP ([`WIDE_HIDDEN`]).
     pub wide_hidden: usize,
-    /// `results/<task>`.
+    /// `results/<task>/<slug>` ([`ablation_dir`]).
     pub out_dir: PathBuf,
     /// Draw the plots.
     pub plots: bool,
@@ -1707,6 +1708,8 @@ mod tests {
             layers: "all".into(),
             layer_indices: (0..LAYERS).map(StoredLayer::HiddenState).collect(),
             dtype: "f32".into(),
+            slug: None,
+            family: None,
         };
         write_store(
             &path,

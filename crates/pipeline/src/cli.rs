@@ -20,6 +20,7 @@ use crate::ablate::{
 };
 use crate::download::{fetch, DownloadOptions};
 use crate::extract::{extract, merge, store_path, ExtractOptions, ExtractOutcome};
+use crate::naming;
 use crate::protocol::Protocol;
 use crate::store::{FeatureStore, Pooling, PoolingSet};
 use crate::task::Task;
@@ -67,12 +68,44 @@ pub struct PathArgs {
     /// Feature stores.
     #[arg(long, value_name = "DIR", default_value = "features")]
     pub features_dir: PathBuf,
-    /// Results (`<DIR>/<task>/results.json`, report.md, CSVs).
+    /// Results (`<DIR>/<task>/<slug>/results.json`, report.md, CSVs).
     #[arg(long, value_name = "DIR", default_value = "results")]
     pub results_dir: PathBuf,
-    /// Saved probes (`<DIR>/<task>_{linear,three}_classifier.safetensors`).
+    /// Saved probes (`<DIR>/<task>_<slug>_{linear,three}_classifier.safetensors`; the study's
+    /// `<DIR>/<task>_{linear,three}_classifier.safetensors` for the `hubert` slug).
     #[arg(long, value_name = "DIR", default_value = "models")]
     pub models_dir: PathBuf,
+}
+
+/// `--model` and `--slug` of the commands that read a store rather than run the model (`train`,
+/// `ablate`, `merge`): which model's store, results and probes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreModelArgs {
+    /// The model whose features to use (hub id or folder, as given to `extract`); it picks the
+    /// store by its slug. Default: the study's facebook/hubert-base-ls960 (slug `hubert`), or,
+    /// with `--features FILE`, the model that store records.
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Name the model's files are filed under (as given to `extract --slug`).
+    #[arg(long, value_name = "NAME", value_parser = crate::naming::parse_slug)]
+    pub slug: Option<String>,
+}
+
+impl StoreModelArgs {
+    /// The slug: `--slug`, else `--model`'s, else the one `features` (a store given with
+    /// `--features`) records, else `hubert`.
+    pub fn slug(&self, features: Option<&Path>) -> Result<String> {
+        if let Some(slug) = &self.slug {
+            return Ok(slug.clone());
+        }
+        if let Some(model) = &self.model {
+            return Ok(naming::slug_for(model, None));
+        }
+        match features {
+            Some(path) => Ok(naming::store_slug(&FeatureStore::open(path)?)),
+            None => Ok(naming::STUDY_SLUG.to_owned()),
+        }
+    }
 }
 
 /// `--split`: the dataset's official protocol, the original study's random split, or a
@@ -201,8 +234,9 @@ impl TrainArgs {
         }
     }
 
-    /// The training options for `task`: hyper-parameters, protocol and output folders.
-    pub fn options(&self, task: &dyn Task, paths: &PathArgs) -> Result<TrainOptions> {
+    /// The training options for `task` and the model of slug `slug`: hyper-parameters, protocol
+    /// and output folders.
+    pub fn options(&self, task: &dyn Task, paths: &PathArgs, slug: &str) -> Result<TrainOptions> {
         Ok(TrainOptions {
             probe: self.probe,
             config: TrainConfig {
@@ -217,8 +251,9 @@ impl TrainArgs {
             layer: self.layer,
             val_fraction: self.val_fraction,
             pooling: self.pooling,
-            results_dir: paths.results_dir.join(task.name()),
+            results_dir: naming::results_dir(&paths.results_dir, &task.name(), slug),
             models_dir: paths.models_dir.clone(),
+            slug: slug.to_owned(),
             plots: !self.no_plots,
         })
     }
@@ -268,8 +303,8 @@ pub struct AblateArgs {
 }
 
 impl AblateArgs {
-    /// The grid options for `task`.
-    pub fn options(&self, task: &dyn Task, paths: &PathArgs) -> Result<AblateOptions> {
+    /// The grid options for `task` and the model of slug `slug`.
+    pub fn options(&self, task: &dyn Task, paths: &PathArgs, slug: &str) -> Result<AblateOptions> {
         let train = TrainArgs {
             probe: ProbeChoice::Both,
             epochs: self.epochs,
@@ -325,7 +360,7 @@ impl AblateArgs {
             jobs: self
                 .jobs
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-            out_dir: ablation_dir(&paths.results_dir, &task.name()),
+            out_dir: ablation_dir(&paths.results_dir, &task.name(), slug),
             plots: !self.no_plots,
             grid: self.grid.0.clone(),
             full: self.full,
@@ -369,6 +404,8 @@ enum Command<O: Args> {
         #[command(flatten)]
         task: O,
         #[command(flatten)]
+        model: StoreModelArgs,
+        #[command(flatten)]
         train: TrainArgs,
     },
     /// Download if missing, extract, train, report.
@@ -392,6 +429,8 @@ enum Command<O: Args> {
         #[command(flatten)]
         task: O,
         #[command(flatten)]
+        model: StoreModelArgs,
+        #[command(flatten)]
         ablate: AblateArgs,
     },
     /// Join shard outputs into the feature store (optionally copying parts from other folders).
@@ -400,6 +439,8 @@ enum Command<O: Args> {
         paths: PathArgs,
         #[command(flatten)]
         task: O,
+        #[command(flatten)]
+        model: StoreModelArgs,
         /// Hidden states of the store to merge (as given to extract).
         #[arg(long, default_value = "last")]
         layers: LayerSelection,
@@ -489,12 +530,15 @@ fn dispatch<O: Args, T: Task>(command: Command<O>, make: &impl Fn(&O) -> Result<
         Command::Train {
             paths,
             task,
+            model,
             train: args,
         } => {
             let task = make(&task)?;
-            let opts = args.options(&task, &paths)?;
+            let slug = model.slug(args.features.as_deref())?;
+            let opts = args.options(&task, &paths, &slug)?;
             ensure_writable(&[&opts.results_dir, &opts.models_dir])?;
-            run_train(&task, &paths, &args, opts, None)
+            let store = find_store(&task, &paths, &args, &slug, &model)?;
+            run_train(&task, opts, store)
         }
         Command::Run {
             paths,
@@ -516,7 +560,7 @@ fn dispatch<O: Args, T: Task>(command: Command<O>, make: &impl Fn(&O) -> Result<
             ex.pooling = PoolingSet::new(tr.pooling.stats());
             // Every parameter is checked (model config, output folders) before the download.
             let source = check_model(&ex, Some(tr.layer))?;
-            let opts = tr.options(&task, &paths)?;
+            let opts = tr.options(&task, &paths, &ex.slug())?;
             ensure_writable(&[&opts.results_dir, &opts.models_dir])?;
             let dir = data_dir(&task, &paths);
             if !task.is_present(&dir) {
@@ -530,33 +574,43 @@ fn dispatch<O: Args, T: Task>(command: Command<O>, make: &impl Fn(&O) -> Result<
                     "another process ({by}) is assembling this store; run again when it is done"
                 ),
             };
-            run_train(&task, &paths, &tr, opts, Some(store))
+            run_train(&task, opts, store)
         }
         Command::Ablate {
             paths,
             task,
+            model,
             ablate: args,
         } => {
             let task = make(&task)?;
-            let opts = args.options(&task, &paths)?;
+            let slug = model.slug(args.features.as_deref())?;
+            let opts = args.options(&task, &paths, &slug)?;
             ensure_writable(&[&opts.out_dir])?;
             let store_path = match &args.features {
                 Some(p) => p.clone(),
                 None => {
-                    let all = store_path(&paths.features_dir, &task.name(), &LayerSelection::All);
-                    let last = store_path(&paths.features_dir, &task.name(), &LayerSelection::Last);
-                    if all.is_file() {
-                        all
-                    } else if last.is_file() && !args.needs_all_layers() {
-                        last
+                    let layers = if args.needs_all_layers() {
+                        vec![LayerSelection::All]
                     } else {
-                        bail!(
-                            "{} not found; run `{} extract --layers all --pooling mean,std,max` \
-                             first (or pass --features FILE)",
-                            all.display(),
-                            task.name()
-                        )
-                    }
+                        vec![LayerSelection::All, LayerSelection::Last]
+                    };
+                    naming::find_store(&paths.features_dir, &task.name(), &slug, &layers)
+                        .with_context(|| {
+                            format!(
+                                "{} not found; run `{} extract{} --layers all --pooling \
+                                 mean,std,max` first (or pass --features FILE){}",
+                                store_path(
+                                    &paths.features_dir,
+                                    &task.name(),
+                                    &slug,
+                                    &LayerSelection::All
+                                )
+                                .display(),
+                                task.name(),
+                                model_flags(&model),
+                                naming::other_stores_hint(&paths.features_dir, &task.name())
+                            )
+                        })?
                 }
             };
             let store = FeatureStore::open(&store_path)?;
@@ -574,12 +628,14 @@ fn dispatch<O: Args, T: Task>(command: Command<O>, make: &impl Fn(&O) -> Result<
         Command::Merge {
             paths,
             task,
+            model,
             layers,
             parts,
         } => {
             let task = make(&task)?;
             let dataset = task.load_checked(&data_dir(&task, &paths))?;
-            let store = store_path(&paths.features_dir, &task.name(), &layers);
+            let slug = model.slug(None)?;
+            let store = store_path(&paths.features_dir, &task.name(), &slug, &layers);
             let out = merge(&dataset, &store, &parts)?;
             eprintln!("merged into {}", out.display());
             Ok(())
@@ -683,7 +739,12 @@ fn run_extract(
     for note in &dataset.notes {
         eprintln!("note: {note}");
     }
-    let store = store_path(&paths.features_dir, &task.name(), &args.layers);
+    let store = store_path(
+        &paths.features_dir,
+        &task.name(),
+        &args.slug(),
+        &args.layers,
+    );
     let outcome = extract(task, &dataset, &store, args, source)?;
     match &outcome {
         ExtractOutcome::Complete(p) => eprintln!("features: {}", p.display()),
@@ -697,46 +758,50 @@ fn run_extract(
     Ok(outcome)
 }
 
-fn find_store(task: &dyn Task, paths: &PathArgs, args: &TrainArgs) -> Result<PathBuf> {
-    if let Some(p) = &args.features {
-        return Ok(p.clone());
+/// `--model M` and `--slug S` as given, for the command an error message suggests.
+fn model_flags(model: &StoreModelArgs) -> String {
+    let mut flags = String::new();
+    if let Some(m) = &model.model {
+        flags.push_str(&format!(" --model {m}"));
     }
-    let last = store_path(&paths.features_dir, &task.name(), &LayerSelection::Last);
-    let all = store_path(&paths.features_dir, &task.name(), &LayerSelection::All);
-    let candidates = if args.layer.needs_all_layers() {
-        vec![all]
-    } else {
-        vec![last, all]
-    };
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .with_context(|| {
-            format!(
-                "{} not found; run `{} extract{}` first (or pass --features FILE)",
-                candidates[0].display(),
-                task.name(),
-                if args.layer.needs_all_layers() {
-                    " --layers all"
-                } else {
-                    ""
-                }
-            )
-        })
+    if let Some(s) = &model.slug {
+        flags.push_str(&format!(" --slug {s}"));
+    }
+    flags
 }
 
-fn run_train(
+fn find_store(
     task: &dyn Task,
     paths: &PathArgs,
     args: &TrainArgs,
-    opts: TrainOptions,
-    store: Option<PathBuf>,
-) -> Result<()> {
-    let store_path = match store {
-        Some(p) => p,
-        None => find_store(task, paths, args)?,
+    slug: &str,
+    model: &StoreModelArgs,
+) -> Result<PathBuf> {
+    if let Some(p) = &args.features {
+        return Ok(p.clone());
+    }
+    let layers = if args.layer.needs_all_layers() {
+        vec![LayerSelection::All]
+    } else {
+        vec![LayerSelection::Last, LayerSelection::All]
     };
+    naming::find_store(&paths.features_dir, &task.name(), slug, &layers).with_context(|| {
+        format!(
+            "{} not found; run `{} extract{}{}` first (or pass --features FILE){}",
+            store_path(&paths.features_dir, &task.name(), slug, &layers[0]).display(),
+            task.name(),
+            model_flags(model),
+            if args.layer.needs_all_layers() {
+                " --layers all"
+            } else {
+                ""
+            },
+            naming::other_stores_hint(&paths.features_dir, &task.name())
+        )
+    })
+}
+
+fn run_train(task: &dyn Task, opts: TrainOptions, store_path: PathBuf) -> Result<()> {
     let store = FeatureStore::open(&store_path)?;
     if store.provenance.task != task.name() {
         bail!(
@@ -744,6 +809,15 @@ fn run_train(
             store_path.display(),
             store.provenance.task,
             task.name()
+        );
+    }
+    let held = naming::store_slug(&store);
+    if held != opts.slug {
+        eprintln!(
+            "warning: {} holds features of {} (slug {held}); the results are filed under {}",
+            store_path.display(),
+            store.provenance.model,
+            opts.slug
         );
     }
     let outcome = train(task, &store, &opts)?;

@@ -73,6 +73,10 @@ pub struct ExtractOptions {
     /// The model, device and dtype.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Name the model's files are filed under (stores, results, probes); default: the hub id's
+    /// name part or the folder's name, lowercased (`hubert` for the study's model).
+    #[arg(long, value_name = "NAME", value_parser = crate::naming::parse_slug)]
+    pub slug: Option<String>,
     /// Hidden states to store: last, all, or indices like 0,6,12.
     #[arg(long, default_value = "last")]
     pub layers: LayerSelection,
@@ -98,6 +102,13 @@ pub struct ExtractOptions {
     /// `train --pooling` reads.
     #[arg(skip)]
     pub pooling: PoolingSet,
+}
+
+impl ExtractOptions {
+    /// The model's slug: `--slug`, else the one of `--model` ([`crate::naming::slug_for`]).
+    pub fn slug(&self) -> String {
+        crate::naming::slug_for(&self.model.model, self.slug.as_deref())
+    }
 }
 
 impl Shard {
@@ -129,14 +140,16 @@ pub enum ExtractOutcome {
     },
 }
 
-/// `features/<name>_features_hubert.safetensors` for `last`, `..._hubert_<layers>.safetensors`
+/// The store of `slug` ([`crate::naming::store_path`]):
+/// `features/<name>_features_<slug>.safetensors` for `last`, `..._<slug>_<layers>.safetensors`
 /// otherwise.
-pub fn store_path(features_dir: &Path, task_name: &str, layers: &LayerSelection) -> PathBuf {
-    let suffix = match layers {
-        LayerSelection::Last => String::new(),
-        other => format!("_{}", other.name().replace(',', "-")),
-    };
-    features_dir.join(format!("{task_name}_features_hubert{suffix}.safetensors"))
+pub fn store_path(
+    features_dir: &Path,
+    task_name: &str,
+    slug: &str,
+    layers: &LayerSelection,
+) -> PathBuf {
+    crate::naming::store_path(features_dir, task_name, slug, layers)
 }
 
 /// `<store>.parts`.
@@ -339,6 +352,8 @@ pub fn extract(
         layers: opts.layers.name(),
         layer_indices: opts.layers.stored_layers(config.num_hidden_layers),
         dtype: opts.model.dtype.to_string(),
+        slug: Some(opts.slug()),
+        family: Some(config.family.to_string()),
     };
     let features_dir = store
         .parent()
@@ -1206,16 +1221,7 @@ mod tests {
     }
 
     #[test]
-    fn store_names() {
-        let d = Path::new("features");
-        assert_eq!(
-            store_path(d, "esc50", &LayerSelection::Last),
-            Path::new("features/esc50_features_hubert.safetensors")
-        );
-        assert_eq!(
-            store_path(d, "esc50", &LayerSelection::All),
-            Path::new("features/esc50_features_hubert_all.safetensors")
-        );
+    fn parts_folder_name() {
         assert_eq!(
             parts_dir(Path::new("features/x.safetensors")),
             Path::new("features/x.safetensors.parts")

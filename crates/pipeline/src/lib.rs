@@ -5,6 +5,7 @@
 //!
 //! - [`extract`]: parallel decode ahead of the model, length bucketing, batched HuBERT,
 //!   mean pooling per layer, resumable chunks, `--shard K/N`, `merge`;
+//! - [`naming`]: model slugs and where each model's stores, results and probes go;
 //! - [`store`]: the feature store (safetensors, readable from Python);
 //! - [`protocol`]: predefined folds, predefined splits, seeded stratified random splits;
 //! - [`train`]: scaler fit on the training part only, linear and MLP probes per fold and run,
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod extract;
 pub mod figures;
 pub mod item;
+pub mod naming;
 pub mod protocol;
 pub mod store;
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The feature store: `features/<task>_features_hubert.safetensors`, readable from Python with
-//! `safetensors`:
+//! The feature store: `features/<task>_features_<slug>.safetensors` (the model's slug: see
+//! `naming`), readable from Python with `safetensors`:
 //!
 //! - `features` `[N, L, D]` f32: the frame mean of each stored hidden state of each item;
 //! - `features_std` `[N, L, D]` f32 (with `extract --pooling ...,std`): the population standard
@@ -7,7 +7,7 @@
 //! - `features_max` `[N, L, D]` f32 (with `extract --pooling ...,max`): the maximum over frames;
 //! - `labels` `[N]` i64;
 //! - metadata (all values are strings; JSON where structured): `format`, `task`, `model`,
-//!   `revision`, `layers`, `layer_indices`, `pooling` (the statistics stored, e.g. `mean` or
+//!   `revision`, `slug`, `family` (the model's `model_type`), `layers`, `layer_indices`, `pooling` (the statistics stored, e.g. `mean` or
 //!   `mean,std,max`), `dtype`, `class_names`, `items` (path, label, split, group, segment per
 //!   row), `skipped`, `padded`, `device`, and `settings` (JSON [`Settings`]: every setting that
 //!   shapes the features, the weights by content) with its `fingerprint`.
@@ -201,6 +201,14 @@ pub struct Provenance {
     pub layer_indices: Vec<StoredLayer>,
     /// Model dtype.
     pub dtype: String,
+    /// The model's slug (`naming`: `hubert`, `wavlm-base-plus`, or `--slug`); `None` in stores
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+    /// The model family (`config.json`'s `model_type`: `hubert`, `wav2vec2`, `wavlm`,
+    /// `data2vec-audio`); `None` in stores written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
 }
 
 /// Every setting that shapes the features, by content: what cached work (a finished store, the
@@ -464,6 +472,8 @@ impl FeatureStore {
             layers: get("layers")?.clone(),
             layer_indices: serde_json::from_value(json("layer_indices")?)?,
             dtype: get("dtype")?.clone(),
+            slug: meta.get("slug").filter(|s| !s.is_empty()).cloned(),
+            family: meta.get("family").filter(|f| !f.is_empty()).cloned(),
         };
         let class_names: Vec<String> = serde_json::from_value(json("class_names")?)?;
         let items: Vec<Item> = serde_json::from_value(json("items")?)?;
@@ -747,6 +757,11 @@ fn store_metadata(c: &StoreContents<'_>) -> Result<HashMap<String, String>> {
         ("skipped".to_string(), serde_json::to_string(c.skipped)?),
         ("padded".to_string(), serde_json::to_string(c.padded)?),
     ]);
+    for (key, value) in [("slug", &p.slug), ("family", &p.family)] {
+        if let Some(v) = value {
+            meta.insert(key.to_string(), v.clone());
+        }
+    }
     if let Some(settings) = c.settings {
         meta.insert("device".to_string(), settings.device.clone());
         meta.insert("settings".to_string(), serde_json::to_string(settings)?);
@@ -872,6 +887,8 @@ mod tests {
             layers: "all".into(),
             layer_indices: vec![StoredLayer::HiddenState(0), StoredLayer::HiddenState(1)],
             dtype: "f32".into(),
+            slug: Some("m".into()),
+            family: Some("wavlm".into()),
         };
         let names = ["x".to_string(), "y".to_string()];
         let contents = |features| StoreContents {
@@ -896,10 +913,9 @@ mod tests {
             std::fs::read(&whole).unwrap(),
             std::fs::read(&blocks).unwrap()
         );
-        assert_eq!(
-            FeatureStore::open(&blocks).unwrap().layer(1).unwrap()[..3],
-            features[3..6]
-        );
+        let opened = FeatureStore::open(&blocks).unwrap();
+        assert_eq!(opened.layer(1).unwrap()[..3], features[3..6]);
+        assert_eq!(opened.provenance, provenance, "slug and family read back");
 
         // Too few values: an error, and nothing left behind.
         let short = dir.path().join("short.safetensors");

@@ -96,7 +96,13 @@ fn options(chunk_size: usize, shard: Option<Shard>) -> ExtractOptions {
         skip_bad: false,
         chunk_size,
         pooling: Default::default(),
+        slug: None,
     }
+}
+
+/// The store of every layer of the synthetic task in `features_dir`.
+fn store_in(features_dir: &Path) -> PathBuf {
+    store_path(features_dir, "synthetic", "hubert", &LayerSelection::All)
 }
 
 fn source() -> ModelSource {
@@ -113,7 +119,7 @@ fn extraction_resumes_shards_and_merges_to_the_same_bytes() {
     let dataset = corpus(&tmp.path().join("data"));
     let n = dataset.items.len();
 
-    let reference = store_path(&tmp.path().join("one"), "synthetic", &LayerSelection::All);
+    let reference = store_in(&tmp.path().join("one"));
     assert_eq!(
         run(&dataset, &reference, &options(4, None)),
         ExtractOutcome::Complete(reference.clone())
@@ -131,20 +137,12 @@ fn extraction_resumes_shards_and_merges_to_the_same_bytes() {
     assert_eq!(std::fs::read(&reference).unwrap(), bytes);
 
     // Another chunk size gives the same store.
-    let other = store_path(
-        &tmp.path().join("chunks"),
-        "synthetic",
-        &LayerSelection::All,
-    );
+    let other = store_in(&tmp.path().join("chunks"));
     run(&dataset, &other, &options(7, None));
     assert_eq!(std::fs::read(&other).unwrap(), bytes);
 
     // Shards in any order: only the last one assembles, and the store equals one run's.
-    let sharded = store_path(
-        &tmp.path().join("shards"),
-        "synthetic",
-        &LayerSelection::All,
-    );
+    let sharded = store_in(&tmp.path().join("shards"));
     for (k, expect_done) in [(3, false), (1, false), (2, true)] {
         let outcome = run(
             &dataset,
@@ -161,11 +159,7 @@ fn extraction_resumes_shards_and_merges_to_the_same_bytes() {
 
     // Resume: a run that stopped after some chunks (here: shard 1 of 2) is finished by a full
     // run, which computes only what is missing.
-    let resumed = store_path(
-        &tmp.path().join("resume"),
-        "synthetic",
-        &LayerSelection::All,
-    );
+    let resumed = store_in(&tmp.path().join("resume"));
     let first_half = run(
         &dataset,
         &resumed,
@@ -176,8 +170,8 @@ fn extraction_resumes_shards_and_merges_to_the_same_bytes() {
     assert_eq!(std::fs::read(&resumed).unwrap(), bytes);
 
     // Merge: parts made on "another machine" are copied in, and the store assembled.
-    let machine_a = store_path(&tmp.path().join("a"), "synthetic", &LayerSelection::All);
-    let machine_b = store_path(&tmp.path().join("b"), "synthetic", &LayerSelection::All);
+    let machine_a = store_in(&tmp.path().join("a"));
+    let machine_b = store_in(&tmp.path().join("b"));
     run(
         &dataset,
         &machine_a,
@@ -201,7 +195,7 @@ fn undecodable_files_stop_extraction_or_are_skipped_and_listed() {
         b"RIFF\x10\0\0\0WAVEjunk",
     )
     .unwrap();
-    let store = store_path(&tmp.path().join("f"), "synthetic", &LayerSelection::All);
+    let store = store_in(&tmp.path().join("f"));
     let err = extract(&Synthetic, &dataset, &store, &options(4, None), source()).unwrap_err();
     let msg = format!("{err:#}");
     assert!(
@@ -229,8 +223,9 @@ fn train_options(dir: &Path, layer: LayerChoice, runs: usize, plots: bool) -> Tr
         runs,
         layer,
         val_fraction: 0.0,
-        results_dir: dir.join("results/synthetic"),
+        results_dir: dir.join("results/synthetic/hubert"),
         models_dir: dir.join("models"),
+        slug: "hubert".into(),
         plots,
     }
 }
@@ -239,7 +234,7 @@ fn train_options(dir: &Path, layer: LayerChoice, runs: usize, plots: bool) -> Tr
 fn training_writes_results_report_csvs_and_plots() {
     let tmp = tempfile::tempdir().unwrap();
     let dataset = corpus(&tmp.path().join("data"));
-    let path = store_path(&tmp.path().join("f"), "synthetic", &LayerSelection::All);
+    let path = store_in(&tmp.path().join("f"));
     run(&dataset, &path, &options(8, None));
     let store = FeatureStore::open(&path).unwrap();
     let n = dataset.items.len() as u64;
@@ -349,7 +344,7 @@ fn weights_replaced_in_place_are_noticed_and_hashed_once() {
         std::fs::copy(tiny_model_dir().join(f), model.join(f)).unwrap();
     }
     let features = tmp.path().join("features");
-    let store = store_path(&features, "synthetic", &LayerSelection::All);
+    let store = store_in(&features);
     let opts = with_model(options(8, None), &model);
     let src = || ModelSource::resolve(&model.display().to_string()).unwrap();
     extract(&Synthetic, &dataset, &store, &opts, src()).unwrap();
@@ -422,7 +417,7 @@ fn weights_replaced_in_place_are_noticed_and_hashed_once() {
 fn a_shard_with_other_settings_refuses_and_deletes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dataset = corpus(&tmp.path().join("data"));
-    let store = store_path(&tmp.path().join("f"), "synthetic", &LayerSelection::All);
+    let store = store_in(&tmp.path().join("f"));
     let half = |cs| options(cs, Some(Shard { index: 1, count: 2 }));
     run(&dataset, &store, &half(4));
     let chunks = |p: &Path| {
@@ -464,12 +459,12 @@ fn a_shard_with_other_settings_refuses_and_deletes_nothing() {
 fn exactly_one_process_assembles_and_a_dead_claim_is_taken_over() {
     let tmp = tempfile::tempdir().unwrap();
     let dataset = corpus(&tmp.path().join("data"));
-    let reference = store_path(&tmp.path().join("one"), "synthetic", &LayerSelection::All);
+    let reference = store_in(&tmp.path().join("one"));
     run(&dataset, &reference, &options(4, None));
     let bytes = std::fs::read(&reference).unwrap();
 
     // A live holder (this process) claims the assembly: the last shard leaves it alone.
-    let store = store_path(&tmp.path().join("f"), "synthetic", &LayerSelection::All);
+    let store = store_in(&tmp.path().join("f"));
     let shard = |k| options(4, Some(Shard { index: k, count: 3 }));
     run(&dataset, &store, &shard(1));
     run(&dataset, &store, &shard(2));
@@ -497,11 +492,7 @@ fn exactly_one_process_assembles_and_a_dead_claim_is_taken_over() {
 
     // Four shards finishing together, several times: every one succeeds, the store is whole.
     for round in 0..3 {
-        let store = store_path(
-            &tmp.path().join(format!("race{round}")),
-            "synthetic",
-            &LayerSelection::All,
-        );
+        let store = store_in(&tmp.path().join(format!("race{round}")));
         let outcomes: Vec<ExtractOutcome> = std::thread::scope(|s| {
             let handles: Vec<_> = (1..=4)
                 .map(|k| {
@@ -540,7 +531,7 @@ fn exactly_one_process_assembles_and_a_dead_claim_is_taken_over() {
 fn damaged_chunks_are_redone_never_trusted() {
     let tmp = tempfile::tempdir().unwrap();
     let dataset = corpus(&tmp.path().join("data"));
-    let reference = store_path(&tmp.path().join("one"), "synthetic", &LayerSelection::All);
+    let reference = store_in(&tmp.path().join("one"));
     run(&dataset, &reference, &options(4, None));
     let bytes = std::fs::read(&reference).unwrap();
 
@@ -561,11 +552,7 @@ fn damaged_chunks_are_redone_never_trusted() {
     };
 
     for case in 0..5 {
-        let store = store_path(
-            &tmp.path().join(format!("case{case}")),
-            "synthetic",
-            &LayerSelection::All,
-        );
+        let store = store_in(&tmp.path().join(format!("case{case}")));
         // Chunks 0 and 1 of 5 by "another machine"; then damage one of them.
         run(
             &dataset,
@@ -626,8 +613,8 @@ fn damaged_chunks_are_redone_never_trusted() {
     }
 
     // `merge` copies only chunks that pass the checks, and says what is missing.
-    let a = store_path(&tmp.path().join("ma"), "synthetic", &LayerSelection::All);
-    let b = store_path(&tmp.path().join("mb"), "synthetic", &LayerSelection::All);
+    let a = store_in(&tmp.path().join("ma"));
+    let b = store_in(&tmp.path().join("mb"));
     run(
         &dataset,
         &a,
@@ -665,9 +652,9 @@ fn pooled_statistics_are_stored_served_and_trained_on() {
     assert!("mean,median".parse::<PoolingSet>().is_err());
 
     // A mean-only store, then every statistic from one forward pass.
-    let mean_only = store_path(&tmp.path().join("m"), "synthetic", &LayerSelection::All);
+    let mean_only = store_in(&tmp.path().join("m"));
     run(&dataset, &mean_only, &options(4, None));
-    let path = store_path(&tmp.path().join("f"), "synthetic", &LayerSelection::All);
+    let path = store_in(&tmp.path().join("f"));
     let mut opts = options(4, None);
     opts.pooling = all_stats.clone();
     run(&dataset, &path, &opts);

@@ -173,8 +173,9 @@ pub use audio_io::file_kind;
 
 /// A dataset task: the only code a task binary has to provide.
 pub trait Task: Send + Sync {
-    /// Name used for files: `features/<name>_features_hubert.safetensors`,
-    /// `results/<name>/`, `models/<name>_linear_classifier.safetensors` (e.g. `esc50`, `esc10`).
+    /// Name used for files, with the model's slug ([`crate::naming`]):
+    /// `features/<name>_features_<slug>.safetensors`, `results/<name>/<slug>/`,
+    /// `models/<name>_linear_classifier.safetensors` (e.g. `esc50`, `esc10`).
     fn name(&self) -> String;
 
     /// A one-line description for reports.

@@ -20,6 +20,117 @@ pub fn tiny_model_arg() -> String {
     tiny_model_dir().display().to_string()
 }
 
+/// The tiny random WavLM (gated relative position bias) of hubert-core's parity tests: a second
+/// model family, to run every task with a model other than the study's.
+pub fn tiny_wavlm_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../hubert-core/tests/fixtures/tiny-wavlm")
+}
+
+/// The slug of [`tiny_model_dir`]'s files (its folder's name).
+pub const TINY_SLUG: &str = "tiny-base";
+
+/// The slug of [`tiny_wavlm_dir`]'s files.
+pub const TINY_WAVLM_SLUG: &str = "tiny-wavlm";
+
+/// Runs `<bin> run --model <tiny WavLM> --epochs 2 --no-plots --data-dir <data>` and `args`,
+/// with every folder under `dir` ([`task_in`]), and checks what a model other than the study's gets:
+/// its own store `features/<task>_features_tiny-wavlm[_<layers>].safetensors`, its results in
+/// `results/<task>/tiny-wavlm/` (results.json and report.md recording the model, slug, family
+/// `wavlm`), its probes `models/<task>_tiny-wavlm_{linear,three}_classifier.safetensors`. Every
+/// other file already under `dir` (another model's) is left byte for byte as it was. Returns
+/// results.json.
+pub fn run_tiny_wavlm(
+    bin: &str,
+    dir: &Path,
+    data: &Path,
+    task_name: &str,
+    args: &[&str],
+) -> serde_json::Value {
+    let before = files_under(dir);
+    let model = tiny_wavlm_dir().display().to_string();
+    let out = task_in(
+        bin,
+        dir,
+        &["run", "--model", &model, "--epochs", "2", "--no-plots"],
+    )
+    .arg("--data-dir")
+    .arg(data)
+    .args(args)
+    .output()
+    .expect("the task binary runs");
+    assert_success(out);
+    let results_dir = dir.join("results").join(task_name).join(TINY_WAVLM_SLUG);
+    let text = std::fs::read_to_string(results_dir.join("results.json")).expect("results.json");
+    let r: serde_json::Value = serde_json::from_str(&text).expect("results.json is JSON");
+    assert_eq!(r["task"], task_name);
+    assert_eq!(r["features"]["model"], model);
+    assert_eq!(r["features"]["slug"], TINY_WAVLM_SLUG);
+    assert_eq!(r["features"]["family"], "wavlm");
+    let store = r["features"]["path"].as_str().expect("store path");
+    let store_name = Path::new(store).file_name().unwrap().to_string_lossy();
+    assert!(
+        store_name.starts_with(&format!("{task_name}_features_{TINY_WAVLM_SLUG}")),
+        "{store}"
+    );
+    let report = std::fs::read_to_string(results_dir.join("report.md")).expect("report.md");
+    assert!(
+        report.contains(&format!(
+            "- Model: `{model}` — slug `{TINY_WAVLM_SLUG}`, family wavlm"
+        )),
+        "{report}"
+    );
+    for probe in ["linear", "three"] {
+        let path = dir.join("models").join(format!(
+            "{task_name}_{TINY_WAVLM_SLUG}_{probe}_classifier.safetensors"
+        ));
+        assert!(path.is_file(), "{}", path.display());
+    }
+    let after = files_under(dir);
+    for (path, bytes) in &before {
+        assert_eq!(
+            after.get(path),
+            Some(bytes),
+            "{} was changed by another model's run",
+            path.display()
+        );
+    }
+    r
+}
+
+/// A task end to end on the tiny WavLM in a fresh folder: `corpus` writes the dataset under the
+/// folder it is given and returns the `--data-dir`; then [`run_tiny_wavlm`] with `args`.
+pub fn tiny_wavlm_end_to_end(
+    bin: &str,
+    task_name: &str,
+    corpus: impl FnOnce(&Path) -> PathBuf,
+    args: &[&str],
+) -> serde_json::Value {
+    let tmp = tempfile::tempdir().expect("temporary folder");
+    let data = corpus(tmp.path());
+    run_tiny_wavlm(bin, tmp.path(), &data, task_name, args)
+}
+
+/// Every file under `dir` and its bytes, less hidden ones (caches shared by every model, such
+/// as the weights' sha256 cache in the features folder).
+fn files_under(dir: &Path) -> HashMap<PathBuf, Vec<u8>> {
+    let mut files = HashMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                files.insert(path, bytes);
+            }
+        }
+    }
+    files
+}
+
 /// Environment variables that change what a task binary does; [`task`] removes them so a test
 /// sees the defaults whatever the shell that runs it has set.
 pub const ENV_TO_CLEAR: [&str; 3] = [

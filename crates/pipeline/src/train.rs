@@ -142,10 +142,13 @@ pub struct TrainOptions {
     pub val_fraction: f64,
     /// The item vector per layer: frame mean, max, or mean and std concatenated.
     pub pooling: Pooling,
-    /// `results/<task>`.
+    /// `results/<task>/<slug>` ([`crate::naming::results_dir`]).
     pub results_dir: PathBuf,
     /// Where the probes are saved (`models/`).
     pub models_dir: PathBuf,
+    /// The model's slug: names the saved probes ([`crate::naming::probe_path`]) and is recorded
+    /// in results.json and report.md.
+    pub slug: String,
     /// Draw the PNG plots (confusion matrices, t-SNE, per-layer accuracy) next to results.json.
     pub plots: bool,
 }
@@ -342,16 +345,12 @@ pub fn train(task: &dyn Task, store: &FeatureStore, opts: &TrainOptions) -> Resu
             if job.layer_pos != reported {
                 continue;
             }
-            let path = opts.models_dir.join(format!(
-                "{}_{}_classifier.safetensors",
-                task.name(),
-                job.probe.1
-            ));
+            let path =
+                crate::naming::probe_path(&opts.models_dir, &task.name(), &opts.slug, job.probe.1);
             ckpt.save(&path)
                 .with_context(|| format!("cannot save probe {}", path.display()))?;
-            let scaler_path = opts
-                .models_dir
-                .join(format!("{}_scaler.safetensors", task.name()));
+            let scaler_path =
+                crate::naming::scaler_path(&opts.models_dir, &task.name(), &opts.slug);
             scaler
                 .save(&scaler_path)
                 .with_context(|| format!("cannot save scaler {}", scaler_path.display()))?;
@@ -824,6 +823,8 @@ fn results_summary(
             sha256: store.sha256(),
             model: store.provenance.model.clone(),
             revision: store.provenance.revision.clone(),
+            slug: Some(opts.slug.clone()),
+            family: store.provenance.family.clone(),
             layers_stored: store.provenance.layers.clone(),
             layer: layer_label(store, *final_pos),
             pooling: opts.pooling.name().to_string(),
@@ -1092,9 +1093,20 @@ pub fn report_markdown(
     );
     let _ = writeln!(
         s,
-        "- Features: `{}` — model `{}`, layer {}, {} pooling, {} items x {} dims{}",
-        store.path.display(),
+        "- Model: `{}` — slug `{}`, family {}, revision {}",
         store.provenance.model,
+        opts.slug,
+        store.provenance.family.as_deref().unwrap_or("not recorded"),
+        store
+            .provenance
+            .revision
+            .as_deref()
+            .unwrap_or("not recorded"),
+    );
+    let _ = writeln!(
+        s,
+        "- Features: `{}` — layer {}, {} pooling, {} items x {} dims{}",
+        store.path.display(),
         layer_label(store, *final_pos),
         opts.pooling,
         store.len(),

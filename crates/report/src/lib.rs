@@ -75,6 +75,12 @@ pub struct TaskSummary {
     pub items: u64,
     /// Model id or path.
     pub model: String,
+    /// The model family (`hubert`, `wav2vec2`, `wavlm`, `data2vec-audio`), when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// The model's hub revision, when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
     /// Every probe, in results.json order.
     pub probes: Vec<ProbeSummary>,
     /// The probe with the highest mean accuracy (the first one on a tie).
@@ -88,8 +94,9 @@ pub struct TaskSummary {
     pub layer_weights: Option<Value>,
     /// The task's PNG plots, relative to the results folder.
     pub plots: Vec<String>,
-    /// The model's slug: the folder name under `<task>/`, or derived from the model id
-    /// ([`results::model_slug`]) for a results.json directly in `<task>/`.
+    /// The model's slug: the folder name under `<task>/`, or, for a results.json directly in
+    /// `<task>/` (written before model slugs), the one it records or its model id's
+    /// ([`results::model_slug`]).
     #[serde(default)]
     pub slug: String,
     /// Per probe, its accuracy at each trained layer (`--layer all`).
@@ -201,7 +208,13 @@ pub fn summarise(r: &results::Results) -> Option<TaskSummary> {
             },
         );
     Some(TaskSummary {
-        slug: results::model_slug(&r.features.model),
+        slug: r
+            .features
+            .slug
+            .clone()
+            .unwrap_or_else(|| results::model_slug(&r.features.model)),
+        family: r.features.family.clone(),
+        revision: r.features.revision.clone(),
         layer_curves,
         folder: r.task.clone(),
         dir: PathBuf::new(),
@@ -224,7 +237,8 @@ pub fn summarise(r: &results::Results) -> Option<TaskSummary> {
     })
 }
 
-/// Every `<dir>/<task>/results.json` and `<dir>/<task>/<slug>/results.json`, sorted by task
+/// Every `<dir>/<task>/<slug>/results.json` and `<dir>/<task>/results.json` (the layout before
+/// model slugs; left out, with a note, when `<task>/<its slug>/` also has one), sorted by task
 /// and model. Errors when there is none.
 pub fn collect(results_dir: &Path) -> Result<Vec<TaskSummary>> {
     let entries = std::fs::read_dir(results_dir).with_context(|| {
@@ -246,8 +260,18 @@ pub fn collect(results_dir: &Path) -> Result<Vec<TaskSummary>> {
         let path = task_dir.join("results.json");
         if path.is_file() {
             let mut t = read_task(&path)?;
-            t.folder = folder.clone();
-            tasks.push(t);
+            if task_dir.join(&t.slug).join("results.json").is_file() {
+                eprintln!(
+                    "note: leaving out {} (written before model slugs): {}/{}/results.json \
+                     is newer",
+                    path.display(),
+                    folder,
+                    t.slug
+                );
+            } else {
+                t.folder = folder.clone();
+                tasks.push(t);
+            }
         }
         // One folder per model: `<task>/<slug>/results.json`.
         let mut slugs: Vec<PathBuf> = std::fs::read_dir(&task_dir)
@@ -384,13 +408,17 @@ pub fn summary_markdown(tasks: &[TaskSummary]) -> String {
         let evaluations = t.probes.first().map_or(0, |p| p.evaluations);
         let _ = writeln!(
             s,
-            "- **{}** ({}): {} — {} items, {} evaluations per probe, model `{}`",
+            "- **{}** ({}): {} — {} items, {} evaluations per probe, model `{}` (slug `{}`, \
+             family {}, revision {})",
             t.label(several),
             t.description,
             t.protocol_description,
             t.items,
             evaluations,
-            t.model
+            t.model,
+            t.slug,
+            t.family.as_deref().unwrap_or("not recorded"),
+            t.revision.as_deref().unwrap_or("not recorded"),
         );
     }
     let metrics: Vec<&TaskSummary> = tasks
@@ -850,6 +878,8 @@ mod tests {
         for (task, slug, lin, mlp, profile, correct) in runs {
             let mut v = results(task, lin, mlp, Some(&profile));
             v["features"]["model"] = serde_json::json!(format!("org/{slug}"));
+            v["features"]["slug"] = serde_json::json!(slug);
+            v["features"]["family"] = serde_json::json!(slug.split('-').next());
             v["predictions"] = serde_json::json!({"mlp": "predictions_mlp.csv"});
             let folder = dir.path().join(task).join(slug);
             std::fs::create_dir_all(&folder).unwrap();
@@ -860,6 +890,11 @@ mod tests {
             )
             .unwrap();
         }
+        // A results.json of the layout before model slugs, for a model that now has its folder:
+        // left out, not counted twice.
+        let mut legacy = results("esc50", 0.1, 0.1, None);
+        legacy["features"]["model"] = serde_json::json!("facebook/hubert-base-ls960");
+        std::fs::write(dir.path().join("esc50/results.json"), legacy.to_string()).unwrap();
         let written = write_report(dir.path()).unwrap();
         for name in [
             "esc50/layers_by_model.png",
@@ -910,6 +945,10 @@ mod tests {
         let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
         assert!(md.contains("| esc50 (hubert) | official |"), "{md}");
         assert!(md.contains("## Models"), "{md}");
+        assert!(
+            md.contains("model `org/wavlm-base-plus` (slug `wavlm-base-plus`, family wavlm, revision not recorded)"),
+            "{md}"
+        );
         assert!(md.contains("- **esc50**: hubert (mlp, layer 2), accuracy 0.9000; ahead of wavlm-base-plus by +0.2000"), "{md}");
         assert!(md.contains("[tsne.png](esc50/hubert/tsne.png)"), "{md}");
         let sim = std::fs::read_to_string(dir.path().join("task_similarity.md")).unwrap();

@@ -1,5 +1,5 @@
 //! `report`: `cargo run -p report -- --results-dir results` writes `results/summary.{md,csv,json}`
-//! and `results/task_similarity.{md,png}` from every `results/<task>/results.json`.
+//! and `results/task_similarity.{md,png}` from every `results/<task>/<slug>/results.json`.
 
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Folder holding `<task>/results.json` (the tasks' `--results-dir`).
+    /// Folder holding `<task>/<slug>/results.json` (a task's `--results-dir`).
     #[arg(long, value_name = "DIR", default_value = "results")]
     results_dir: PathBuf,
 }

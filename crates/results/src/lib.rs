@@ -2,15 +2,15 @@
 //! `report` (and by anyone else: the file is plain JSON).
 //!
 //! ```text
-//! results/<task>/results.json
+//! results/<task>/<slug>/results.json   (results/<task>/results.json before model slugs)
 //! {
 //!   "task", "description",
 //!   "protocol":        {name, description, spec, folds: [{name, train, valid, test,
 //!                       classes_without_items}], val_fraction, runs, scaler},
 //!   "hyperparameters": {epochs, batch_size, learning_rate, optimizer, betas, eps,
 //!                       weight_decay, seed, mlp_hidden},
-//!   "features":        {path, sha256, model, revision, layers_stored, layer, pooling, dim,
-//!                       items, skipped, padded},
+//!   "features":        {path, sha256, model, revision, slug, family, layers_stored, layer,
+//!                       pooling, dim, items, skipped, padded},
 //!   "probes":          {"linear": ProbeResults, "mlp": ProbeResults},
 //!   "saved_probes", "plots", "predictions",
 //!   "per_layer"?       (with --layer all), "layer_weights"?, "layer_weighting"? (--layer weighted)
@@ -143,6 +143,14 @@ pub struct FeaturesSummary {
     pub model: String,
     /// Hub revision, when known.
     pub revision: Option<String>,
+    /// The model's slug, the name its files are filed under ([`model_slug`] or `--slug`);
+    /// `None` in files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+    /// The model family (`config.json`'s `model_type`: `hubert`, `wav2vec2`, `wavlm`,
+    /// `data2vec-audio`); `None` when the store did not record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
     /// The stored layer set (`last`, `all`, `0,6,12`).
     pub layers_stored: String,
     /// The reported layer: `"last_hidden_state"`, a hidden-state index, or `"weighted"`.
@@ -404,6 +412,8 @@ mod tests {
                 sha256: "0".repeat(64),
                 model: "m".into(),
                 revision: None,
+                slug: Some("m".into()),
+                family: Some("hubert".into()),
                 layers_stored: "all".into(),
                 layer: serde_json::json!(2),
                 pooling: "mean".into(),
@@ -449,6 +459,18 @@ mod tests {
             v.get("layer_weights").is_none(),
             "absent options are left out"
         );
+    }
+
+    #[test]
+    fn files_without_slug_and_family_still_read() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        let features = v["features"].as_object_mut().unwrap();
+        features.remove("slug");
+        features.remove("family");
+        let r = Results::from_json(&v.to_string()).unwrap();
+        assert_eq!((r.features.slug, r.features.family), (None, None));
+        let text = sample().to_json().unwrap();
+        assert!(text.contains("\"slug\": \"m\"") && text.contains("\"family\": \"hubert\""));
     }
 
     #[test]

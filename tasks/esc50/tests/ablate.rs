@@ -45,7 +45,7 @@ fn ablate_fills_every_cell_and_writes_tables_and_plots() {
         &["extract", "--model", &model, "--layers", "all"],
     ));
     assert_fails_with(
-        esc50(dir, &data, &["ablate", "--epochs", "2"]),
+        esc50(dir, &data, &["ablate", "--model", &model, "--epochs", "2"]),
         &["--pooling mean,std,max"],
     );
     ok(esc50(
@@ -64,12 +64,12 @@ fn ablate_fills_every_cell_and_writes_tables_and_plots() {
     let out = ok(esc50(
         dir,
         &data,
-        &["ablate", "--epochs", "3", "--jobs", "2"],
+        &["ablate", "--model", &model, "--epochs", "3", "--jobs", "2"],
     ));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("26 cells (0 failed)"), "{stdout}");
 
-    let results = dir.join("results/esc50");
+    let results = dir.join("results/esc50/tiny-base");
     let a = read_json(&results.join("ablation.json"));
     assert_eq!(a["protocol"], "official");
     assert_eq!(a["mode"], "one-at-a-time");
@@ -118,14 +118,16 @@ fn ablate_fills_every_cell_and_writes_tables_and_plots() {
     let mut cmd = task_in(
         env!("CARGO_BIN_EXE_esc50"),
         &other,
-        &["ablate", "--epochs", "3", "--jobs", "1", "--grid", "scaler"],
+        &[
+            "ablate", "--model", &model, "--epochs", "3", "--jobs", "1", "--grid", "scaler",
+        ],
     );
     cmd.arg("--data-dir")
         .arg(&data)
         .arg("--features-dir")
         .arg(dir.join("features"));
     ok(cmd.output().unwrap());
-    let narrow = read_json(&other.join("results/esc50/ablation.json"));
+    let narrow = read_json(&other.join("results/esc50/tiny-base/ablation.json"));
     let narrow = narrow["cells"].as_array().unwrap();
     assert_eq!(narrow.len(), 4);
     for c in narrow {

@@ -49,7 +49,7 @@ fn run_downloads_extracts_trains_and_reports() {
     );
 
     let results: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("results/esc50/results.json")).unwrap(),
+        &std::fs::read_to_string(tmp.path().join("results/esc50/tiny-base/results.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(results["task"], "esc50");
@@ -90,17 +90,21 @@ fn run_downloads_extracts_trains_and_reports() {
         assert!(mean > 0.6, "{probe} accuracy {mean} on separable tones");
     }
     for f in ["report.md", "confusion_linear.csv", "confusion_mlp.csv"] {
-        assert!(tmp.path().join("results/esc50").join(f).is_file(), "{f}");
+        assert!(
+            tmp.path().join("results/esc50/tiny-base").join(f).is_file(),
+            "{f}"
+        );
     }
-    let csv = std::fs::read_to_string(tmp.path().join("results/esc50/confusion_mlp.csv")).unwrap();
+    let csv = std::fs::read_to_string(tmp.path().join("results/esc50/tiny-base/confusion_mlp.csv"))
+        .unwrap();
     assert!(
         csv.starts_with("true\\predicted,dog,rooster,pig,cow,frog\n"),
         "{csv}"
     );
     for f in [
-        "esc50_linear_classifier.safetensors",
-        "esc50_three_classifier.safetensors",
-        "esc50_scaler.safetensors",
+        "esc50_tiny-base_linear_classifier.safetensors",
+        "esc50_tiny-base_three_classifier.safetensors",
+        "esc50_tiny-base_scaler.safetensors",
     ] {
         assert!(tmp.path().join("models").join(f).is_file(), "{f}");
     }
@@ -141,7 +145,7 @@ fn assert_same(a: &[u8], b: &[u8], what: &str) {
 }
 
 fn store_bytes(features_dir: &Path) -> Vec<u8> {
-    std::fs::read(features_dir.join("esc50_features_hubert.safetensors")).unwrap()
+    std::fs::read(features_dir.join("esc50_features_tiny-base.safetensors")).unwrap()
 }
 
 #[test]
@@ -170,7 +174,7 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
 
     // Kill -9 midway (throttled so it is still running), then resume.
     let dir = tmp.path().join("killed");
-    let parts = dir.join("esc50_features_hubert.safetensors.parts");
+    let parts = dir.join("esc50_features_tiny-base.safetensors.parts");
     let mut child = task(env!("CARGO_BIN_EXE_esc50"), &["extract"])
         .args(common)
         .arg("--features-dir")
@@ -208,7 +212,7 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
         (2..13).contains(&done),
         "killed midway: {done} of 13 chunks"
     );
-    assert!(!dir.join("esc50_features_hubert.safetensors").exists());
+    assert!(!dir.join("esc50_features_tiny-base.safetensors").exists());
     let out = ok(task(env!("CARGO_BIN_EXE_esc50"), &["extract"])
         .args(common)
         .arg("--features-dir")
@@ -241,10 +245,17 @@ fn killed_extraction_resumes_and_shards_merge_to_the_same_store() {
     }
     ok(task(
         env!("CARGO_BIN_EXE_esc50"),
-        &["merge", "--data-dir", &data_arg, "--features-dir"],
+        &[
+            "merge",
+            "--model",
+            &model(),
+            "--data-dir",
+            &data_arg,
+            "--features-dir",
+        ],
     )
     .arg(&a)
-    .arg(b.join("esc50_features_hubert.safetensors.parts"))
+    .arg(b.join("esc50_features_tiny-base.safetensors.parts"))
     .output()
     .unwrap());
     assert_same(
@@ -314,7 +325,7 @@ fn broken_layouts_and_bad_files_give_clear_errors() {
     );
     let bytes = std::fs::read(
         tmp.path()
-            .join("features/esc50_features_hubert.safetensors"),
+            .join("features/esc50_features_tiny-base.safetensors"),
     )
     .unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
@@ -346,7 +357,7 @@ fn esc10_with_the_original_studys_random_split() {
     .output()
     .unwrap());
     let results: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("results/esc10/results.json")).unwrap(),
+        &std::fs::read_to_string(tmp.path().join("results/esc10/tiny-base/results.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(results["protocol"]["name"], "random");
@@ -447,7 +458,7 @@ fn parameters_are_checked_before_any_work() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("starting over"), "{stderr}");
     assert!(stderr.contains("features: "), "assembled: {stderr}");
-    let store = other.join("features/esc50_features_hubert.safetensors");
+    let store = other.join("features/esc50_features_tiny-base.safetensors");
     let bytes = std::fs::read(&store).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     assert_eq!(header.metadata().as_ref().unwrap()["dtype"], "bf16");
@@ -484,7 +495,9 @@ fn parameters_are_checked_before_any_work() {
         .unwrap();
     fails_with(out, &["cannot create output folder"]);
     assert!(
-        !tmp.path().join("results/esc50/results.json").exists(),
+        !tmp.path()
+            .join("results/esc50/tiny-base/results.json")
+            .exists(),
         "no training happened"
     );
 }

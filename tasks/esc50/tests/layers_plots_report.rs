@@ -52,7 +52,7 @@ fn per_layer_weighted_plots_and_report() {
     let data = make_corpus(tmp.path());
     let dir = tmp.path();
     let model = tiny_model_dir().display().to_string();
-    let results = dir.join("results/esc50");
+    let results = dir.join("results/esc50/tiny-base");
 
     // One probe per stored layer.
     esc50(
@@ -122,7 +122,9 @@ fn per_layer_weighted_plots_and_report() {
     esc50(
         dir,
         &data,
-        &["train", "--layer", "weighted", "--epochs", "20"],
+        &[
+            "train", "--model", &model, "--layer", "weighted", "--epochs", "20",
+        ],
     );
     let r = read_json(&results.join("results.json"));
     assert_eq!(r["features"]["layer"], "weighted");

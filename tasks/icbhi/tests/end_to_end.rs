@@ -16,9 +16,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pipeline::testing::task_in;
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, write_wav, zip_dir, TestServer, WavEncoding};
+use pipeline::testing::{task_in, tiny_wavlm_end_to_end};
 use pipeline::Task;
 use serde_json::Value;
 
@@ -123,7 +123,11 @@ fn icbhi(tmp: &Path, data: &Path, args: &[&str]) -> Command {
 }
 
 fn results(tmp: &Path, task: &str) -> Value {
-    let path = tmp.join("results").join(task).join("results.json");
+    let path = tmp
+        .join("results")
+        .join(task)
+        .join("tiny-base")
+        .join("results.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -390,7 +394,7 @@ fn cycle_level_four_classes() {
     // The feature store keeps each cycle's segment and patient.
     let bytes = std::fs::read(
         tmp.path()
-            .join("features/icbhi_cycle_features_hubert.safetensors"),
+            .join("features/icbhi_cycle_features_tiny-base.safetensors"),
     )
     .unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
@@ -567,4 +571,12 @@ fn broken_layouts_give_clear_errors() {
         extract(&data, &["--level", "cycle", "--labels", "diagnosis"]),
         "--labels diagnosis is recording-level only",
     );
+}
+
+/// Recording level with a model of another family: the tiny WavLM's own store, results, probes.
+#[test]
+fn runs_on_a_tiny_wavlm() {
+    let corpus = |dir: &Path| make_corpus(&dir.join("icbhi"));
+    let r = tiny_wavlm_end_to_end(env!("CARGO_BIN_EXE_icbhi"), "icbhi", corpus, &[]);
+    assert_eq!(r["features"]["items"], 15);
 }

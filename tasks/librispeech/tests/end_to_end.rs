@@ -12,7 +12,7 @@ use flacenc::component::BitRepr;
 use flacenc::error::Verify;
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, tar_gz_dir, TestServer};
-use pipeline::testing::{extract_output, task_in};
+use pipeline::testing::{extract_output, task_in, tiny_wavlm_end_to_end};
 
 /// (speaker, sex, subset in SPEAKERS.TXT, name, chapters).
 const SPEAKERS: [(u32, &str, &str, &str, [u32; 2]); 4] = [
@@ -110,7 +110,7 @@ fn librispeech(dir: &Path, args: &[&str]) -> Command {
 
 fn results(dir: &Path) -> serde_json::Value {
     serde_json::from_str(
-        &std::fs::read_to_string(dir.join("results/librispeech/results.json")).unwrap(),
+        &std::fs::read_to_string(dir.join("results/librispeech/tiny-base/results.json")).unwrap(),
     )
     .unwrap()
 }
@@ -194,12 +194,15 @@ fn run_downloads_extracts_trains_and_reports_then_chapter_split() {
         let acc = p["accuracy"]["mean"].as_f64().unwrap();
         assert!((acc - diag as f64 / 4.0).abs() < 1e-9, "{probe}: {acc}");
     }
-    assert!(tmp.path().join("results/librispeech/report.md").is_file());
+    assert!(tmp
+        .path()
+        .join("results/librispeech/tiny-base/report.md")
+        .is_file());
 
     // The 35 s utterance is in the store like every other one (bounded batches, no padding).
     let bytes = std::fs::read(
         tmp.path()
-            .join("features/librispeech_features_hubert.safetensors"),
+            .join("features/librispeech_features_tiny-base.safetensors"),
     )
     .unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -283,4 +286,12 @@ fn broken_layouts_give_clear_errors() {
             "run `librispeech download`",
         ],
     );
+}
+
+/// Speaker ID with the tiny WavLM, chapter split: its own store, results and probes.
+#[test]
+fn runs_on_a_tiny_wavlm() {
+    let bin = env!("CARGO_BIN_EXE_librispeech");
+    let r = tiny_wavlm_end_to_end(bin, "librispeech", make_corpus, &["--split", "chapter"]);
+    assert_eq!(r["protocol"]["name"], "group-random", "chapters kept whole");
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, tar_gz_dir, write_wav, TestServer, WavEncoding};
-use pipeline::testing::{extract_output, task, task_in};
+use pipeline::testing::{extract_output, task, task_in, tiny_wavlm_end_to_end};
 
 /// (family index, family, source index): bass, guitar, keyboard everywhere, synth_lead in train
 /// only.
@@ -155,7 +155,7 @@ fn run_trains_on_train_selects_on_valid_and_tests_on_test() {
         "{stderr}"
     );
 
-    let results_dir = tmp.path().join("results/nsynth");
+    let results_dir = tmp.path().join("results/nsynth/tiny-base");
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(results_dir.join("results.json")).unwrap())
             .unwrap();
@@ -296,7 +296,7 @@ fn run_trains_on_train_selects_on_valid_and_tests_on_test() {
     );
     assert!(tmp
         .path()
-        .join("models/nsynth_linear_classifier.safetensors")
+        .join("models/nsynth_tiny-base_linear_classifier.safetensors")
         .is_file());
 }
 
@@ -340,7 +340,7 @@ fn sklearn_macro_f1(y_true: &[usize], y_pred: &[usize]) -> (f64, Vec<usize>) {
 }
 
 fn store_bytes(features_dir: &Path) -> Vec<u8> {
-    std::fs::read(features_dir.join("nsynth_features_hubert.safetensors")).unwrap()
+    std::fs::read(features_dir.join("nsynth_features_tiny-base.safetensors")).unwrap()
 }
 
 #[test]
@@ -369,7 +369,7 @@ fn parts_extracted_one_by_one_in_any_order_assemble_the_same_store() {
     // Items: train 0..12, valid 12..18, test 18..24; chunks of 5 straddle the part boundaries.
     // valid: chunks 2, 3 (10 items); test: chunks 3 (done), 4 (4 items); train: 0, 1 (10 items).
     let dir = tmp.path().join("parts");
-    let store = dir.join("nsynth_features_hubert.safetensors");
+    let store = dir.join("nsynth_features_tiny-base.safetensors");
     for (part, embedded, last) in [
         ("valid", 10, false),
         ("test", 4, false),
@@ -513,4 +513,11 @@ fn broken_layouts_and_bad_archives_give_clear_errors() {
         .unwrap());
     assert!(target.join("nsynth-test/examples.json").is_file());
     assert!(!target.join("nsynth-train").exists());
+}
+
+/// The official train/valid/test split with the tiny WavLM: its own store, results and probes.
+#[test]
+fn runs_on_a_tiny_wavlm() {
+    let r = tiny_wavlm_end_to_end(env!("CARGO_BIN_EXE_nsynth"), "nsynth", make_corpus, &[]);
+    assert_eq!(r["features"]["items"], N);
 }

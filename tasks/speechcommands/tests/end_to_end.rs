@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pipeline::testing::task_in;
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, write_wav, TestServer, WavEncoding};
+use pipeline::testing::{task_in, tiny_wavlm_end_to_end};
 
 /// Speaker hashes; the first four train, the fifth is in validation_list.txt, the sixth in
 /// testing_list.txt (the official lists assign whole speakers).
@@ -91,7 +91,11 @@ fn speechcommands(dir: &Path, args: &[&str]) -> Command {
 }
 
 fn results(dir: &Path, task: &str) -> serde_json::Value {
-    let path = dir.join("results").join(task).join("results.json");
+    let path = dir
+        .join("results")
+        .join(task)
+        .join("tiny-base")
+        .join("results.json");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -186,7 +190,7 @@ fn v2_downloads_and_runs_the_official_split_then_the_12_class_task() {
     }
     let meta = store_meta(
         &tmp.path()
-            .join("features/speechcommands_v2_features_hubert.safetensors"),
+            .join("features/speechcommands_v2_features_tiny-base.safetensors"),
     );
     let items: Vec<serde_json::Value> = serde_json::from_str(&meta["items"]).unwrap();
     let first = &items[0];
@@ -241,7 +245,7 @@ fn v2_downloads_and_runs_the_official_split_then_the_12_class_task() {
     assert_eq!(support, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 1]);
     let meta = store_meta(
         &tmp.path()
-            .join("features/speechcommands_v2_12_features_hubert.safetensors"),
+            .join("features/speechcommands_v2_12_features_tiny-base.safetensors"),
     );
     let items: Vec<serde_json::Value> = serde_json::from_str(&meta["items"]).unwrap();
     let silence: Vec<&serde_json::Value> = items.iter().filter(|it| it["label"] == 11).collect();
@@ -315,7 +319,7 @@ fn v1_downloads_into_its_default_data_dir() {
     assert_eq!(total, 3);
     assert!(tmp
         .path()
-        .join("features/speechcommands_v1_features_hubert.safetensors")
+        .join("features/speechcommands_v1_features_tiny-base.safetensors")
         .is_file());
 }
 
@@ -367,5 +371,21 @@ fn broken_layouts_and_options_give_clear_errors() {
     fails_with(
         extract(&data, &["--classes", "12"]),
         &["_background_noise_ not found", "_silence_"],
+    );
+}
+
+/// Version 2 (three words) with the tiny WavLM: its own store, results and probes.
+#[test]
+fn runs_on_a_tiny_wavlm() {
+    let corpus = |dir: &Path| {
+        let data = dir.join("speech_commands_v0.02");
+        make_corpus(&data, &WORDS_V2);
+        data
+    };
+    let bin = env!("CARGO_BIN_EXE_speechcommands");
+    let r = tiny_wavlm_end_to_end(bin, "speechcommands_v2", corpus, &[]);
+    assert_eq!(
+        r["probes"]["linear"]["classes"],
+        serde_json::json!(WORDS_V2)
     );
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use pipeline::testing::{assert_success as ok, tiny_model_arg as model};
 use pipeline::testing::{class_tone, tar_gz_dir, write_wav, TestServer, WavEncoding};
-use pipeline::testing::{extract_output, task, task_in};
+use pipeline::testing::{extract_output, task, task_in, tiny_wavlm_end_to_end};
 
 /// (classID, class): three of the ten classes, so labels are renumbered 0..3 in classID order.
 const CLASSES: [(usize, &str); 3] = [(1, "car_horn"), (3, "dog_bark"), (6, "gun_shot")];
@@ -65,7 +65,7 @@ fn us8k(dir: &Path, args: &[&str]) -> Command {
 
 fn read_results(dir: &Path) -> serde_json::Value {
     serde_json::from_str(
-        &std::fs::read_to_string(dir.join("results/urbansound8k/results.json")).unwrap(),
+        &std::fs::read_to_string(dir.join("results/urbansound8k/tiny-base/results.json")).unwrap(),
     )
     .unwrap()
 }
@@ -136,16 +136,19 @@ fn run_downloads_extracts_and_cross_validates_over_ten_folds() {
         );
         assert!((0.0..=1.0).contains(&p["macro_f1"]["mean"].as_f64().unwrap()));
     }
-    assert!(tmp.path().join("results/urbansound8k/report.md").is_file());
     assert!(tmp
         .path()
-        .join("models/urbansound8k_three_classifier.safetensors")
+        .join("results/urbansound8k/tiny-base/report.md")
+        .is_file());
+    assert!(tmp
+        .path()
+        .join("models/urbansound8k_tiny-base_three_classifier.safetensors")
         .is_file());
 
     // The store keeps each slice's fold and fsID (the validation group).
     let bytes = std::fs::read(
         tmp.path()
-            .join("features/urbansound8k_features_hubert.safetensors"),
+            .join("features/urbansound8k_features_tiny-base.safetensors"),
     )
     .unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
@@ -288,4 +291,12 @@ fn broken_layouts_and_failed_downloads_give_clear_errors() {
                 .to_string(),
         ],
     );
+}
+
+/// Ten-fold cross-validation with the tiny WavLM: its own store, results and probes.
+#[test]
+fn runs_on_a_tiny_wavlm() {
+    let bin = env!("CARGO_BIN_EXE_urbansound8k");
+    let r = tiny_wavlm_end_to_end(bin, "urbansound8k", make_corpus, &[]);
+    assert_eq!(r["protocol"]["folds"].as_array().map(Vec::len), Some(10));
 }
