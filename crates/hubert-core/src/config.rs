@@ -298,6 +298,18 @@ fn default_true() -> bool {
     true
 }
 
+/// Reads `path` and parses it with `parse`, naming the file in the error of a bad value.
+fn read_json_file<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    parse(&text).map_err(|e| match e {
+        Error::Config(msg) => Error::ConfigFile {
+            path: path.to_path_buf(),
+            msg,
+        },
+        other => other,
+    })
+}
+
 impl Default for HubertConfig {
     /// The `facebook/hubert-base-ls960` architecture.
     fn default() -> Self {
@@ -308,17 +320,7 @@ impl Default for HubertConfig {
 impl HubertConfig {
     /// Reads and validates `config.json`; errors name the file and the offending key.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json(&text).map_err(|e| match e {
-            Error::Config(msg) => Error::ConfigFile {
-                path: path.to_path_buf(),
-                msg,
-            },
-            other => other,
-        })
+        read_json_file(path, Self::from_json)
     }
 
     /// Parses and validates a `config.json` string: the family from `model_type` (or, without
@@ -632,17 +634,7 @@ impl Default for PreprocessorConfig {
 impl PreprocessorConfig {
     /// Reads and checks `preprocessor_config.json`; errors name the file and the key.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json(&text).map_err(|e| match e {
-            Error::Config(msg) => Error::ConfigFile {
-                path: path.to_path_buf(),
-                msg,
-            },
-            other => other,
-        })
+        read_json_file(path, Self::from_json)
     }
 
     /// Parses and checks a `preprocessor_config.json` string.

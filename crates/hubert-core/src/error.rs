@@ -1,6 +1,6 @@
 //! The crate's error type: every variant names the file, tensor or key it is about.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Errors from configuration, weight loading, model resolution and the forward pass.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +98,24 @@ pub enum Error {
     /// An error from candle during the forward pass.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    /// [`Error::Io`] about `path`, for `map_err`.
+    pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + Copy + '_ {
+        move |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// [`Error::Checkpoint`] about `path` with the message given.
+    pub(crate) fn checkpoint(path: &Path) -> impl Fn(String) -> Error + Copy + '_ {
+        move |msg| Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg,
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -81,14 +81,8 @@ impl Value {
 
 /// A state dict read from a PyTorch zip checkpoint: `(name, tensor)` in file order.
 pub fn read_checkpoint(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let err = |msg: String| Error::Checkpoint {
-        path: path.to_path_buf(),
-        msg,
-    };
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let err = Error::checkpoint(path);
+    let file = std::fs::File::open(path).map_err(Error::io(path))?;
     let file_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
     let mut zip = zip::ZipArchive::new(file)
         .map_err(|e| err(format!("not a PyTorch zip checkpoint ({e})")))?;
@@ -638,15 +632,17 @@ mod tests {
     use super::*;
 
     /// A pickle `[[...[x]*n...]*n]` nested `depth` times through memo references: a few hundred
-    /// bytes that a copying reader expands to n^depth objects.
-    fn laughs(n: usize, depth: usize) -> Vec<u8> {
-        let mut p = vec![0x80, 2, b']', b'q', 0]; // memo 0 = []
+    /// bytes that a copying reader expands to n^depth objects. Lists (`]`, `l`), or with
+    /// `tuples` the same of tuples (`)`, `t`).
+    fn laughs(n: usize, depth: usize, tuples: bool) -> Vec<u8> {
+        let (empty, close) = if tuples { (b')', b't') } else { (b']', b'l') };
+        let mut p = vec![0x80, 2, empty, b'q', 0]; // memo 0 = [] or ()
         for level in 1..=depth {
             p.push(b'(');
             for _ in 0..n {
                 p.extend([b'h', (level - 1) as u8]);
             }
-            p.extend([b'l', b'q', level as u8]);
+            p.extend([close, b'q', level as u8]);
         }
         p.push(b'.');
         p
@@ -656,17 +652,9 @@ mod tests {
     fn memo_bombs_are_refused() {
         // `l` (LIST) is not an opcode a state dict uses: the reader refuses it outright, and
         // with tuples instead the expansion count does.
-        let err = run(&laughs(10, 9)).unwrap_err();
+        let err = run(&laughs(10, 9, false)).unwrap_err();
         assert!(err.contains("opcode"), "{err}");
-        let mut p = vec![0x80, 2, b')', b'q', 0];
-        for level in 1..=9u8 {
-            p.push(b'(');
-            for _ in 0..10 {
-                p.extend([b'h', level - 1]);
-            }
-            p.extend([b't', b'q', level]);
-        }
-        p.push(b'.');
+        let p = laughs(10, 9, true);
         assert!(p.len() < 300);
         let err = run(&p).unwrap_err();
         assert!(err.contains("memo-expansion"), "{err}");

@@ -308,20 +308,11 @@ pub const MAX_SAFETENSORS_HEADER: u64 = 16 << 20;
 /// dropping its pages from this process (`MADV_DONTNEED`; the page cache keeps them), so that
 /// loading holds one copy of the weights in memory instead of the mapped file plus the copies.
 fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let ckpt_err = |msg: String| Error::Checkpoint {
-        path: path.to_path_buf(),
-        msg,
-    };
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let ckpt_err = Error::checkpoint(path);
+    let file = std::fs::File::open(path).map_err(Error::io(path))?;
     // SAFETY: the file is only read; like every mmap-based loader we assume it is not truncated
     // by another process while the model loads.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(Error::io(path))?;
     // The header's size is checked before the parser reads it (hubert-xlarge's is ~60 KB).
     let header_len = mmap
         .get(..8)

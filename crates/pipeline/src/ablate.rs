@@ -376,10 +376,8 @@ fn push_unique(cells: &mut Vec<Cell>, cell: Cell) {
     }
 }
 
-/// The one-at-a-time grid: the two study configurations (linear probe, MLP), then each value
-/// of each component in `grid` with every other component at the study's value, for both
-/// probes (the `probe` component adds the wide MLP and kNN once).
-pub fn one_at_a_time(grid: &[Component]) -> Vec<Cell> {
+/// The two study configurations (linear probe, MLP), the cells every grid starts with.
+fn study_cells() -> Vec<Cell> {
     let mut cells = Vec::new();
     for probe in [ProbeVariant::Linear, ProbeVariant::Mlp] {
         push_unique(
@@ -390,6 +388,14 @@ pub fn one_at_a_time(grid: &[Component]) -> Vec<Cell> {
             },
         );
     }
+    cells
+}
+
+/// The one-at-a-time grid: the two study configurations (linear probe, MLP), then each value
+/// of each component in `grid` with every other component at the study's value, for both
+/// probes (the `probe` component adds the wide MLP and kNN once).
+pub fn one_at_a_time(grid: &[Component]) -> Vec<Cell> {
+    let mut cells = study_cells();
     for &component in grid {
         for probe in [ProbeVariant::Linear, ProbeVariant::Mlp] {
             for set in values(component) {
@@ -426,16 +432,7 @@ pub fn full_grid(grid: &[Component]) -> Vec<Cell> {
         }
         configs = next;
     }
-    let mut cells = Vec::new();
-    for probe in [ProbeVariant::Linear, ProbeVariant::Mlp] {
-        push_unique(
-            &mut cells,
-            Cell {
-                component: None,
-                config: CellConfig::study(probe),
-            },
-        );
-    }
+    let mut cells = study_cells();
     for config in configs {
         push_unique(
             &mut cells,
@@ -1679,6 +1676,32 @@ mod tests {
         items
     }
 
+    /// Writes a store of `LAYERS` x `DIM` features per item: the means, and with `spread` the
+    /// standard deviations and maxima.
+    fn write_toy_store(
+        path: &Path,
+        provenance: &Provenance,
+        class_names: &[String],
+        items: &[Item],
+        features: &[f32],
+        spread: Option<(&[f32], &[f32])>,
+    ) {
+        let contents = StoreContents {
+            provenance,
+            class_names,
+            items,
+            features,
+            features_std: spread.map(|s| s.0),
+            features_max: spread.map(|s| s.1),
+            num_layers: LAYERS,
+            dim: DIM,
+            skipped: &[],
+            padded: &[],
+            settings: None,
+        };
+        write_store(path, &contents).unwrap();
+    }
+
     /// A store whose layer l separates the classes with signal strength l + 1 (plus noise), with
     /// every statistic; `scale` multiplies every value.
     fn toy_store(dir: &Path, items: &[Item], scale: f32) -> FeatureStore {
@@ -1711,23 +1734,9 @@ mod tests {
             slug: None,
             family: None,
         };
-        write_store(
-            &path,
-            &StoreContents {
-                provenance: &provenance,
-                class_names: &(0..CLASSES).map(|c| format!("c{c}")).collect::<Vec<_>>(),
-                items,
-                features: &stats[0],
-                features_std: Some(&stats[1]),
-                features_max: Some(&stats[2]),
-                num_layers: LAYERS,
-                dim: DIM,
-                skipped: &[],
-                padded: &[],
-                settings: None,
-            },
-        )
-        .unwrap();
+        let class_names: Vec<String> = (0..CLASSES).map(|c| format!("c{c}")).collect();
+        let spread = Some((&stats[1][..], &stats[2][..]));
+        write_toy_store(&path, &provenance, &class_names, items, &stats[0], spread);
         let store = FeatureStore::open(&path).unwrap();
         assert_eq!(store.len(), n);
         assert_eq!(store.pooling, PoolingSet::new(&[Stat::Std, Stat::Max]));
@@ -2007,23 +2016,15 @@ mod tests {
                 features[to..to + DIM].copy_from_slice(&layer[r * DIM..(r + 1) * DIM]);
             }
         }
-        write_store(
+        let (provenance, class_names) = (&store.provenance, &store.class_names);
+        write_toy_store(
             &path,
-            &StoreContents {
-                provenance: &store.provenance,
-                class_names: &store.class_names,
-                items: &store.items,
-                features: &features,
-                features_std: None,
-                features_max: None,
-                num_layers: LAYERS,
-                dim: DIM,
-                skipped: &[],
-                padded: &[],
-                settings: None,
-            },
-        )
-        .unwrap();
+            provenance,
+            class_names,
+            &store.items,
+            &features,
+            None,
+        );
         let plain = FeatureStore::open(&path).unwrap();
         let err = ablate(
             &Toy,

@@ -236,6 +236,17 @@ fn owned(path: &Path, token: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Sets the file's modification time an hour back (a claim that looks abandoned).
+    fn backdate_an_hour(path: &Path) {
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+
     #[test]
     fn one_holder_others_see_it_release_frees_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -262,13 +273,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("claim");
         std::fs::write(&path, "host node7 pid 1 at 0\n").unwrap();
-        let old = SystemTime::now() - Duration::from_secs(3600);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        backdate_an_hour(&path);
         let Attempt::Claimed(claim) = try_claim(&path).unwrap() else {
             panic!("stale claim not taken over")
         };
@@ -290,13 +295,7 @@ mod tests {
         let Attempt::Claimed(_claim) = try_claim(&path).unwrap() else {
             panic!("claim")
         };
-        let old = SystemTime::now() - Duration::from_secs(3600);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        backdate_an_hour(&path);
         // Looks dead by its age, but the heartbeat moves it during the confirmation wait.
         assert!(matches!(try_claim(&path).unwrap(), Attempt::Held(_)));
     }

@@ -331,16 +331,49 @@ pub fn gemm_new(
     c
 }
 
+/// The element type of A's rows: f32 values, or bf16 bit patterns ([`bf16_bits`]) read in place
+/// by the bf16 kernel (no rounding pass over A).
+pub trait AElem: Copy + Send + Sync + 'static {
+    /// The rows at `a`, tagged with their element type.
+    fn rows(a: *const Self) -> ARows;
+}
+
+/// Rows of A tagged with their element type ([`AElem`]).
+#[derive(Debug, Clone, Copy)]
+pub enum ARows {
+    /// f32 values.
+    F32(*const f32),
+    /// bf16 bit patterns.
+    Bf16(*const u16),
+}
+
+impl AElem for f32 {
+    fn rows(a: *const f32) -> ARows {
+        ARows::F32(a)
+    }
+}
+
+impl AElem for u16 {
+    fn rows(a: *const u16) -> ARows {
+        ARows::Bf16(a)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 /// [`gemm`] on raw pointers, for callers that write disjoint column ranges of one buffer from
-/// several threads.
+/// several threads. A is f32 values, or bf16 bit patterns `lda` values apart for B packed for
+/// [`Kernel::Avx512Bf16`] with an even `k`.
+///
+/// # Panics
+/// If A is bf16 and B is not packed for the bf16 kernel or `k` is odd, or a bias has the wrong
+/// length.
 ///
 /// # Safety
 /// `a` must be valid for reads of `(m - 1) * lda + b.k()` values and `c` for reads and writes of
 /// `(m - 1) * ldc + b.n()`, with no other thread touching the `m x n` tile of `c` meanwhile.
-pub unsafe fn gemm_raw(
+pub unsafe fn gemm_raw<T: AElem>(
     m: usize,
-    a: *const f32,
+    a: *const T,
     lda: usize,
     b: &PackedB,
     c: *mut f32,
@@ -349,16 +382,30 @@ pub unsafe fn gemm_raw(
     threads: usize,
 ) {
     let (k, n) = (b.k, b.n);
+    let rows = T::rows(a);
+    if let ARows::Bf16(_) = rows {
+        assert!(
+            matches!(b.data, Data::Bf16(_)) && k.is_multiple_of(2),
+            "bf16 rows need B packed for the bf16 kernel and an even k"
+        );
+    }
     if m == 0 || n == 0 {
         return;
     }
     if let Init::Bias(bias) = init {
         assert_eq!(bias.len(), n, "one bias per column");
     }
-    match &b.data {
-        Data::Plain(w) => portable(m, n, k, a, lda, w, c, ldc, init, threads),
+    match (rows, &b.data) {
+        (ARows::F32(a), Data::Plain(w)) => portable(m, n, k, a, lda, w, c, ldc, init, threads),
         #[cfg(target_arch = "x86_64")]
-        Data::F32(_) | Data::Bf16(_) => blocked(m, a, lda, b, c, ldc, init, threads.max(1)),
+        (rows, _) => {
+            let (lhs, rounded) = match rows {
+                ARows::F32(a) => f32_lhs(m, a, lda, b),
+                ARows::Bf16(a) => (LhsPtr::DirectBf16(SendPtr(a as *mut u16)), None),
+            };
+            run_tasks(m, lhs, lda, b, SendPtr(c), ldc, init, threads.max(1));
+            drop(rounded);
+        }
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("AVX-512 operands are only packed on x86_64"),
     }
@@ -502,25 +549,15 @@ pub fn to_bf16(x: &[f32]) -> Vec<u16> {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-/// Picks how the tasks read A (packed, in place, or rounded to bf16 once) and runs them.
+/// How the tasks read f32 rows of A: packed per block, in place, or rounded to bf16 once (for B
+/// packed for the bf16 kernel, when not packing and `k` is even: every pair inside the row),
+/// with the rounded copy, which must outlive the tasks.
 ///
 /// # Safety
-/// As [`gemm_raw`]; `b` is packed for an AVX-512 kernel, which the CPU runs
-/// ([`PackedB::new`] checks the detector).
-unsafe fn blocked(
-    m: usize,
-    a: *const f32,
-    lda: usize,
-    b: &PackedB,
-    c: *mut f32,
-    ldc: usize,
-    init: Init<'_>,
-    threads: usize,
-) {
+/// `a` must be valid for reads of `(m - 1) * lda + b.k()` values, `m > 0`.
+unsafe fn f32_lhs(m: usize, a: *const f32, lda: usize, b: &PackedB) -> (LhsPtr, Option<Vec<u16>>) {
     let bf16 = matches!(b.data, Data::Bf16(_));
     let pack = pack_lhs(b.n, lda, bf16);
-    // bf16 rows read in place need every pair inside the row: even k.
     let converted: Option<Vec<u16>> = (bf16 && !pack && b.k.is_multiple_of(2)).then(|| {
         let len = (m - 1) * lda + b.k;
         to_bf16(std::slice::from_raw_parts(a, len))
@@ -530,57 +567,23 @@ unsafe fn blocked(
         (None, false, false) => LhsPtr::DirectF32(SendPtr(a as *mut f32)),
         _ => LhsPtr::Packed(SendPtr(a as *mut f32)),
     };
-    run_tasks(m, lhs, lda, b, c, ldc, init, threads);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-/// [`gemm_raw`] with A given as bf16 bit patterns ([`bf16_bits`]), `lda` values apart: no
-/// rounding pass over A. For B packed for [`Kernel::Avx512Bf16`] with an even `k`.
-///
-/// # Panics
-/// If B is not packed for the bf16 kernel or `k` is odd.
-///
-/// # Safety
-/// As [`gemm_raw`], with `a` valid for reads of `(m - 1) * lda + b.k()` bf16 values.
-pub unsafe fn gemm_bf16_rows(
-    m: usize,
-    a: *const u16,
-    lda: usize,
-    b: &PackedB,
-    c: *mut f32,
-    ldc: usize,
-    init: Init<'_>,
-    threads: usize,
-) {
-    assert!(
-        matches!(b.data, Data::Bf16(_)) && b.k.is_multiple_of(2),
-        "bf16 rows need B packed for the bf16 kernel and an even k"
-    );
-    if m == 0 || b.n == 0 {
-        return;
-    }
-    if let Init::Bias(bias) = init {
-        assert_eq!(bias.len(), b.n, "one bias per column");
-    }
-    let lhs = LhsPtr::DirectBf16(SendPtr(a as *mut u16));
-    run_tasks(m, lhs, lda, b, c, ldc, init, threads.max(1));
+    (lhs, converted)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 /// Runs the product's tasks over row blocks (and column panels when there are fewer row
-/// blocks than threads).
+/// blocks than threads); the tasks write disjoint tiles of `c`.
 ///
 /// # Safety
 /// As [`gemm_raw`], with A read through `lhs` (f32 or bf16 rows as its variant says) and `b`
-/// packed for an AVX-512 kernel the CPU runs.
+/// packed for an AVX-512 kernel the CPU runs ([`PackedB::new`] checks the detector).
 unsafe fn run_tasks(
     m: usize,
     lhs: LhsPtr,
     lda: usize,
     b: &PackedB,
-    c: *mut f32,
+    c: SendPtr<f32>,
     ldc: usize,
     init: Init<'_>,
     threads: usize,
@@ -594,7 +597,6 @@ unsafe fn run_tasks(
     let row_tasks = if by_cols { 1 } else { threads.min(row_tiles) };
     let col_tasks = threads.div_ceil(row_tasks).min(panels);
     let tasks = row_tasks * col_tasks;
-    let c = SendPtr(c);
     let run = |task: usize| {
         let (rt, ct) = (task / col_tasks, task % col_tasks);
         let tiles = (row_tiles * rt / row_tasks, row_tiles * (rt + 1) / row_tasks);
@@ -623,6 +625,29 @@ mod x86 {
         Zero,
         Bias(*const f32),
         Load,
+    }
+
+    /// The part of C a micro-tile kernel writes: `rows` rows from `c`, `ldc` apart, the columns
+    /// of the masks `m0` (first 16) and `m1` (next 16), starting from `start`.
+    #[derive(Clone, Copy)]
+    struct CTile {
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        m0: u16,
+        m1: u16,
+        start: Start,
+    }
+
+    /// The block of A a task packs: rows `ic..ic + mc` (`tiles` row tiles), depth units
+    /// `k0..k0 + kc`.
+    #[derive(Clone, Copy)]
+    struct ABlock {
+        ic: usize,
+        mc: usize,
+        tiles: usize,
+        k0: usize,
+        kc: usize,
     }
 
     /// Column masks of panel `p` for `n` columns.
@@ -687,12 +712,19 @@ mod x86 {
             let mut k0 = 0;
             while k0 < kd.max(1) {
                 let kc = KC.min(kd - k0);
+                let block = ABlock {
+                    ic,
+                    mc,
+                    tiles,
+                    k0,
+                    kc,
+                };
                 match a {
                     // Gather offsets are i32: 15 rows of lda must fit.
                     Lhs::Packed(a) if !bf16 && lda < (i32::MAX as usize) / 16 => {
-                        pack_f32(&mut apack, a, lda, ic, mc, tiles, k0, kc)
+                        pack_f32(&mut apack, a, lda, block)
                     }
-                    Lhs::Packed(a) => pack(&mut apack, a, lda, ic, mc, tiles, k0, kc, k, bf16),
+                    Lhs::Packed(a) => pack(&mut apack, a, lda, block, k, bf16),
                     Lhs::DirectF32(a) if !mc.is_multiple_of(MR) => {
                         let (t, r) = (tiles - 1, mc % MR);
                         apack.fill(0);
@@ -727,41 +759,28 @@ mod x86 {
                     };
                     for t in 0..tiles {
                         let r = (mc - t * MR).min(MR);
-                        let ct = c.add((ic + t * MR) * ldc + p * NR);
-                        let tail = r < MR;
                         let row0 = ic + t * MR;
+                        let out = CTile {
+                            c: c.add(row0 * ldc + p * NR),
+                            ldc,
+                            rows: r,
+                            m0,
+                            m1,
+                            start,
+                        };
+                        let tail = r < MR;
                         match (&b.data, a) {
                             (Data::F32(w), _) => {
                                 let w = w.as_ptr().add(slot(kd, panels, p, k0));
                                 let ap = apack.as_ptr() as *const f32;
                                 match a {
-                                    Lhs::Packed(_) => kernel_f32::<false>(
-                                        r,
-                                        kc,
-                                        ap.add(t * kc * MR),
-                                        0,
-                                        w,
-                                        ct,
-                                        ldc,
-                                        m0,
-                                        m1,
-                                        start,
-                                    ),
-                                    _ if tail => {
-                                        kernel_f32::<true>(r, kc, ap, kc, w, ct, ldc, m0, m1, start)
+                                    Lhs::Packed(_) => {
+                                        kernel_f32::<false>(kc, ap.add(t * kc * MR), 0, w, out)
                                     }
-                                    Lhs::DirectF32(a) => kernel_f32::<true>(
-                                        r,
-                                        kc,
-                                        a.add(row0 * lda + k0),
-                                        lda,
-                                        w,
-                                        ct,
-                                        ldc,
-                                        m0,
-                                        m1,
-                                        start,
-                                    ),
+                                    _ if tail => kernel_f32::<true>(kc, ap, kc, w, out),
+                                    Lhs::DirectF32(a) => {
+                                        kernel_f32::<true>(kc, a.add(row0 * lda + k0), lda, w, out)
+                                    }
                                     Lhs::DirectBf16(_) => unreachable!("bf16 rows with f32 B"),
                                 }
                             }
@@ -769,41 +788,16 @@ mod x86 {
                                 let w = w.as_ptr().add(slot(kd, panels, p, k0));
                                 let ap = apack.as_ptr() as *const u16;
                                 match a {
-                                    Lhs::Packed(_) => kernel_bf16::<false>(
-                                        r,
-                                        kc,
-                                        ap.add(2 * t * kc * MR),
-                                        0,
-                                        w,
-                                        ct,
-                                        ldc,
-                                        m0,
-                                        m1,
-                                        start,
-                                    ),
-                                    _ if tail => kernel_bf16::<true>(
-                                        r,
-                                        kc,
-                                        ap,
-                                        2 * kc,
-                                        w,
-                                        ct,
-                                        ldc,
-                                        m0,
-                                        m1,
-                                        start,
-                                    ),
+                                    Lhs::Packed(_) => {
+                                        kernel_bf16::<false>(kc, ap.add(2 * t * kc * MR), 0, w, out)
+                                    }
+                                    _ if tail => kernel_bf16::<true>(kc, ap, 2 * kc, w, out),
                                     Lhs::DirectBf16(a) => kernel_bf16::<true>(
-                                        r,
                                         kc,
                                         a.add(row0 * lda + 2 * k0),
                                         lda,
                                         w,
-                                        ct,
-                                        ldc,
-                                        m0,
-                                        m1,
-                                        start,
+                                        out,
                                     ),
                                     Lhs::DirectF32(_) => unreachable!("f32 rows with bf16 B"),
                                 }
@@ -818,7 +812,6 @@ mod x86 {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// Packs A[ic..ic+mc, k0..k0+kc] (units) as `tiles` panels of [kc][MR], rounding to bf16
     /// pairs for the bf16 kernel.
     ///
@@ -829,14 +822,17 @@ mod x86 {
         apack: &mut [u32],
         a: *const f32,
         lda: usize,
-        ic: usize,
-        mc: usize,
-        tiles: usize,
-        k0: usize,
-        kc: usize,
+        block: ABlock,
         k: usize,
         bf16: bool,
     ) {
+        let ABlock {
+            ic,
+            mc,
+            tiles,
+            k0,
+            kc,
+        } = block;
         for t in 0..tiles {
             let dst = &mut apack[t * kc * MR..(t + 1) * kc * MR];
             for r in 0..MR {
@@ -869,28 +865,19 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
     /// The f32 case of [`pack`] with one masked gather of the tile's 14 rows per k (the scalar
     /// transposition costs more than the gathers on the conv layers' long rows).
     ///
     /// # Safety
     /// As [`pack`] (f32 units), `lda * 15` fitting in an `i32`, and the CPU must have AVX-512F.
-    unsafe fn pack_f32(
-        apack: &mut [u32],
-        a: *const f32,
-        lda: usize,
-        ic: usize,
-        mc: usize,
-        tiles: usize,
-        k0: usize,
-        kc: usize,
-    ) {
+    unsafe fn pack_f32(apack: &mut [u32], a: *const f32, lda: usize, block: ABlock) {
+        let kc = block.kc;
         let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         let idx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(lda as i32));
-        for t in 0..tiles {
-            let rows = (mc - t * MR).min(MR);
+        for t in 0..block.tiles {
+            let rows = (block.mc - t * MR).min(MR);
             let mask = ((1u32 << rows) - 1) as u16;
-            let src = a.add((ic + t * MR) * lda + k0);
+            let src = a.add((block.ic + t * MR) * lda + block.k0);
             let dst = apack.as_mut_ptr().add(t * kc * MR) as *mut f32;
             for p in 0..kc {
                 let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, idx, src.add(p));
@@ -904,14 +891,15 @@ mod x86 {
     /// # Safety
     /// With `Start::Bias`, the pointer reads the masked columns of one row; with `Start::Load`,
     /// `c` reads `rows` rows (`ldc` apart) of the masked columns. The CPU must have AVX-512F.
-    unsafe fn start_tile<const R: usize>(
-        start: Start,
-        rows: usize,
-        c: *const f32,
-        ldc: usize,
-        m0: u16,
-        m1: u16,
-    ) -> [[__m512; 2]; R] {
+    unsafe fn start_tile<const R: usize>(out: CTile) -> [[__m512; 2]; R] {
+        let CTile {
+            c,
+            ldc,
+            rows,
+            m0,
+            m1,
+            start,
+        } = out;
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         match start {
             Start::Zero => {}
@@ -940,14 +928,15 @@ mod x86 {
     /// # Safety
     /// `c` must be writable for `rows` rows (`ldc` apart) of the masked columns, and the CPU
     /// must have AVX-512F.
-    unsafe fn store_tile<const R: usize>(
-        acc: &[[__m512; 2]; R],
-        rows: usize,
-        c: *mut f32,
-        ldc: usize,
-        m0: u16,
-        m1: u16,
-    ) {
+    unsafe fn store_tile<const R: usize>(acc: &[[__m512; 2]; R], out: CTile) {
+        let CTile {
+            c,
+            ldc,
+            rows,
+            m0,
+            m1,
+            ..
+        } = out;
         for (i, row) in acc.iter().enumerate() {
             if i < rows {
                 _mm512_mask_storeu_ps(c.add(i * ldc), m0, row[0]);
@@ -970,60 +959,37 @@ mod x86 {
         };
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    /// [`tile_f32`] with as many rows as `rows` needs.
+    /// [`tile_f32`] with as many rows as `out.rows` needs.
     ///
     /// # Safety
     /// As [`tile_f32`].
     unsafe fn kernel_f32<const DIRECT: bool>(
-        rows: usize,
         kc: usize,
         a: *const f32,
         lda: usize,
         b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        m0: u16,
-        m1: u16,
-        start: Start,
+        out: CTile,
     ) {
-        by_rows!(
-            tile_f32,
-            rows,
-            DIRECT,
-            (rows, kc, a, lda, b, c, ldc, m0, m1, start)
-        )
+        by_rows!(tile_f32, out.rows, DIRECT, (kc, a, lda, b, out))
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    /// [`tile_bf16`] with as many rows as `rows` needs.
+    /// [`tile_bf16`] with as many rows as `out.rows` needs.
     ///
     /// # Safety
     /// As [`tile_bf16`].
     unsafe fn kernel_bf16<const DIRECT: bool>(
-        rows: usize,
         kc: usize,
         a: *const u16,
         lda: usize,
         b: *const u32,
-        c: *mut f32,
-        ldc: usize,
-        m0: u16,
-        m1: u16,
-        start: Start,
+        out: CTile,
     ) {
-        by_rows!(
-            tile_bf16,
-            rows,
-            DIRECT,
-            (rows, kc, a, lda, b, c, ldc, m0, m1, start)
-        )
+        by_rows!(tile_bf16, out.rows, DIRECT, (kc, a, lda, b, out))
     }
 
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
     /// `R x NR` tile (`R <= MR`): `kc` steps of 2 B loads, `R` broadcasts of A, `2 R` FMAs. A is a
     /// packed `[kc][MR]` panel, or with `DIRECT` rows `lda` apart read in place.
     ///
@@ -1031,18 +997,13 @@ mod x86 {
     /// `a` must be readable for `kc` steps of the panel (`R` rows; `lda` apart with `DIRECT`),
     /// `b` for `kc * NR` values, `c` as [`start_tile`] / [`store_tile`] need; AVX-512F.
     unsafe fn tile_f32<const DIRECT: bool, const R: usize>(
-        rows: usize,
         kc: usize,
         a: *const f32,
         lda: usize,
         b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        m0: u16,
-        m1: u16,
-        start: Start,
+        out: CTile,
     ) {
-        let mut acc = start_tile::<R>(start, rows, c, ldc, m0, m1);
+        let mut acc = start_tile::<R>(out);
         let (mut a, mut b) = (a, b);
         for _ in 0..kc {
             let b0 = _mm512_loadu_ps(b);
@@ -1055,29 +1016,23 @@ mod x86 {
             a = a.add(if DIRECT { 1 } else { MR });
             b = b.add(NR);
         }
-        store_tile(&acc, rows, c, ldc, m0, m1);
+        store_tile(&acc, out);
     }
 
     #[target_feature(enable = "avx512f,avx512bf16")]
-    #[allow(clippy::too_many_arguments)]
     /// The bf16 tile: each step is a k-pair, `vdpbf16ps` adds both products to the f32 lanes.
     /// A is a packed `[kc][MR]` panel of pairs, or with `DIRECT` bf16 rows `lda` values apart.
     ///
     /// # Safety
     /// As [`tile_f32`] with bf16 pairs in `a` and `b`; the CPU must have AVX512_BF16.
     unsafe fn tile_bf16<const DIRECT: bool, const R: usize>(
-        rows: usize,
         kc: usize,
         a: *const u16,
         lda: usize,
         b: *const u32,
-        c: *mut f32,
-        ldc: usize,
-        m0: u16,
-        m1: u16,
-        start: Start,
+        out: CTile,
     ) {
-        let mut acc = start_tile::<R>(start, rows, c, ldc, m0, m1);
+        let mut acc = start_tile::<R>(out);
         let (mut a, mut b) = (a, b);
         for _ in 0..kc {
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b as *const __m512i));
@@ -1092,7 +1047,7 @@ mod x86 {
             a = a.add(if DIRECT { 2 } else { 2 * MR });
             b = b.add(NR);
         }
-        store_tile(&acc, rows, c, ldc, m0, m1);
+        store_tile(&acc, out);
     }
 }
 
@@ -1210,7 +1165,7 @@ mod tests {
             let mut got = vec![0f32; m * n];
             // SAFETY: `bits` holds (m-1)*lda + k values, `got` m*n.
             unsafe {
-                gemm_bf16_rows(
+                gemm_raw(
                     m,
                     bits.as_ptr(),
                     lda,

@@ -26,7 +26,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::cpu::gemm::{bf16_bits, gemm_raw, padded_ld, Init, Kernel, PackedB};
+use crate::cpu::gemm::{bf16_bits, gemm_raw, padded_ld, AElem, Init, Kernel, PackedB};
 use crate::cpu::{gelu_erf, multiversion, threads, SendPtr};
 
 /// The row stride of the transformed input of `c` channels: `5c` values and, where `5c` values
@@ -36,24 +36,11 @@ fn q_width<T>(c: usize) -> usize {
     padded_ld(5 * c, std::mem::size_of::<T>())
 }
 
-/// An element of the transformed input: f32 for the f32 kernel, bf16 bits for the bf16 one.
-pub(crate) trait QElem: Copy + Send + Sync + 'static {
+/// An element of the transformed input: f32 for the f32 kernel, bf16 bits for the bf16 one
+/// (then the products read it in place: [`gemm_raw`]).
+pub(crate) trait QElem: AElem {
     /// Writes `src` converted into `dst`.
     fn store(dst: &mut [MaybeUninit<Self>], src: &[f32]);
-    /// `C = A·B (+ bias)` with A rows of this element type.
-    ///
-    /// # Safety
-    /// As [`gemm_raw`].
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        m: usize,
-        a: *const Self,
-        lda: usize,
-        b: &PackedB,
-        c: *mut f32,
-        ldc: usize,
-        init: Init<'_>,
-    );
 }
 
 impl QElem for f32 {
@@ -61,20 +48,6 @@ impl QElem for f32 {
         for (d, &v) in dst.iter_mut().zip(src) {
             d.write(v);
         }
-    }
-
-    /// # Safety
-    /// As [`gemm_raw`].
-    unsafe fn gemm(
-        m: usize,
-        a: *const f32,
-        lda: usize,
-        b: &PackedB,
-        c: *mut f32,
-        ldc: usize,
-        init: Init<'_>,
-    ) {
-        gemm_raw(m, a, lda, b, c, ldc, init, threads());
     }
 }
 
@@ -90,25 +63,6 @@ multiversion! {
 impl QElem for u16 {
     fn store(dst: &mut [MaybeUninit<u16>], src: &[f32]) {
         round_row(dst, src);
-    }
-
-    /// # Safety
-    /// As [`gemm_raw`], A in bf16 bits, B packed for the bf16 kernel with an even `k`.
-    unsafe fn gemm(
-        m: usize,
-        a: *const u16,
-        lda: usize,
-        b: &PackedB,
-        c: *mut f32,
-        ldc: usize,
-        init: Init<'_>,
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        crate::cpu::gemm::gemm_bf16_rows(m, a, lda, b, c, ldc, init, threads());
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!(
-            "bf16 products are x86-64 only ({m}x{lda}, {a:?}, {b:?}, {c:?}, {ldc}, {init:?})"
-        );
     }
 }
 
@@ -202,7 +156,7 @@ impl WinogradConv {
         // 2(rows-1) <= t_out-1 and odd frames 1, .., 2 pairs-1 <= t_out-1 of y, row stride 2n:
         // together every value of the t_out x n buffer. Lengths are set after the writes.
         unsafe {
-            T::gemm(
+            gemm_raw(
                 rows,
                 q.as_ptr().add(2 * c),
                 w,
@@ -210,9 +164,10 @@ impl WinogradConv {
                 z.as_mut_ptr(),
                 n,
                 init,
+                threads(),
             );
             z.set_len(rows * n);
-            T::gemm(
+            gemm_raw(
                 rows,
                 q.as_ptr(),
                 w,
@@ -220,8 +175,9 @@ impl WinogradConv {
                 y.as_mut_ptr(),
                 2 * n,
                 Init::Zero,
+                threads(),
             );
-            T::gemm(
+            gemm_raw(
                 pairs,
                 q.as_ptr().add(3 * c),
                 w,
@@ -229,6 +185,7 @@ impl WinogradConv {
                 y.as_mut_ptr().add(n),
                 2 * n,
                 Init::Zero,
+                threads(),
             );
             y.set_len(t_out * n);
         }
