@@ -6,7 +6,8 @@
 
 Writes `--clips` WAVs (16 kHz float, a chirp plus noise, deterministic), then computes the last
 hidden state of each:
-  - transformers HubertModel in fp32 (the reference) and with the model in bf16 (PyTorch's bf16);
+  - transformers (`AutoModel`: the checkpoint's own family) in fp32 (the reference) and with the
+    model in bf16 (PyTorch's bf16);
   - `hubert embed --frames` with `--dtype f32` and `--dtype bf16` (our CPU bf16: bf16 operands in
     every matrix product, f32 accumulation, norms/softmax/GELU in f32).
 Prints a Markdown table: relative L2 error (||x - ref|| / ||ref||) of the last hidden state's
@@ -23,7 +24,7 @@ import tempfile
 import numpy as np
 import soundfile as sf
 import torch
-from transformers import AutoFeatureExtractor, HubertModel
+from transformers import AutoFeatureExtractor, AutoModel
 
 
 def clips(n, seconds, sr=16000):
@@ -81,7 +82,7 @@ def main():
     results = {}
     with torch.inference_mode():
         for name, dtype in [("fp32", torch.float32), ("bf16", torch.bfloat16)]:
-            model = HubertModel.from_pretrained(args.model, dtype=dtype).eval()
+            model = AutoModel.from_pretrained(args.model, dtype=dtype).eval()
             results[f"PyTorch {name}"] = [
                 model(v.to(dtype)).last_hidden_state[0].float().numpy() for v in inputs
             ]

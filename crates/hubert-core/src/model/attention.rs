@@ -64,11 +64,9 @@ impl Attention {
         let v = heads(&self.v_proj)?;
         // WavLM: the bias gated per query frame and head, `[B, H, T, T]` in f32.
         let gated = match (&self.gate, bias) {
-            (Some(gate), Some(bias)) => Some(
-                gate.gates_tensor(xs)?
-                    .to_dtype(DType::F32)?
-                    .broadcast_mul(&bias.unsqueeze(0)?)?,
-            ),
+            (Some(gate), Some(bias)) => {
+                Some(gate.gates_tensor(xs)?.broadcast_mul(&bias.unsqueeze(0)?)?)
+            }
             (Some(_), None) => {
                 return Err(crate::Error::Config(
                     "WavLM attention run without its relative position bias".into(),

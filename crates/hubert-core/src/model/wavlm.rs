@@ -185,20 +185,26 @@ impl RelPositionGate {
             .collect()
     }
 
-    /// The gates of every frame and head of `x` (`[b, t, d]`) as a `[b, heads, t, 1]` tensor.
+    /// The gates of every frame and head of `x` (`[b, t, d]`) as a `[b, heads, t, 1]` f32
+    /// tensor, computed with candle's ops on `x`'s device (no copy to the host on a GPU).
     pub(crate) fn gates_tensor(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let gates = self.gates(&values);
-        let mut out = vec![0f32; b * self.heads * t];
-        for bi in 0..b {
-            for i in 0..t {
-                for h in 0..self.heads {
-                    out[(bi * self.heads + h) * t + i] = gates[(bi * t + i) * self.heads + h];
-                }
-            }
-        }
-        Ok(Tensor::from_vec(out, (b, self.heads, t, 1), x.device())?.to_dtype(x.dtype())?)
+        let (heads, hd) = (self.heads, self.head_dim);
+        let device = x.device();
+        // [b, t, heads, hd] -> [b * t * heads, hd] x [hd, 2] -> [b * t * heads, 2]
+        let weight = Tensor::from_slice(&self.weight, (2, hd), device)?;
+        let bias = Tensor::from_slice(&self.bias, (1, 2), device)?;
+        let p = x
+            .to_dtype(DType::F32)?
+            .reshape((b * t * heads, hd))?
+            .matmul(&weight.t()?)?
+            .broadcast_add(&bias)?;
+        let s = candle_nn::ops::sigmoid(&p)?;
+        let a = s.narrow(1, 0, 1)?.reshape((b, t, heads))?;
+        let s_b = s.narrow(1, 1, 1)?.reshape((b, t, heads))?;
+        let konst = Tensor::from_slice(&self.konst, (1, 1, heads), device)?;
+        let gate = ((a * (s_b.broadcast_mul(&konst)? - 1.0)?)? + 2.0)?;
+        Ok(gate.transpose(1, 2)?.unsqueeze(3)?.contiguous()?)
     }
 }
 
