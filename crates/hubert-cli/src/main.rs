@@ -3,6 +3,7 @@
 //! - `hubert embed --model M [--layers last|all|I,J] [--frames] --output out.safetensors a.wav ...`
 //!   writes `pooled` `[N, L, D]` (mean over frames of each stored layer, input order), with
 //!   `--frames` also `frames.<i>` `[L, T_i, D]`, and the file list, model and layers as metadata.
+//!   `--max-seconds S` keeps the first S seconds of each file (said in the metadata).
 //! - `hubert info --model M` prints the architecture and parameter count.
 
 use std::collections::HashMap;
@@ -58,6 +59,10 @@ struct EmbedArgs {
     /// of stopping at the first.
     #[arg(long)]
     skip_bad: bool,
+    /// Keep only the first S seconds of each file (recorded in the output metadata as
+    /// `max_seconds` and the list `cropped`).
+    #[arg(long, value_parser = positive_seconds)]
+    max_seconds: Option<f64>,
     /// Read more input paths from this file, one per line.
     #[arg(long)]
     files_from: Option<PathBuf>,
@@ -75,6 +80,33 @@ struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// Clips longer than this many seconds get a warning: attention's cost grows with the square of
+/// the length (memory stays bounded: attention runs in tiles).
+const LONG_CLIP_SECONDS: f64 = 600.0;
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a positive number of seconds, got {s:?}")),
+    }
+}
+
+/// The warning for a clip of `samples` at 16 kHz longer than [`LONG_CLIP_SECONDS`].
+fn long_clip_warning(path: &std::path::Path, samples: usize) -> Option<String> {
+    let seconds = samples as f64 / 16_000.0;
+    if seconds <= LONG_CLIP_SECONDS {
+        return None;
+    }
+    let frames = samples / 320;
+    Some(format!(
+        "warning: {} is {seconds:.0} s long ({frames} frames): attention over the whole clip \
+         costs {:.0}x a 30 s clip's per second of audio (it grows with the square of the \
+         length; memory stays bounded); --max-seconds S embeds only the first S seconds",
+        path.display(),
+        seconds / 30.0
+    ))
 }
 
 fn main() {
@@ -153,9 +185,22 @@ fn embed(args: EmbedArgs) -> Result<()> {
         }
     };
     let lookahead = (2 * args.batch_size as usize).max(8);
+    let max_samples = args
+        .max_seconds
+        .map(|s| (s * 16_000.0).round().max(1.0) as usize);
+    let mut cropped: Vec<String> = Vec::new();
     for (index, decoded) in audio_io::load_many(paths.clone(), lookahead) {
         match decoded {
-            Ok(clip) => place(embedder.push(index, clip)?, &mut results),
+            Ok(mut clip) => {
+                if let Some(max) = max_samples.filter(|&max| clip.len() > max) {
+                    clip.truncate(max);
+                    cropped.push(paths[index].display().to_string());
+                }
+                if let Some(warning) = long_clip_warning(&paths[index], clip.len()) {
+                    progress.suspend(|| eprintln!("{warning}"));
+                }
+                place(embedder.push(index, clip)?, &mut results)
+            }
             Err(e) if args.skip_bad => {
                 progress.suspend(|| eprintln!("skipped: {e}"));
                 skipped.push((paths[index].clone(), e.to_string()));
@@ -220,7 +265,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
         .iter()
         .map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "error": e}))
         .collect();
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("files".to_string(), serde_json::to_string(&files)?),
         ("model".to_string(), hubert.files.id.clone()),
         (
@@ -242,6 +287,10 @@ fn embed(args: EmbedArgs) -> Result<()> {
         ("skipped".to_string(), serde_json::to_string(&skipped_json)?),
         ("padded".to_string(), serde_json::to_string(&padded)?),
     ]);
+    if let Some(max) = args.max_seconds {
+        metadata.insert("max_seconds".to_string(), max.to_string());
+        metadata.insert("cropped".to_string(), serde_json::to_string(&cropped)?);
+    }
     write_safetensors(&args.output, &tensors, metadata)?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
@@ -326,4 +375,30 @@ fn info(args: InfoArgs) -> Result<()> {
         info.num_parameters as f64 / 1e6
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_clips_over_the_threshold_get_the_long_clip_warning() {
+        let path = std::path::Path::new("talk.wav");
+        assert_eq!(long_clip_warning(path, 600 * 16_000), None);
+        let warning = long_clip_warning(path, 3600 * 16_000).unwrap();
+        assert!(
+            warning.contains("talk.wav is 3600 s long (180000 frames)"),
+            "{warning}"
+        );
+        assert!(warning.contains("120x a 30 s clip's"), "{warning}");
+        assert!(warning.contains("--max-seconds"), "{warning}");
+    }
+
+    #[test]
+    fn max_seconds_must_be_positive() {
+        assert_eq!(positive_seconds("2.5"), Ok(2.5));
+        for bad in ["0", "-1", "nan", "inf", "ten"] {
+            assert!(positive_seconds(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -295,3 +295,68 @@ fn info_prints_the_architecture() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/model"));
 }
+
+/// `--max-seconds` keeps the first S seconds: the cropped file embeds exactly as a file holding
+/// only those samples, shorter files are untouched, and the metadata says what was cropped.
+#[test]
+fn max_seconds_crops_to_the_first_seconds_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let long = core_fixtures().join("audio/one16000_float.wav");
+    let samples: Vec<f32> = hound::WavReader::open(&long)
+        .unwrap()
+        .samples::<f32>()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(samples.len(), 16_000);
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let head = tmp.path().join("head.wav");
+    let mut w = hound::WavWriter::create(&head, spec).unwrap();
+    samples[..8000]
+        .iter()
+        .for_each(|&s| w.write_sample(s).unwrap());
+    w.finalize().unwrap();
+    let short = core_fixtures().join("audio/odd1234_float.wav");
+
+    let run = |args: &[&str], files: &[&Path], out: &Path| {
+        let ok = hubert()
+            .args(["embed", "--layers", "all", "--model"])
+            .arg(core_fixtures().join("tiny-base"))
+            .args(args)
+            .arg("-o")
+            .arg(out)
+            .args(files)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "hubert embed {args:?}");
+        candle_core::safetensors::load(out, &Device::Cpu).unwrap()
+    };
+    let cropped_out = tmp.path().join("cropped.safetensors");
+    let cropped = run(&["--max-seconds", "0.5"], &[&long, &short], &cropped_out);
+    let reference = run(&[], &[&head, &short], &tmp.path().join("head.safetensors"));
+    let d = max_abs_diff(&cropped["pooled"], &reference["pooled"]);
+    assert!(d < 1e-6, "cropped vs first 8000 samples: {d}");
+    let meta = metadata(&cropped_out);
+    assert_eq!(meta["max_seconds"], "0.5");
+    let listed: Vec<String> = serde_json::from_str(&meta["cropped"]).unwrap();
+    assert_eq!(listed, vec![long.display().to_string()]);
+    // 8000 samples: (8000 - 400) / 320 + 1 frames; the short file keeps its own.
+    let frames: Vec<usize> = serde_json::from_str(&meta["num_frames"]).unwrap();
+    assert_eq!(frames[0], 24);
+
+    let bad = hubert()
+        .args(["embed", "--max-seconds", "0", "--model"])
+        .arg(core_fixtures().join("tiny-base"))
+        .arg("-o")
+        .arg(tmp.path().join("x.safetensors"))
+        .arg(&long)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("positive number of seconds"));
+}
