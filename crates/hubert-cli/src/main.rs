@@ -3,6 +3,8 @@
 //! - `hubert embed --model M [--layers last|all|I,J] [--frames] --output out.safetensors a.wav ...`
 //!   writes `pooled` `[N, L, D]` (mean over frames of each stored layer, input order), with
 //!   `--frames` also `frames.<i>` `[L, T_i, D]`, and the file list, model and layers as metadata.
+//!   `--max-seconds S` keeps the first S seconds of each file (said in the metadata);
+//!   `--chunk-seconds S [--chunk-overlap O]` embeds longer files in windows, frames stitched.
 //! - `hubert info --model M` prints the architecture and parameter count.
 
 use std::collections::HashMap;
@@ -58,6 +60,19 @@ struct EmbedArgs {
     /// of stopping at the first.
     #[arg(long)]
     skip_bad: bool,
+    /// Keep only the first S seconds of each file (recorded in the output metadata as
+    /// `max_seconds` and the list `cropped`).
+    #[arg(long, value_parser = positive_seconds)]
+    max_seconds: Option<f64>,
+    /// Embed files longer than S seconds in windows of S seconds, each window separately, its
+    /// frames stitched into the file's (a deviation from the full-context result: frames see
+    /// only their window's context); recorded in the metadata with the overlap.
+    #[arg(long, value_parser = positive_seconds)]
+    chunk_seconds: Option<f64>,
+    /// Seconds that consecutive windows share (`--chunk-seconds`); each shared frame comes from
+    /// the window where it is furthest from an edge.
+    #[arg(long, default_value_t = 0.0, requires = "chunk_seconds", value_parser = non_negative_seconds)]
+    chunk_overlap: f64,
     /// Read more input paths from this file, one per line.
     #[arg(long)]
     files_from: Option<PathBuf>,
@@ -75,6 +90,41 @@ struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// Clips longer than this many seconds get a warning: attention's cost grows with the square of
+/// the length (memory stays bounded: attention runs in tiles).
+const LONG_CLIP_SECONDS: f64 = 600.0;
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a positive number of seconds, got {s:?}")),
+    }
+}
+
+fn non_negative_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected seconds >= 0, got {s:?}")),
+    }
+}
+
+/// The warning for a clip of `samples` at 16 kHz longer than [`LONG_CLIP_SECONDS`].
+fn long_clip_warning(path: &std::path::Path, samples: usize) -> Option<String> {
+    let seconds = samples as f64 / 16_000.0;
+    if seconds <= LONG_CLIP_SECONDS {
+        return None;
+    }
+    let frames = samples / 320;
+    Some(format!(
+        "warning: {} is {seconds:.0} s long ({frames} frames): attention over the whole clip \
+         costs {:.0}x a 30 s clip's per second of audio (it grows with the square of the \
+         length; memory stays bounded); --max-seconds S embeds only the first S seconds, \
+         --chunk-seconds S in windows of S seconds",
+        path.display(),
+        seconds / 30.0
+    ))
 }
 
 fn main() {
@@ -140,6 +190,33 @@ fn embed(args: EmbedArgs) -> Result<()> {
         });
     let mut embedder = Embedder::new(&hubert, options)?;
     let num_layers = embedder.num_layers();
+    // Frames are `stride` samples apart and see `field` samples (320 and 400 at 16 kHz).
+    let stride: usize = cfg.conv_stride.iter().product();
+    let field = cfg.min_samples();
+    let chunking = match args.chunk_seconds {
+        Some(s) => {
+            let chunk = (s * 16_000.0 / stride as f64).floor() as usize;
+            let overlap = (args.chunk_overlap * 16_000.0 / stride as f64).round() as usize;
+            if chunk == 0 || overlap >= chunk {
+                bail!(
+                    "--chunk-seconds {s} --chunk-overlap {}: a window needs at least one frame \
+                     ({} s) and more frames than the overlap",
+                    args.chunk_overlap,
+                    stride as f64 / 16_000.0
+                );
+            }
+            let windows = EmbedOptions::new(args.layers.clone())
+                .with_batch_size(1)
+                .with_outputs(Outputs {
+                    frames: true,
+                    ..Outputs::default()
+                });
+            Some((chunk, overlap, Embedder::new(&hubert, windows)?))
+        }
+        None => None,
+    };
+    let mut chunked: Vec<String> = Vec::new();
+    let mut chunk_embedder = chunking;
 
     let progress = terminal::count_bar(paths.len() as u64, "embed", "clips");
     let started = Instant::now();
@@ -153,9 +230,37 @@ fn embed(args: EmbedArgs) -> Result<()> {
         }
     };
     let lookahead = (2 * args.batch_size as usize).max(8);
+    let max_samples = args
+        .max_seconds
+        .map(|s| (s * 16_000.0).round().max(1.0) as usize);
+    let mut cropped: Vec<String> = Vec::new();
     for (index, decoded) in audio_io::load_many(paths.clone(), lookahead) {
         match decoded {
-            Ok(clip) => place(embedder.push(index, clip)?, &mut results),
+            Ok(mut clip) => {
+                if let Some(max) = max_samples.filter(|&max| clip.len() > max) {
+                    clip.truncate(max);
+                    cropped.push(paths[index].display().to_string());
+                }
+                if let Some((chunk, overlap, windows_embedder)) = &mut chunk_embedder {
+                    let plan = hubert_core::embed::chunk_windows(
+                        clip.len(),
+                        stride,
+                        field,
+                        *chunk,
+                        *overlap,
+                    );
+                    if let Some(windows) = plan {
+                        let e =
+                            windows_embedder.embed_windows(index, &clip, &windows, args.frames)?;
+                        chunked.push(paths[index].display().to_string());
+                        place(vec![e], &mut results);
+                        continue;
+                    }
+                } else if let Some(warning) = long_clip_warning(&paths[index], clip.len()) {
+                    progress.suspend(|| eprintln!("{warning}"));
+                }
+                place(embedder.push(index, clip)?, &mut results)
+            }
             Err(e) if args.skip_bad => {
                 progress.suspend(|| eprintln!("skipped: {e}"));
                 skipped.push((paths[index].clone(), e.to_string()));
@@ -175,7 +280,10 @@ fn embed(args: EmbedArgs) -> Result<()> {
     }
     place(embedder.flush()?, &mut results);
     progress.finish_and_clear();
-    let audio_seconds = embedder.seconds_embedded();
+    let audio_seconds = embedder.seconds_embedded()
+        + chunk_embedder
+            .as_ref()
+            .map_or(0.0, |(_, _, e)| e.seconds_embedded());
 
     let kept: Vec<(usize, Embedding)> = results
         .into_iter()
@@ -220,7 +328,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
         .iter()
         .map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "error": e}))
         .collect();
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("files".to_string(), serde_json::to_string(&files)?),
         ("model".to_string(), hubert.files.id.clone()),
         (
@@ -242,6 +350,23 @@ fn embed(args: EmbedArgs) -> Result<()> {
         ("skipped".to_string(), serde_json::to_string(&skipped_json)?),
         ("padded".to_string(), serde_json::to_string(&padded)?),
     ]);
+    metadata.insert(
+        "frame_centre_seconds".to_string(),
+        format!(
+            "{} * i + {}",
+            stride as f64 / 16_000.0,
+            field as f64 / 2.0 / 16_000.0
+        ),
+    );
+    if let Some(s) = args.chunk_seconds {
+        metadata.insert("chunk_seconds".to_string(), s.to_string());
+        metadata.insert("chunk_overlap".to_string(), args.chunk_overlap.to_string());
+        metadata.insert("chunked".to_string(), serde_json::to_string(&chunked)?);
+    }
+    if let Some(max) = args.max_seconds {
+        metadata.insert("max_seconds".to_string(), max.to_string());
+        metadata.insert("cropped".to_string(), serde_json::to_string(&cropped)?);
+    }
     write_safetensors(&args.output, &tensors, metadata)?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
@@ -326,4 +451,32 @@ fn info(args: InfoArgs) -> Result<()> {
         info.num_parameters as f64 / 1e6
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_clips_over_the_threshold_get_the_long_clip_warning() {
+        let path = std::path::Path::new("talk.wav");
+        assert_eq!(long_clip_warning(path, 600 * 16_000), None);
+        let warning = long_clip_warning(path, 3600 * 16_000).unwrap();
+        assert!(
+            warning.contains("talk.wav is 3600 s long (180000 frames)"),
+            "{warning}"
+        );
+        assert!(warning.contains("120x a 30 s clip's"), "{warning}");
+        assert!(warning.contains("--max-seconds"), "{warning}");
+    }
+
+    #[test]
+    fn max_seconds_must_be_positive() {
+        assert_eq!(positive_seconds("2.5"), Ok(2.5));
+        for bad in ["0", "-1", "nan", "inf", "ten"] {
+            assert!(positive_seconds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(non_negative_seconds("0"), Ok(0.0));
+        assert!(non_negative_seconds("-0.5").is_err());
+    }
 }

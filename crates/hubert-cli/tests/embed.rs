@@ -295,3 +295,162 @@ fn info_prints_the_architecture() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/model"));
 }
+
+/// `--max-seconds` keeps the first S seconds: the cropped file embeds exactly as a file holding
+/// only those samples, shorter files are untouched, and the metadata says what was cropped.
+#[test]
+fn max_seconds_crops_to_the_first_seconds_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let long = core_fixtures().join("audio/one16000_float.wav");
+    let samples: Vec<f32> = hound::WavReader::open(&long)
+        .unwrap()
+        .samples::<f32>()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(samples.len(), 16_000);
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let head = tmp.path().join("head.wav");
+    let mut w = hound::WavWriter::create(&head, spec).unwrap();
+    samples[..8000]
+        .iter()
+        .for_each(|&s| w.write_sample(s).unwrap());
+    w.finalize().unwrap();
+    let short = core_fixtures().join("audio/odd1234_float.wav");
+
+    let run = |args: &[&str], files: &[&Path], out: &Path| {
+        let ok = hubert()
+            .args(["embed", "--layers", "all", "--model"])
+            .arg(core_fixtures().join("tiny-base"))
+            .args(args)
+            .arg("-o")
+            .arg(out)
+            .args(files)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "hubert embed {args:?}");
+        candle_core::safetensors::load(out, &Device::Cpu).unwrap()
+    };
+    let cropped_out = tmp.path().join("cropped.safetensors");
+    let cropped = run(&["--max-seconds", "0.5"], &[&long, &short], &cropped_out);
+    let reference = run(&[], &[&head, &short], &tmp.path().join("head.safetensors"));
+    let d = max_abs_diff(&cropped["pooled"], &reference["pooled"]);
+    assert!(d < 1e-6, "cropped vs first 8000 samples: {d}");
+    let meta = metadata(&cropped_out);
+    assert_eq!(meta["max_seconds"], "0.5");
+    let listed: Vec<String> = serde_json::from_str(&meta["cropped"]).unwrap();
+    assert_eq!(listed, vec![long.display().to_string()]);
+    // 8000 samples: (8000 - 400) / 320 + 1 frames; the short file keeps its own.
+    let frames: Vec<usize> = serde_json::from_str(&meta["num_frames"]).unwrap();
+    assert_eq!(frames[0], 24);
+
+    let bad = hubert()
+        .args(["embed", "--max-seconds", "0", "--model"])
+        .arg(core_fixtures().join("tiny-base"))
+        .arg("-o")
+        .arg(tmp.path().join("x.safetensors"))
+        .arg(&long)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("positive number of seconds"));
+}
+
+/// `--chunk-seconds`: files that fit one window embed as without it; longer ones are windows
+/// embedded separately whose frames are stitched (each shared frame from the window where it is
+/// furthest from an edge) and pooled over the whole file; the settings are in the metadata.
+#[test]
+fn chunked_files_stitch_window_frames_and_pool_over_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wav = core_fixtures().join("audio/one16000_float.wav");
+    let samples: Vec<f32> = hound::WavReader::open(&wav)
+        .unwrap()
+        .samples::<f32>()
+        .map(Result::unwrap)
+        .collect();
+    let run = |args: &[&str], file: &Path, out: &Path| {
+        let output = hubert()
+            .args(["embed", "--layers", "all", "--frames", "--model"])
+            .arg(core_fixtures().join("tiny-base"))
+            .args(args)
+            .arg("-o")
+            .arg(out)
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        candle_core::safetensors::load(out, &Device::Cpu).unwrap()
+    };
+    let whole = run(&[], &wav, &tmp.path().join("whole.safetensors"));
+    let one_window = tmp.path().join("one.safetensors");
+    let fits = run(&["--chunk-seconds", "2"], &wav, &one_window);
+    assert_eq!(max_abs_diff(&whole["pooled"], &fits["pooled"]), 0.0);
+    assert_eq!(metadata(&one_window)["chunked"], "[]");
+
+    // 0.4 s windows (20 frames, 6480 samples), 5 frames shared: window 0 keeps frames 0..18
+    // (frame 17 is 2 frames from an edge in both windows: it stays with the earlier one).
+    let out = tmp.path().join("chunked.safetensors");
+    let chunked = run(
+        &["--chunk-seconds", "0.4", "--chunk-overlap", "0.1"],
+        &wav,
+        &out,
+    );
+    let frames = &chunked["frames.0"];
+    assert_eq!(frames.dims(), &[3, 49, 32]);
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let first = tmp.path().join("first.wav");
+    let mut w = hound::WavWriter::create(&first, spec).unwrap();
+    samples[..6480]
+        .iter()
+        .for_each(|&s| w.write_sample(s).unwrap());
+    w.finalize().unwrap();
+    let alone = run(&[], &first, &tmp.path().join("first.safetensors"));
+    let head = frames.narrow(1, 0, 18).unwrap();
+    let expected = alone["frames.0"].narrow(1, 0, 18).unwrap();
+    assert!(max_abs_diff(&head, &expected) < 1e-6);
+    // Frame 18 comes from window 1, not window 0.
+    let w0 = alone["frames.0"].narrow(1, 18, 1).unwrap();
+    assert!(max_abs_diff(&frames.narrow(1, 18, 1).unwrap(), &w0) > 1e-6);
+    let mean = frames.mean(1).unwrap().unsqueeze(0).unwrap();
+    assert!(max_abs_diff(&chunked["pooled"], &mean) < 1e-5);
+    // The chunked result deviates from the full-context one (it is not the same computation).
+    assert!(max_abs_diff(&chunked["pooled"], &whole["pooled"]) > 1e-6);
+    let meta = metadata(&out);
+    assert_eq!(meta["chunk_seconds"], "0.4");
+    assert_eq!(meta["chunk_overlap"], "0.1");
+    assert_eq!(meta["frame_centre_seconds"], "0.02 * i + 0.0125");
+    let listed: Vec<String> = serde_json::from_str(&meta["chunked"]).unwrap();
+    assert_eq!(listed, vec![wav.display().to_string()]);
+
+    let bad = hubert()
+        .args([
+            "embed",
+            "--chunk-seconds",
+            "0.4",
+            "--chunk-overlap",
+            "0.4",
+            "--model",
+        ])
+        .arg(core_fixtures().join("tiny-base"))
+        .arg("-o")
+        .arg(tmp.path().join("x.safetensors"))
+        .arg(&wav)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("more frames than the overlap"));
+}

@@ -223,3 +223,190 @@ impl<'m> Embedder<'m> {
         Ok(done)
     }
 }
+
+/// One window of a clip embedded in chunks ([`chunk_windows`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// First sample of the window in the clip.
+    pub start: usize,
+    /// Samples in the window.
+    pub len: usize,
+    /// The clip's frame index of the window's first frame.
+    pub first_frame: usize,
+    /// The window's own frames kept for the clip (window-local indices): of the frames two
+    /// windows share, each goes to the window where it is furthest from an edge.
+    pub keep: std::ops::Range<usize>,
+}
+
+/// Splits a clip of `samples` into windows of `chunk_frames` frames that overlap by
+/// `overlap_frames` (`stride` samples per frame, `field` samples of receptive field: 320 and
+/// 400 for the wav2vec2 conv stack). Window `k` starts at sample `k * (chunk - overlap) *
+/// stride` and spans the receptive field of its frames, so its frame `i` is the clip's frame
+/// `first_frame + i` seen with the window's context only. The kept ranges cover each of the
+/// clip's frames exactly once, in order. A last window shorter than `field` joins the one
+/// before it. `None` when the clip fits in one window (embed it whole).
+///
+/// # Panics
+/// If `overlap_frames >= chunk_frames` or `chunk_frames == 0`.
+pub fn chunk_windows(
+    samples: usize,
+    stride: usize,
+    field: usize,
+    chunk_frames: usize,
+    overlap_frames: usize,
+) -> Option<Vec<Window>> {
+    assert!(chunk_frames > 0 && overlap_frames < chunk_frames);
+    let frames_of = |len: usize| {
+        if len < field {
+            0
+        } else {
+            (len - field) / stride + 1
+        }
+    };
+    let window_len = (chunk_frames - 1) * stride + field;
+    if samples <= window_len {
+        return None;
+    }
+    let step = (chunk_frames - overlap_frames) * stride;
+    let mut windows: Vec<Window> = Vec::new();
+    let mut start = 0;
+    loop {
+        let len = window_len.min(samples - start);
+        if len < field {
+            let last = windows.last_mut().expect("the first window is full");
+            last.len = samples - last.start;
+            break;
+        }
+        windows.push(Window {
+            start,
+            len,
+            first_frame: start / stride,
+            keep: 0..0,
+        });
+        if start + len >= samples {
+            break;
+        }
+        start += step;
+    }
+    // Frames shared by windows k and k + 1 go to the one where they are furthest from an edge
+    // (ties to the earlier window).
+    let mut from = 0;
+    for k in 0..windows.len() {
+        let w = &windows[k];
+        let frames = frames_of(w.len);
+        let end = match windows.get(k + 1) {
+            None => w.first_frame + frames,
+            Some(next) => {
+                let next_frames = frames_of(next.len);
+                let mut end = next.first_frame;
+                while end < w.first_frame + frames {
+                    let here = (end - w.first_frame).min(w.first_frame + frames - 1 - end);
+                    let there =
+                        (end - next.first_frame).min(next.first_frame + next_frames - 1 - end);
+                    if there > here {
+                        break;
+                    }
+                    end += 1;
+                }
+                end
+            }
+        };
+        windows[k].keep = from - w.first_frame..end - w.first_frame;
+        from = end;
+    }
+    Some(windows)
+}
+
+impl Embedder<'_> {
+    /// Embeds one clip as `windows` ([`chunk_windows`]) embedded separately, each window's kept
+    /// frames stitched in order: the mean over all of them (and with `frames`, the stitched
+    /// frames `[L, T, D]`). A deviation from the full-context result: each frame sees only its
+    /// window's context. The embedder's options must ask for frames, and no clip may be
+    /// waiting in it (keep one embedder for windows).
+    pub fn embed_windows(
+        &mut self,
+        index: usize,
+        clip: &[f32],
+        windows: &[Window],
+        frames: bool,
+    ) -> Result<Embedding> {
+        if !self.options.outputs.frames || self.pending() > 0 {
+            return Err(Error::Config(
+                "embedding in windows needs an embedder that keeps frames, with no clip waiting"
+                    .into(),
+            ));
+        }
+        let (layers, dim) = (self.num_layers, self.dim());
+        let total: usize = windows.iter().map(|w| w.keep.len()).sum();
+        let mut sum = vec![0f64; layers * dim];
+        let mut stitched: Vec<Vec<f32>> = vec![Vec::new(); if frames { layers } else { 0 }];
+        for w in windows {
+            let mut done = self.push(usize::MAX, clip[w.start..w.start + w.len].to_vec())?;
+            done.extend(self.flush()?);
+            let e = done.pop().expect("the window was embedded");
+            let f = e.frames.expect("frames asked for");
+            for l in 0..layers {
+                let rows = &f[(l * e.num_frames + w.keep.start) * dim..][..w.keep.len() * dim];
+                for row in rows.chunks_exact(dim) {
+                    for (s, &v) in sum[l * dim..(l + 1) * dim].iter_mut().zip(row) {
+                        *s += v as f64;
+                    }
+                }
+                if frames {
+                    stitched[l].extend_from_slice(rows);
+                }
+            }
+        }
+        Ok(Embedding {
+            index,
+            mean: Some(sum.iter().map(|&s| (s / total as f64) as f32).collect()),
+            std: None,
+            max: None,
+            frames: frames.then(|| stitched.concat()),
+            num_frames: total,
+            num_samples: clip.len(),
+            padded: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every frame of the clip is kept exactly once, in order, from a window that holds it,
+    /// and from the one where it is furthest from an edge.
+    #[test]
+    fn windows_cover_every_frame_once_from_the_most_central_window() {
+        let frames_of = |len: usize| if len < 400 { 0 } else { (len - 400) / 320 + 1 };
+        for samples in [16_000, 48_000, 48_080, 100_001, 160_399] {
+            for (chunk, overlap) in [(50, 0), (50, 10), (25, 24), (7, 3)] {
+                let Some(windows) = chunk_windows(samples, 320, 400, chunk, overlap) else {
+                    assert!(samples <= (chunk - 1) * 320 + 400);
+                    continue;
+                };
+                let mut next = 0;
+                for w in &windows {
+                    let n = frames_of(w.len);
+                    assert!(w.keep.end <= n && w.start + w.len <= samples);
+                    assert_eq!(w.first_frame * 320, w.start);
+                    for i in w.keep.clone() {
+                        assert_eq!(w.first_frame + i, next, "{samples} {chunk}/{overlap}");
+                        next += 1;
+                        let dist = i.min(n - 1 - i);
+                        for o in &windows {
+                            let m = frames_of(o.len);
+                            let g = w.first_frame + i;
+                            if g >= o.first_frame && g < o.first_frame + m {
+                                let j = g - o.first_frame;
+                                assert!(j.min(m - 1 - j) <= dist, "frame {g}");
+                            }
+                        }
+                    }
+                }
+                assert_eq!(next, frames_of(samples), "{samples} {chunk}/{overlap}");
+            }
+        }
+        assert_eq!(chunk_windows(16_000, 320, 400, 50, 10), None);
+    }
+}

@@ -11,6 +11,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::gemm::{gemm_new, gemm_raw, padded_ld, Init, Kernel, PackedB};
+use crate::cpu::tiled::{self, Tiling};
 use crate::cpu::{self, threads, SendPtr};
 
 /// `nn.LayerNorm` weights.
@@ -120,16 +121,24 @@ pub(crate) struct FastLayer {
 }
 
 impl FastLayer {
-    /// `x` `[b * t, d]` in place; `bias`: WavLM's position bias for this layer.
-    pub(crate) fn forward(&self, x: &mut [f32], b: usize, t: usize, bias: Option<&PositionBias>) {
+    /// `x` `[b * t, d]` in place; `bias`: WavLM's position bias for this layer; `tiling`:
+    /// attention in tiles ([`tiled`]) instead of each head's full score matrix.
+    pub(crate) fn forward(
+        &self,
+        x: &mut [f32],
+        b: usize,
+        t: usize,
+        bias: Option<&PositionBias>,
+        tiling: Option<Tiling>,
+    ) {
         let m = b * t;
         if self.stable_layer_norm {
-            let attn = self.attention(&self.layer_norm.forward(x), b, t, bias);
+            let attn = self.attention(&self.layer_norm.forward(x), b, t, bias, tiling);
             cpu::add_inplace(x, &attn);
             let ff = self.feed_forward(&self.final_layer_norm.forward(x), m);
             cpu::add_inplace(x, &ff);
         } else {
-            let attn = self.attention(x, b, t, bias);
+            let attn = self.attention(x, b, t, bias, tiling);
             self.layer_norm.add_forward_inplace(x, &attn);
             let ff = self.feed_forward(x, m);
             self.final_layer_norm.add_forward_inplace(x, &ff);
@@ -190,12 +199,36 @@ impl FastLayer {
 
     /// Multi-head self-attention without masking (with WavLM's gated position bias when
     /// given), out projection included.
-    fn attention(&self, x: &[f32], b: usize, t: usize, bias: Option<&PositionBias>) -> Vec<f32> {
+    fn attention(
+        &self,
+        x: &[f32],
+        b: usize,
+        t: usize,
+        bias: Option<&PositionBias>,
+        tiling: Option<Tiling>,
+    ) -> Vec<f32> {
         let _span = tracing::trace_span!("attention").entered();
         let (hd, heads) = (self.head_dim, self.heads);
         let d = hd * heads;
         let qkv = self.qkv.forward(x, b * t);
         let mut ctx = vec![0f32; b * t * d];
+        if let Some(tiling) = tiling {
+            let _core = tracing::trace_span!("attention-tiled").entered();
+            tiled::attention(
+                self.attention_kernel,
+                &qkv,
+                x,
+                b,
+                t,
+                heads,
+                hd,
+                bias,
+                tiling,
+                &mut ctx,
+            );
+            drop(qkv);
+            return self.out_proj.forward(&ctx, b * t);
+        }
         let dst = SendPtr(ctx.as_mut_ptr());
         let scaling = (hd as f32).powf(-0.5);
         let core = tracing::trace_span!("attention-core").entered();

@@ -197,7 +197,7 @@ impl<T> SendPtr<T> {
 /// built with integer ops on those bits (a float-to-int `as` cast saturates, which LLVM does
 /// not vectorise: it cost softmax and GELU a scalar conversion per value).
 #[inline(always)]
-fn exp_neg(v: f32) -> f32 {
+pub(crate) fn exp_neg(v: f32) -> f32 {
     let v = v.max(-87.0);
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting rounds to an integer

@@ -9,6 +9,7 @@
 //! - `winograd`: the conv feature encoder's stride-2 kernel-3 layers as Winograd F(2,2).
 //! - `fftconv`: the grouped positional conv as overlap-save FFT convolution.
 //! - `fast`: the transformer layers (fused QKV, attention, feed-forward).
+//! - `tiled`: attention in tiles with an online softmax (`O(T)` memory, long clips).
 //!
 //! The model code (`crate::model`) decides per layer whether this backend runs it (CPU device,
 //! f32 or bf16, exact GELU) and otherwise uses candle's ops; both give the same hidden states
@@ -18,6 +19,7 @@ pub(crate) mod fast;
 pub(crate) mod fftconv;
 pub mod gemm;
 mod kernels;
+pub(crate) mod tiled;
 pub(crate) mod winograd;
 
 pub(crate) use kernels::*;

@@ -1,12 +1,13 @@
 //! `encoder.layers.{i}.attention`: multi-head self-attention on candle's ops (GPUs, f16),
-//! with WavLM's gated relative position bias when the family has it.
+//! with WavLM's gated relative position bias when the family has it; long clips compute the
+//! scores one block of query frames at a time.
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::Linear;
 use tracing::{span, Level};
 
 use super::linear;
-use super::wavlm::RelPositionGate;
+use super::wavlm::{RelPositionEmbedding, RelPositionGate};
 use crate::config::{HubertConfig, ModelFamily};
 use crate::weights::Weights;
 use crate::Result;
@@ -47,9 +48,17 @@ impl Attention {
         })
     }
 
-    /// `[B, T, D]` -> `[B, T, D]`; `bias`: WavLM's ungated relative position bias
-    /// `[heads, T, T]` in f32 (required when the layer has a gate).
-    pub(crate) fn forward(&self, xs: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    /// `[B, T, D]` -> `[B, T, D]`; `bias`: WavLM's ungated relative position bias rows
+    /// (`[heads][2T - 1]`, [`super::wavlm::RelPositionEmbedding::bias_rows`]; required when the
+    /// layer has a gate); `query_block`: compute the scores for this many query frames at a time
+    /// (each block's softmax is over every key, so the result is the same; memory
+    /// `heads x block x T` instead of `heads x T x T`), `None` for all at once.
+    pub(crate) fn forward(
+        &self,
+        xs: &Tensor,
+        bias: Option<&[f32]>,
+        query_block: Option<usize>,
+    ) -> Result<Tensor> {
         let _enter = self.span.enter();
         let (b, t, d) = xs.dims3()?;
         let heads = |proj: &Linear| -> Result<Tensor> {
@@ -62,11 +71,10 @@ impl Attention {
         let q = heads(&self.q_proj)?;
         let k = heads(&self.k_proj)?;
         let v = heads(&self.v_proj)?;
-        // WavLM: the bias gated per query frame and head, `[B, H, T, T]` in f32.
-        let gated = match (&self.gate, bias) {
-            (Some(gate), Some(bias)) => {
-                Some(gate.gates_tensor(xs)?.broadcast_mul(&bias.unsqueeze(0)?)?)
-            }
+        let k_t = k.t()?;
+        // WavLM: each query frame's gate per head, `[B, H, T, 1]` in f32.
+        let gates = match (&self.gate, bias) {
+            (Some(gate), Some(_)) => Some(gate.gates_tensor(xs)?.to_dtype(DType::F32)?),
             (Some(_), None) => {
                 return Err(crate::Error::Config(
                     "WavLM attention run without its relative position bias".into(),
@@ -74,28 +82,61 @@ impl Attention {
             }
             (None, _) => None,
         };
-        let probs = if q.dtype() == DType::F32 {
-            let mut scores = (q.matmul(&k.t()?)? * self.scaling)?;
-            if let Some(gated) = &gated {
-                scores = (scores + gated)?;
-            }
-            candle_nn::ops::softmax_last_dim(&scores)?
+        let block = query_block.unwrap_or(t).clamp(1, t.max(1));
+        let mut outs = Vec::with_capacity(t.div_ceil(block));
+        let mut i0 = 0;
+        while i0 < t {
+            let n = block.min(t - i0);
+            let q = if n == t {
+                q.clone()
+            } else {
+                q.narrow(2, i0, n)?
+            };
+            // WavLM: the bias of these query frames gated per frame and head, `[B, H, n, T]`.
+            let gated = match (&gates, bias) {
+                (Some(gates), Some(rows)) => {
+                    let block = RelPositionEmbedding::bias_block(
+                        rows,
+                        self.num_heads,
+                        t,
+                        (i0, i0 + n),
+                        xs.device(),
+                        DType::F32,
+                    )?;
+                    Some(
+                        gates
+                            .narrow(2, i0, n)?
+                            .broadcast_mul(&block.unsqueeze(0)?)?,
+                    )
+                }
+                _ => None,
+            };
+            let probs = if q.dtype() == DType::F32 {
+                let mut scores = (q.matmul(&k_t)? * self.scaling)?;
+                if let Some(gated) = &gated {
+                    scores = (scores + gated)?;
+                }
+                candle_nn::ops::softmax_last_dim(&scores)?
+            } else {
+                // f16/bf16: scale q before the product (keeps the scores in f16's range), then
+                // the softmax in f32 as PyTorch's fused attention does; candle's half kernel
+                // runs exp and the normalisation in half precision.
+                let dtype = q.dtype();
+                let mut scores = (q * self.scaling)?.matmul(&k_t)?.to_dtype(DType::F32)?;
+                if let Some(gated) = &gated {
+                    scores = (scores + gated)?;
+                }
+                candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?
+            };
+            outs.push(probs.matmul(&v)?);
+            i0 += n;
+        }
+        let out = if outs.len() == 1 {
+            outs.remove(0)
         } else {
-            // f16/bf16: scale q before the product (keeps the scores in f16's range), then the
-            // softmax in f32 as PyTorch's fused attention does; candle's half kernel runs
-            // exp and the normalisation in half precision.
-            let dtype = q.dtype();
-            let mut scores = (q * self.scaling)?.matmul(&k.t()?)?.to_dtype(DType::F32)?;
-            if let Some(gated) = &gated {
-                scores = (scores + gated)?;
-            }
-            candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?
+            Tensor::cat(&outs, 2)?
         };
-        let out = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, t, d))?;
+        let out = out.transpose(1, 2)?.contiguous()?.reshape((b, t, d))?;
         Ok(self.out_proj.forward(&out)?)
     }
 }

@@ -13,6 +13,7 @@ use super::{layer_norm, linear, to_vec};
 use crate::config::{Activation, HubertConfig, ModelFamily};
 use crate::cpu::fast::{FastLayer, FastLinear, Norm, PositionBias};
 use crate::cpu::gemm::Kernel;
+use crate::cpu::tiled::{Tiling, FULL_ATTENTION_MAX_FRAMES};
 use crate::weights::Weights;
 use crate::Result;
 
@@ -87,20 +88,26 @@ impl EncoderLayer {
         })
     }
 
-    /// `bias`: WavLM's relative position bias `[heads, T, T]` (f32).
-    pub(crate) fn forward(&self, xs: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    /// `bias`: WavLM's relative position bias rows `[heads][2T - 1]`; `query_block`: see
+    /// [`Attention::forward`].
+    pub(crate) fn forward(
+        &self,
+        xs: &Tensor,
+        bias: Option<&[f32]>,
+        query_block: Option<usize>,
+    ) -> Result<Tensor> {
         let _enter = self.span.enter();
         if self.stable_layer_norm {
             let attn = self
                 .attention
-                .forward(&self.layer_norm.forward(xs)?, bias)?;
+                .forward(&self.layer_norm.forward(xs)?, bias, query_block)?;
             let xs = (xs + attn)?;
             let ff = self
                 .feed_forward
                 .forward(&self.final_layer_norm.forward(&xs)?)?;
             Ok((xs + ff)?)
         } else {
-            let attn = self.attention.forward(xs, bias)?;
+            let attn = self.attention.forward(xs, bias, query_block)?;
             let xs = self.layer_norm.forward(&(xs + attn)?)?;
             let ff = self.feed_forward.forward(&xs)?;
             Ok(self.final_layer_norm.forward(&(xs + ff)?)?)
@@ -123,6 +130,36 @@ pub(crate) struct Encoder {
     /// The CPU layers (see [`crate::cpu::fast`]).
     fast: Option<FastEncoder>,
     stable_layer_norm: bool,
+}
+
+/// How the layers compute attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttentionMode {
+    /// Each head's full `T x T` score matrix.
+    Full,
+    /// In tiles: the CPU path's online softmax ([`crate::cpu::tiled`]); candle's path takes
+    /// blocks of `query` frames against every key.
+    Tiled(Tiling),
+}
+
+impl AttentionMode {
+    /// What the model runs for a `t`-frame clip: full score matrices up to
+    /// [`FULL_ATTENTION_MAX_FRAMES`] frames, tiles ([`Tiling::DEFAULT`]) above.
+    pub(crate) fn for_frames(t: usize) -> Self {
+        if t > FULL_ATTENTION_MAX_FRAMES {
+            AttentionMode::Tiled(Tiling::DEFAULT)
+        } else {
+            AttentionMode::Full
+        }
+    }
+
+    /// The tiling, `None` for full score matrices.
+    fn tiling(self) -> Option<Tiling> {
+        match self {
+            AttentionMode::Full => None,
+            AttentionMode::Tiled(tiling) => Some(tiling),
+        }
+    }
 }
 
 /// The encoder's layers and LayerNorm on the CPU path.
@@ -238,14 +275,22 @@ impl Encoder {
         })
     }
 
+    /// Whether the CPU layers run (rather than candle's).
+    #[cfg(test)]
+    pub(crate) fn is_fast(&self) -> bool {
+        self.fast.is_some()
+    }
+
     /// [`Encoder::forward_visit`] on the CPU path.
     fn forward_visit_fast(
         &self,
         fast: &FastEncoder,
         xs: &Tensor,
         visit: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+        mode: AttentionMode,
     ) -> Result<Tensor> {
         let (b, t, d) = xs.dims3()?;
+        let tiling = mode.tiling();
         let device = xs.device();
         let pos = self.pos_conv_embed.forward(xs)?;
         let mut x = (xs + pos)?.flatten_all()?.to_vec1::<f32>()?;
@@ -266,7 +311,7 @@ impl Encoder {
                     rows,
                     gates: &gates_fn,
                 });
-                layer.forward(&mut x, b, t, bias.as_ref());
+                layer.forward(&mut x, b, t, bias.as_ref(), tiling);
             }
             visit(i + 1, &Tensor::from_slice(&x, (b, t, d), device)?)?;
         }
@@ -283,8 +328,19 @@ impl Encoder {
         xs: &Tensor,
         visit: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<Tensor> {
+        self.forward_visit_with(xs, visit, AttentionMode::for_frames(xs.dim(1)?))
+    }
+
+    /// [`Encoder::forward_visit`] with the attention computed as `mode` says (tests compare
+    /// the modes).
+    pub(crate) fn forward_visit_with(
+        &self,
+        xs: &Tensor,
+        visit: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+        mode: AttentionMode,
+    ) -> Result<Tensor> {
         if let Some(fast) = &self.fast {
-            return self.forward_visit_fast(fast, xs, visit);
+            return self.forward_visit_fast(fast, xs, visit, mode);
         }
         let pos = self.pos_conv_embed.forward(xs)?;
         let mut xs = (xs + pos)?;
@@ -292,12 +348,11 @@ impl Encoder {
             xs = self.layer_norm.forward(&xs)?;
         }
         visit(0, &xs)?;
-        let bias = match &self.rel_pos {
-            Some(r) => Some(r.bias_tensor(xs.dim(1)?, xs.device(), candle_core::DType::F32)?),
-            None => None,
-        };
+        let t = xs.dim(1)?;
+        let rows = self.rel_pos.as_ref().map(|r| r.bias_rows(t));
+        let query_block = mode.tiling().map(|tiling| tiling.query);
         for (i, layer) in self.layers.iter().enumerate() {
-            xs = layer.forward(&xs, bias.as_ref())?;
+            xs = layer.forward(&xs, rows.as_deref(), query_block)?;
             visit(i + 1, &xs)?;
         }
         if self.stable_layer_norm {

@@ -11,6 +11,8 @@ mod attention;
 mod encoder;
 mod feature_encoder;
 mod positional;
+#[cfg(test)]
+mod tiling_tests;
 mod wavlm;
 
 use candle_core::{DType, Device, Module, Tensor, D};

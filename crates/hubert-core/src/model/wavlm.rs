@@ -86,18 +86,26 @@ impl RelPositionEmbedding {
         out
     }
 
-    /// The full bias `[heads, t, t]` as a tensor (candle's path).
-    pub(crate) fn bias_tensor(&self, t: usize, device: &Device, dtype: DType) -> Result<Tensor> {
-        let rows = self.bias_rows(t);
+    /// The bias of query frames `i0..i1` of a `t`-frame clip against every key, `[heads,
+    /// i1 - i0, t]`, from [`RelPositionEmbedding::bias_rows`]'s `rows` (candle's path, one
+    /// block of query rows at a time for long clips).
+    pub(crate) fn bias_block(
+        rows: &[f32],
+        heads: usize,
+        t: usize,
+        (i0, i1): (usize, usize),
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Tensor> {
         let width = 2 * t - 1;
-        let mut full = Vec::with_capacity(self.heads * t * t);
-        for h in 0..self.heads {
+        let mut block = Vec::with_capacity(heads * (i1 - i0) * t);
+        for h in 0..heads {
             let row = &rows[h * width..(h + 1) * width];
-            for i in 0..t {
-                full.extend_from_slice(&row[t - 1 - i..2 * t - 1 - i]);
+            for i in i0..i1 {
+                block.extend_from_slice(&row[t - 1 - i..2 * t - 1 - i]);
             }
         }
-        Ok(Tensor::from_vec(full, (self.heads, t, t), device)?.to_dtype(dtype)?)
+        Ok(Tensor::from_vec(block, (heads, i1 - i0, t), device)?.to_dtype(dtype)?)
     }
 }
 
