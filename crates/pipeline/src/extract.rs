@@ -102,6 +102,73 @@ pub struct ExtractOptions {
     /// `train --pooling` reads.
     #[arg(skip)]
     pub pooling: PoolingSet,
+    /// Cropping and windowing of long clips (`--max-seconds`, `--chunk-seconds`).
+    #[command(flatten)]
+    pub long_clips: LongClips,
+}
+
+/// How extraction treats long clips; both settings enter the store fingerprint.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+pub struct LongClips {
+    /// Keep only the first S seconds of each clip (after the task's own preparation).
+    #[arg(long, value_name = "S")]
+    pub max_seconds: Option<f64>,
+    /// Embed clips longer than S seconds in windows of S seconds, each separately, frames
+    /// stitched (each shared frame from the window where it is furthest from an edge) and
+    /// pooled over the clip: a deviation from the full-context result. Mean pooling only.
+    #[arg(long, value_name = "S")]
+    pub chunk_seconds: Option<f64>,
+    /// Seconds consecutive windows share.
+    #[arg(
+        long,
+        value_name = "O",
+        default_value_t = 0.0,
+        requires = "chunk_seconds"
+    )]
+    pub chunk_overlap: f64,
+}
+
+impl LongClips {
+    /// The fingerprint entry: `None` when clips are taken whole (stores made before these
+    /// settings existed keep their fingerprint).
+    pub fn setting(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(max) = self.max_seconds {
+            parts.push(format!("first {max} s"));
+        }
+        if let Some(chunk) = self.chunk_seconds {
+            parts.push(format!(
+                "windows of {chunk} s overlapping {} s, stitched at the most central frame",
+                self.chunk_overlap
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
+    /// Checks the values; returns the window plan's `(chunk, overlap)` in frames.
+    fn windows(&self, stride: usize, pooling: &PoolingSet) -> Result<Option<(usize, usize)>> {
+        if let Some(max) = self.max_seconds {
+            if !(max.is_finite() && max > 0.0) {
+                bail!("--max-seconds {max}: expected a positive number of seconds");
+            }
+        }
+        let Some(chunk) = self.chunk_seconds else {
+            return Ok(None);
+        };
+        let frames = |s: f64| s * audio_io::TARGET_SAMPLE_RATE as f64 / stride as f64;
+        let (c, o) = (frames(chunk).floor(), frames(self.chunk_overlap).round());
+        if !(c.is_finite() && o.is_finite() && c >= 1.0 && o >= 0.0 && o < c) {
+            bail!(
+                "--chunk-seconds {chunk} --chunk-overlap {}: a window needs at least one frame \
+                 and more frames than the overlap",
+                self.chunk_overlap
+            );
+        }
+        if pooling.contains(Stat::Std) || pooling.contains(Stat::Max) {
+            bail!("--chunk-seconds pools by the mean only (not with std or max pooling)");
+        }
+        Ok(Some((c as usize, o as usize)))
+    }
 }
 
 impl ExtractOptions {
@@ -256,6 +323,7 @@ fn settings_for(
         pooling: opts.pooling.to_string(),
         decode: decode_settings(),
         items_sha256: items_sha256(dataset)?,
+        long_clips: opts.long_clips.setting(),
     })
 }
 
@@ -845,6 +913,25 @@ fn run_chunks(
         });
     let mut embedder = Embedder::new(hubert, options)?;
     let mut state: Option<ChunkState> = None;
+    let cfg = hubert.config();
+    let stride: usize = cfg.conv_stride.iter().product();
+    let field = cfg.min_samples();
+    let max_samples = opts
+        .long_clips
+        .max_seconds
+        .map(|s| (s * audio_io::TARGET_SAMPLE_RATE as f64).round().max(1.0) as usize);
+    let mut windows = match opts.long_clips.windows(stride, &manifest.pooling)? {
+        Some((chunk, overlap)) => {
+            let options = EmbedOptions::new(opts.layers.clone())
+                .with_batch_size(1)
+                .with_outputs(hubert_core::Outputs {
+                    frames: true,
+                    ..Default::default()
+                });
+            Some((chunk, overlap, Embedder::new(hubert, options)?))
+        }
+        None => None,
+    };
 
     for (file_idx, decoded) in audio_io::load_many(files.clone(), 2 * opts.batch_size.max(4)) {
         for &i in &file_items[file_idx] {
@@ -869,10 +956,28 @@ fn run_chunks(
             let item = &dataset.items[i];
             match &decoded {
                 Ok(samples) => {
-                    let clip = task.prepare(item, samples.clone());
-                    // Clips count when their batch has run, so the bar never runs ahead of the
-                    // model.
-                    progress.inc(st.place(embedder.push(i, clip)?) as u64);
+                    let mut clip = task.prepare(item, samples.clone());
+                    if let Some(max) = max_samples {
+                        clip.truncate(max);
+                    }
+                    let plan = windows.as_ref().and_then(|(chunk, overlap, _)| {
+                        hubert_core::embed::chunk_windows(
+                            clip.len(),
+                            stride,
+                            field,
+                            *chunk,
+                            *overlap,
+                        )
+                    });
+                    match (plan, &mut windows) {
+                        (Some(plan), Some((_, _, window_embedder))) => {
+                            let e = window_embedder.embed_windows(i, &clip, &plan, false)?;
+                            progress.inc(st.place(vec![e]) as u64);
+                        }
+                        // Clips count when their batch has run, so the bar never runs ahead
+                        // of the model.
+                        _ => progress.inc(st.place(embedder.push(i, clip)?) as u64),
+                    }
                 }
                 Err(e) if opts.skip_bad => {
                     progress.suspend(|| eprintln!("skipped: {e}"));
@@ -1186,6 +1291,124 @@ pub fn merge(dataset: &Dataset, store: &Path, other_parts: &[PathBuf]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Long-clip settings enter the fingerprint; without them the settings' JSON (and so every
+    /// existing store's fingerprint) is unchanged.
+    #[test]
+    fn long_clip_settings_enter_the_fingerprint() {
+        let base = Settings {
+            task: "t".into(),
+            weights_sha256: "w".into(),
+            config_sha256: "c".into(),
+            preprocessor_sha256: "defaults".into(),
+            layers: "last".into(),
+            layer_indices: vec![],
+            dtype: "f32".into(),
+            device: "cpu".into(),
+            pooling: "mean".into(),
+            decode: "d".into(),
+            items_sha256: "i".into(),
+            long_clips: LongClips::default().setting(),
+        };
+        assert_eq!(base.long_clips, None);
+        let json = serde_json::to_string(&base).unwrap();
+        assert!(!json.contains("long_clips"), "{json}");
+        let cropped = LongClips {
+            max_seconds: Some(30.0),
+            ..Default::default()
+        };
+        let chunked = LongClips {
+            chunk_seconds: Some(30.0),
+            chunk_overlap: 2.0,
+            ..Default::default()
+        };
+        let chunked_more = LongClips {
+            chunk_overlap: 4.0,
+            ..chunked.clone()
+        };
+        let mut prints = vec![base.fingerprint()];
+        for long in [&cropped, &chunked, &chunked_more] {
+            let s = Settings {
+                long_clips: long.setting(),
+                ..base.clone()
+            };
+            prints.push(s.fingerprint());
+        }
+        prints.sort();
+        prints.dedup();
+        assert_eq!(prints.len(), 4, "every setting its own fingerprint");
+        assert_eq!(
+            chunked.setting().unwrap(),
+            "windows of 30 s overlapping 2 s, stitched at the most central frame"
+        );
+    }
+
+    /// The flags parse as part of the `extract` options.
+    #[test]
+    fn long_clip_flags_parse() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            extract: ExtractOptions,
+        }
+        let cli = Cli::try_parse_from([
+            "extract",
+            "--model",
+            "m",
+            "--max-seconds",
+            "600",
+            "--chunk-seconds",
+            "30",
+            "--chunk-overlap",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.extract.long_clips,
+            LongClips {
+                max_seconds: Some(600.0),
+                chunk_seconds: Some(30.0),
+                chunk_overlap: 2.0,
+            }
+        );
+        assert!(Cli::try_parse_from(["extract", "--model", "m", "--chunk-overlap", "2"]).is_err());
+        let plain = Cli::try_parse_from(["extract", "--model", "m"]).unwrap();
+        assert_eq!(plain.extract.long_clips, LongClips::default());
+    }
+
+    #[test]
+    fn long_clip_settings_are_checked() {
+        let mean = PoolingSet::default();
+        let ok = LongClips {
+            chunk_seconds: Some(0.4),
+            chunk_overlap: 0.1,
+            max_seconds: Some(5.0),
+        };
+        assert_eq!(ok.windows(320, &mean).unwrap(), Some((20, 5)));
+        assert_eq!(LongClips::default().windows(320, &mean).unwrap(), None);
+        for bad in [
+            LongClips {
+                max_seconds: Some(0.0),
+                ..Default::default()
+            },
+            LongClips {
+                chunk_seconds: Some(0.01),
+                ..Default::default()
+            },
+            LongClips {
+                chunk_seconds: Some(1.0),
+                chunk_overlap: 1.0,
+                ..Default::default()
+            },
+            LongClips {
+                chunk_seconds: Some(f64::NAN),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.windows(320, &mean).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn shard_parsing() {

@@ -240,6 +240,10 @@ pub struct Settings {
     pub decode: String,
     /// sha256 of the item list and class names.
     pub items_sha256: String,
+    /// Cropping / windowing of long clips (`extract::LongClips::setting`); absent when clips
+    /// are taken whole, so older stores keep their fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_clips: Option<String>,
 }
 
 /// The decode settings every extraction uses (part of [`Settings`]).

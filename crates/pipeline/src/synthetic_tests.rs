@@ -10,7 +10,7 @@ use hubert_core::{LayerSelection, ModelArgs, ModelSource};
 use probe_heads::TrainConfig;
 
 use crate::extract::{
-    extract, merge, parts_dir, store_path, ExtractOptions, ExtractOutcome, Shard,
+    extract, merge, parts_dir, store_path, ExtractOptions, ExtractOutcome, LongClips, Shard,
 };
 use crate::protocol::Protocol;
 use crate::store::FeatureStore;
@@ -97,6 +97,7 @@ fn options(chunk_size: usize, shard: Option<Shard>) -> ExtractOptions {
         chunk_size,
         pooling: Default::default(),
         slug: None,
+        long_clips: Default::default(),
     }
 }
 
@@ -727,4 +728,103 @@ fn pooled_statistics_are_stored_served_and_trained_on() {
     let outcome = train(&Synthetic, &store, &train_opts).unwrap();
     assert_eq!(outcome.results.features.pooling, "meanstd");
     assert_eq!(outcome.results.features.dim, 2 * d);
+}
+
+/// `--max-seconds` and `--chunk-seconds`: clips that fit are stored exactly as without them,
+/// longer ones are cropped or embedded in stitched windows, and the settings are in the store's
+/// fingerprint.
+#[test]
+fn long_clip_settings_crop_or_window_and_are_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = corpus(&tmp.path().join("data"));
+    let n = dataset.items.len();
+    let store_at = |name: &str, long_clips: LongClips| {
+        let path = store_path(
+            &tmp.path().join(name),
+            "synthetic",
+            "hubert",
+            &LayerSelection::All,
+        );
+        let opts = ExtractOptions {
+            long_clips,
+            ..options(4, None)
+        };
+        assert_eq!(
+            run(&dataset, &path, &opts),
+            ExtractOutcome::Complete(path.clone())
+        );
+        FeatureStore::open(&path).unwrap()
+    };
+    let rows = |store: &FeatureStore| -> Vec<Vec<f32>> {
+        let last = store.layer(2).unwrap();
+        last.chunks_exact(32).map(<[f32]>::to_vec).collect()
+    };
+    let reference = store_at("whole", LongClips::default());
+    assert_eq!(reference.settings.as_ref().unwrap().long_clips, None);
+    let whole = rows(&reference);
+    assert_eq!(whole.len(), n);
+
+    // Windows longer than every clip (at most 1.2 s): the same features, another fingerprint.
+    let wide = store_at(
+        "wide",
+        LongClips {
+            chunk_seconds: Some(2.0),
+            ..Default::default()
+        },
+    );
+    assert_eq!(rows(&wide), whole);
+    assert_ne!(
+        wide.settings.as_ref().unwrap().fingerprint(),
+        reference.settings.as_ref().unwrap().fingerprint()
+    );
+
+    // 0.3 s windows sharing 0.06 s: every clip but the 300-sample one is windowed.
+    let windowed = store_at(
+        "windows",
+        LongClips {
+            chunk_seconds: Some(0.3),
+            chunk_overlap: 0.06,
+            ..Default::default()
+        },
+    );
+    let got = rows(&windowed);
+    assert_eq!(got[4], whole[4], "the short clip is embedded whole");
+    for k in (0..n).filter(|&k| k != 4) {
+        assert!(got[k].iter().all(|v| v.is_finite()));
+        assert_ne!(got[k], whole[k], "clip {k} is windowed");
+    }
+    assert!(windowed
+        .settings
+        .as_ref()
+        .unwrap()
+        .long_clips
+        .as_deref()
+        .unwrap()
+        .contains("windows of 0.3 s overlapping 0.06 s"));
+
+    // Cropped to 0.45 s: the 0.4 s clips are untouched, longer ones change.
+    let cropped = store_at(
+        "cropped",
+        LongClips {
+            max_seconds: Some(0.45),
+            ..Default::default()
+        },
+    );
+    let got = rows(&cropped);
+    for k in 0..n {
+        let seconds = if k == 4 {
+            0.0
+        } else {
+            0.4 + 0.1 * (k % 9) as f64
+        };
+        if seconds < 0.45 {
+            assert_eq!(got[k], whole[k], "clip {k}");
+        } else {
+            assert_ne!(got[k], whole[k], "clip {k}");
+        }
+    }
+    assert_eq!(
+        cropped.settings.as_ref().unwrap().long_clips.as_deref(),
+        Some("first 0.45 s")
+    );
 }
