@@ -263,7 +263,11 @@ pub fn chunk_windows(
             (len - field) / stride + 1
         }
     };
-    let window_len = (chunk_frames - 1) * stride + field;
+    // Saturating: `--chunk-seconds` comes from the user, and a window longer than any clip
+    // simply means "no windows".
+    let window_len = (chunk_frames - 1)
+        .saturating_mul(stride)
+        .saturating_add(field);
     if samples <= window_len {
         return None;
     }
@@ -408,5 +412,7 @@ mod tests {
             }
         }
         assert_eq!(chunk_windows(16_000, 320, 400, 50, 10), None);
+        // A window too long to count in samples covers every clip: no windows, no overflow.
+        assert_eq!(chunk_windows(16_000, 320, 400, usize::MAX / 2, 10), None);
     }
 }
