@@ -3,19 +3,27 @@
 //! `h = Σ_l softmax(α)_l x_l`, and the `L` logits `α` are trained jointly with the probe by the
 //! same Adam, starting from 0 (uniform weights) as SUPERB does.
 //!
-//! The trainer here is plain f32 code with manual backpropagation (no SIMD kernels: it is for
-//! the layer-weighting study, not the hot path of [`crate::Trainer::train`], whose probes and
-//! tests it leaves untouched). It follows the same recipe: PyTorch's default initialisation
-//! drawn from `ChaCha8Rng::seed_from_u64(seed)` (the probe first), one shuffle per epoch,
-//! batch-mean cross-entropy, `torch.optim.Adam`'s update, best-validation-epoch selection.
+//! The trainer follows [`crate::Trainer::train`]'s recipe (PyTorch's default initialisation
+//! drawn from `ChaCha8Rng::seed_from_u64(seed)`, the probe first; one shuffle per epoch;
+//! batch-mean cross-entropy; `torch.optim.Adam`'s update; best-validation-epoch selection) on
+//! the same SIMD kernels: each step combines the batch's layers into `h`, runs the probe's
+//! forward, backward and Adam update with the kernels of the plain trainer, and takes the
+//! layer logits' gradient from `dL/dh` (the first dense layer's input gradient). It is
+//! single-threaded (the ablation grid runs trainings in parallel instead). A scalar reference
+//! of the same gradient (`loss_and_grad`, test-only) checks it against finite differences.
 
 use std::ops::ControlFlow;
 
-use crate::model::{argmax_rows, Dense, Probe, ProbeKind};
-use crate::rng;
-use crate::train::{
-    check_inputs, cross_entropy, run_epochs, Dataset, EpochStats, TrainConfig, Trainer,
+use crate::kernels::{
+    self, adam, AdamBuffers, AdamCoef, LayerPtrs, SharedPtr, Simd, UpdateScratch, BLOCK,
 };
+#[cfg(test)]
+use crate::model::Dense;
+use crate::model::{argmax_rows, Probe, ProbeKind};
+use crate::rng;
+#[cfg(test)]
+use crate::train::cross_entropy;
+use crate::train::{check_inputs, run_epochs, Dataset, EpochStats, TrainConfig, Trainer};
 use crate::{ProbeError, Result};
 
 /// A probe on the softmax-weighted sum of `n_layers` stored layers of `dim` features each.
@@ -109,6 +117,7 @@ fn combine_row(row: &[f32], w: &[f32], dim: usize) -> Vec<f32> {
 /// The result of [`Trainer::train_weighted`].
 pub type TrainedWeightedProbe = crate::train::Trained<WeightedProbe>;
 
+#[cfg(test)]
 /// Gradients of the batch-mean cross-entropy w.r.t. every parameter.
 #[derive(Debug, Clone, PartialEq)]
 struct Grads {
@@ -117,6 +126,7 @@ struct Grads {
     dense: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
+#[cfg(test)]
 impl Grads {
     fn zeros(model: &WeightedProbe) -> Self {
         Self {
@@ -131,23 +141,7 @@ impl Grads {
     }
 }
 
-/// `Σ_i a_i b_i` with 8 independent accumulators (vectorisable).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0_f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
-}
-
+#[cfg(test)]
 fn dense_forward(layer: &Dense, input: &[f32], rows: usize) -> Vec<f32> {
     let mut z = vec![0.0_f32; rows * layer.out_dim];
     for r in 0..rows {
@@ -160,6 +154,7 @@ fn dense_forward(layer: &Dense, input: &[f32], rows: usize) -> Vec<f32> {
     z
 }
 
+#[cfg(test)]
 /// Batch-mean cross-entropy of `model` on the rows `x` (`[rows, L*D]`) and its gradients
 /// (written into `grads`, overwriting them).
 fn loss_and_grad(model: &WeightedProbe, x: &[f32], labels: &[usize], grads: &mut Grads) -> f64 {
@@ -248,43 +243,297 @@ fn loss_and_grad(model: &WeightedProbe, x: &[f32], labels: &[usize], grads: &mut
     loss / rows as f64
 }
 
-/// First and second moments of one parameter tensor.
-#[derive(Debug, Clone)]
-struct Moments {
-    m: Vec<f32>,
-    v: Vec<f32>,
+/// Buffers of one training step, allocated once per training (a step allocates nothing).
+struct StepBuffers {
+    /// Batch size rounded up to a multiple of [`BLOCK`].
+    padded: usize,
+    /// The combined features `h` of the batch, `[padded, dim]`.
+    h: Vec<f32>,
+    /// `dL/dh`, `[padded, dim]`.
+    dh: Vec<f32>,
+    /// All ones, `[padded, dim]`: the ReLU mask of the first layer's input gradient lets every
+    /// column through (nothing is rectified in front of the first dense layer).
+    ones: Vec<f32>,
+    /// Per dense layer: pre-activations, post-ReLU activations, gradients w.r.t. `z`.
+    z: Vec<Vec<f32>>,
+    a: Vec<Vec<f32>>,
+    dz: Vec<Vec<f32>>,
+    adam: Vec<AdamBuffers>,
+    /// Adam moments of the layer logits.
+    logit_m: Vec<f32>,
+    logit_v: Vec<f32>,
+    /// `0..padded`.
+    ident: Vec<usize>,
+    rows: Vec<usize>,
+    labels: Vec<usize>,
+    scratch: UpdateScratch,
+    /// Layer weights `softmax(α)` and the gradient w.r.t. them, then w.r.t. `α`.
+    w: Vec<f32>,
+    g: Vec<f32>,
 }
 
-impl Moments {
-    fn zeros(n: usize) -> Self {
+impl StepBuffers {
+    fn new(model: &WeightedProbe, batch_size: usize) -> Self {
+        let padded = batch_size.div_ceil(BLOCK) * BLOCK;
+        let layers = model.probe.layers();
+        let per_layer = || -> Vec<Vec<f32>> {
+            layers
+                .iter()
+                .map(|l| vec![0.0; padded * l.out_dim])
+                .collect()
+        };
+        let n_layers = model.n_layers();
         Self {
-            m: vec![0.0; n],
-            v: vec![0.0; n],
+            padded,
+            h: vec![0.0; padded * model.dim],
+            dh: vec![0.0; padded * model.dim],
+            ones: vec![1.0; padded * model.dim],
+            z: per_layer(),
+            a: per_layer(),
+            dz: per_layer(),
+            adam: layers
+                .iter()
+                .map(|l| AdamBuffers::zeros(l.in_dim, l.out_dim))
+                .collect(),
+            logit_m: vec![0.0; n_layers],
+            logit_v: vec![0.0; n_layers],
+            ident: (0..padded).collect(),
+            rows: Vec::with_capacity(padded),
+            labels: Vec::with_capacity(padded),
+            scratch: UpdateScratch::default(),
+            w: vec![0.0; n_layers],
+            g: vec![0.0; n_layers],
         }
     }
+}
 
-    /// One `torch.optim.Adam` step (L2 `weight_decay` added to the gradient).
-    fn step(&mut self, param: &mut [f32], grad: &[f32], cfg: &TrainConfig, t: u64) {
-        let (b1, b2) = (cfg.beta1 as f32, cfg.beta2 as f32);
-        let bias1 = 1.0 - cfg.beta1.powi(t as i32);
-        let bias2_sqrt = (1.0 - cfg.beta2.powi(t as i32)).sqrt();
-        let step_size = (cfg.learning_rate / bias1) as f32;
-        let (bias2_sqrt, eps, wd) = (bias2_sqrt as f32, cfg.eps as f32, cfg.weight_decay as f32);
-        for i in 0..param.len() {
-            let g = grad[i] + wd * param[i];
-            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g;
-            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g * g;
-            let denom = self.v[i].sqrt() / bias2_sqrt + eps;
-            param[i] -= step_size * self.m[i] / denom;
+/// One Adam step of `model` on the items `batch` of `data` (`[n, n_layers * dim]` rows);
+/// returns the batch-mean cross-entropy before the update.
+fn weighted_step(
+    model: &mut WeightedProbe,
+    data: &Dataset<'_>,
+    batch: &[usize],
+    buf: &mut StepBuffers,
+    cfg: &TrainConfig,
+    step: u64,
+    use_fma: bool,
+) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if use_fma {
+        // SAFETY: `use_fma` comes from `has_avx2_fma()`, so the CPU supports AVX2 and FMA.
+        return unsafe { weighted_step_avx2(model, data, batch, buf, cfg, step) };
+    }
+    let _ = use_fma;
+    // SAFETY: `Portable` needs no CPU feature; the buffers are sized for `model` and the
+    // batch size by `StepBuffers::new` (see `weighted_step_simd`).
+    unsafe { weighted_step_simd::<kernels::Portable>(model, data, batch, buf, cfg, step) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+/// [`weighted_step_simd`] compiled for AVX2 + FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA, and `weighted_step_simd`'s own conditions hold.
+unsafe fn weighted_step_avx2(
+    model: &mut WeightedProbe,
+    data: &Dataset<'_>,
+    batch: &[usize],
+    buf: &mut StepBuffers,
+    cfg: &TrainConfig,
+    step: u64,
+) -> f64 {
+    weighted_step_simd::<kernels::Avx2>(model, data, batch, buf, cfg, step)
+}
+
+#[inline(always)]
+/// The body of [`weighted_step`] on the SIMD type `S`.
+///
+/// # Safety
+/// `buf` was made by [`StepBuffers::new`] for `model` with a batch size of at least
+/// `batch.len()`; `batch` is non-empty and indexes rows of `data`, whose width is
+/// `model.n_layers() * model.dim()`; `S`'s instructions are supported by the CPU.
+unsafe fn weighted_step_simd<S: Simd>(
+    model: &mut WeightedProbe,
+    data: &Dataset<'_>,
+    batch: &[usize],
+    buf: &mut StepBuffers,
+    cfg: &TrainConfig,
+    step: u64,
+) -> f64 {
+    let (n_layers, dim) = (model.n_layers(), model.dim);
+    let width = n_layers * dim;
+    let padded = buf.padded;
+    let x = data.features();
+    // Layer weights and the batch's rows, padded with its first row (whose gradient is zero).
+    let max = model
+        .layer_logits
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0_f32;
+    for (w, &a) in buf.w.iter_mut().zip(&model.layer_logits) {
+        *w = (a - max).exp();
+        sum += *w;
+    }
+    buf.w.iter_mut().for_each(|w| *w /= sum);
+    buf.rows.clear();
+    buf.rows.extend_from_slice(batch);
+    buf.rows.resize(padded, batch[0]);
+    buf.labels.clear();
+    buf.labels.extend(batch.iter().map(|&i| data.labels()[i]));
+    // h = Σ_l w_l x_l, summed as `WeightedProbe::combine` does.
+    for (k, &r) in buf.rows.iter().enumerate() {
+        let h = &mut buf.h[k * dim..(k + 1) * dim];
+        h.fill(0.0);
+        let row = &x[r * width..(r + 1) * width];
+        for (l, &wl) in buf.w.iter().enumerate() {
+            for (hd, &v) in h.iter_mut().zip(&row[l * dim..(l + 1) * dim]) {
+                *hd += wl * v;
+            }
         }
     }
+    let ptr = |v: &mut Vec<f32>| SharedPtr(v.as_mut_ptr());
+    let layers = model.probe.layers_mut();
+    let last = layers.len() - 1;
+    let n_blocks = padded / BLOCK;
+    // Forward.
+    for (l, layer) in layers.iter().enumerate() {
+        let input = if l == 0 {
+            buf.h.as_ptr()
+        } else {
+            buf.a[l - 1].as_ptr()
+        };
+        let a = (l < last).then(|| ptr(&mut buf.a[l]));
+        kernels::dense_forward::<S>(
+            layer.weight.as_ptr(),
+            layer.bias.as_ptr(),
+            layer.in_dim,
+            layer.out_dim,
+            input,
+            &buf.ident,
+            0..layer.out_dim,
+            ptr(&mut buf.z[l]),
+            a,
+        );
+    }
+    let n_classes = layers[last].out_dim;
+    let loss = kernels::cross_entropy_grad(
+        &buf.z[last],
+        n_classes,
+        &buf.labels,
+        padded,
+        &mut buf.dz[last],
+    );
+    // Backward with the weights before this step's update: the hidden layers, then dL/dh.
+    for l in (1..layers.len()).rev() {
+        let layer = &layers[l];
+        kernels::dense_input_grad::<S>(
+            layer.weight.as_ptr(),
+            layer.in_dim,
+            layer.out_dim,
+            buf.dz[l].as_ptr(),
+            n_blocks,
+            0..layer.in_dim,
+            buf.z[l - 1].as_ptr(),
+            ptr(&mut buf.dz[l - 1]),
+        );
+    }
+    kernels::dense_input_grad::<S>(
+        layers[0].weight.as_ptr(),
+        dim,
+        layers[0].out_dim,
+        buf.dz[0].as_ptr(),
+        n_blocks,
+        0..dim,
+        buf.ones.as_ptr(),
+        ptr(&mut buf.dh),
+    );
+    // dL/dw_l = Σ_k dh_k · x_{k,l}, then through the softmax: dL/dα_l = w_l (g_l - Σ_j w_j g_j).
+    for (l, g) in buf.g.iter_mut().enumerate() {
+        let mut s = 0.0_f32;
+        for (k, &r) in batch.iter().enumerate() {
+            let xs = &x[r * width + l * dim..r * width + (l + 1) * dim];
+            s += dot(&buf.dh[k * dim..(k + 1) * dim], xs);
+        }
+        *g = s;
+    }
+    let mean: f32 = buf.w.iter().zip(&buf.g).map(|(w, g)| w * g).sum();
+    for (g, &w) in buf.g.iter_mut().zip(&buf.w) {
+        *g = w * (*g - mean);
+    }
+    // Updates.
+    let coef = AdamCoef::new(
+        cfg.learning_rate,
+        cfg.beta1,
+        cfg.beta2,
+        cfg.eps,
+        cfg.weight_decay,
+        step,
+    );
+    for l in (0..layers.len()).rev() {
+        let input = if l == 0 {
+            buf.h.as_ptr()
+        } else {
+            buf.a[l - 1].as_ptr()
+        };
+        let (layer, st) = (&mut layers[l], &mut buf.adam[l]);
+        let ptrs = LayerPtrs {
+            in_dim: layer.in_dim,
+            out_dim: layer.out_dim,
+            w: ptr(&mut layer.weight),
+            b: ptr(&mut layer.bias),
+            m_w: ptr(&mut st.m_w),
+            v_w: ptr(&mut st.v_w),
+            m_b: ptr(&mut st.m_b),
+            v_b: ptr(&mut st.v_b),
+        };
+        kernels::dense_update::<S>(
+            ptrs,
+            0..layer.out_dim,
+            buf.dz[l].as_ptr(),
+            input,
+            &buf.ident,
+            &coef,
+            &mut buf.scratch,
+            None,
+        );
+    }
+    for l in 0..n_layers {
+        adam::<S>(
+            &mut model.layer_logits[l],
+            &mut buf.logit_m[l],
+            &mut buf.logit_v[l],
+            buf.g[l],
+            &coef,
+        );
+    }
+    f64::from(loss)
+}
+
+/// `Σ_i a_i b_i` with 8 independent accumulators (vectorisable).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0_f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
 }
 
 impl Trainer {
     /// Trains layer weights and a fresh probe of `kind` jointly on items of `n_layers` stored
     /// layers (`train.n_features() == n_layers * dim`, each row its layers one after another).
     /// Standardise each layer beforehand if the probe would be (the pipeline fits one scaler per
-    /// layer on the training part). Same recipe and hook as [`Trainer::train`].
+    /// layer on the training part). Same recipe and hook as [`Trainer::train`]; single-threaded
+    /// whatever `threads` says.
     pub fn train_weighted(
         &self,
         kind: ProbeKind,
@@ -309,17 +558,8 @@ impl Trainer {
             dim,
             probe: Probe::init(kind, dim, n_classes, &mut rng),
         };
-        let mut grads = Grads::zeros(&model);
-        let mut logit_moments = Moments::zeros(n_layers);
-        let mut dense_moments: Vec<(Moments, Moments)> = model
-            .probe
-            .layers()
-            .iter()
-            .map(|l| (Moments::zeros(l.weight.len()), Moments::zeros(l.bias.len())))
-            .collect();
-        let width = train.n_features();
-        let mut batch_x = Vec::with_capacity(cfg.batch_size * width);
-        let mut batch_y = Vec::with_capacity(cfg.batch_size);
+        let mut buf = StepBuffers::new(&model, cfg.batch_size);
+        let use_fma = kernels::has_avx2_fma();
         let mut step = 0u64;
         let fitted = run_epochs(
             cfg,
@@ -331,25 +571,8 @@ impl Trainer {
                 let batches = order.chunks(cfg.batch_size);
                 let n_batches = batches.len();
                 for batch in batches {
-                    batch_x.clear();
-                    batch_y.clear();
-                    for &i in batch {
-                        batch_x.extend_from_slice(&train.features()[i * width..(i + 1) * width]);
-                        batch_y.push(train.labels()[i]);
-                    }
-                    loss_sum += loss_and_grad(model, &batch_x, &batch_y, &mut grads);
                     step += 1;
-                    logit_moments.step(&mut model.layer_logits, &grads.layer_logits, cfg, step);
-                    for ((layer, (gw, gb)), (mw, mb)) in model
-                        .probe
-                        .layers_mut()
-                        .iter_mut()
-                        .zip(&grads.dense)
-                        .zip(&mut dense_moments)
-                    {
-                        mw.step(&mut layer.weight, gw, cfg, step);
-                        mb.step(&mut layer.bias, gb, cfg, step);
-                    }
+                    loss_sum += weighted_step(model, train, batch, &mut buf, cfg, step, use_fma);
                 }
                 loss_sum / n_batches as f64
             },
@@ -442,6 +665,69 @@ mod tests {
                 "layer-logit gradients are exercised: {:?}",
                 grads.layer_logits
             );
+        }
+    }
+
+    /// One fast step (both SIMD paths this CPU has) equals the scalar reference gradient
+    /// followed by Adam's update, for the linear probe and the MLP, with a padded last batch.
+    #[test]
+    fn fast_step_equals_the_reference_gradient_and_update() {
+        let (x, y) = layered(13, 7);
+        let data = Dataset::new(&x, &y, 12).unwrap();
+        let cfg = TrainConfig {
+            learning_rate: 1e-2,
+            weight_decay: 1e-3,
+            ..TrainConfig::default()
+        };
+        let batch = [3usize, 0, 12, 5, 7];
+        for kind in [ProbeKind::Linear, ProbeKind::ThreeLayer { hidden: 6 }] {
+            let mut start = WeightedProbe::new(kind, 3, 4, 3, 5);
+            start.layer_logits = vec![0.3, -0.2, 0.5];
+            // Reference: scalar gradient, then Adam's first step on every parameter.
+            let mut reference = start.clone();
+            let mut grads = Grads::zeros(&reference);
+            let bx: Vec<f32> = batch
+                .iter()
+                .flat_map(|&i| x[i * 12..(i + 1) * 12].to_vec())
+                .collect();
+            let by: Vec<usize> = batch.iter().map(|&i| y[i]).collect();
+            let ref_loss = loss_and_grad(&reference, &bx, &by, &mut grads);
+            let coef = AdamCoef::new(
+                cfg.learning_rate,
+                cfg.beta1,
+                cfg.beta2,
+                cfg.eps,
+                cfg.weight_decay,
+                1,
+            );
+            let g = flat(&grads);
+            for (p, g) in params(&mut reference).into_iter().zip(g) {
+                let (mut m, mut v) = (0.0, 0.0);
+                adam::<kernels::Portable>(p, &mut m, &mut v, g, &coef);
+            }
+            let mut paths = vec![false];
+            if kernels::has_avx2_fma() {
+                paths.push(true);
+            }
+            for use_fma in paths {
+                let mut fast = start.clone();
+                let mut buf = StepBuffers::new(&fast, 8);
+                let loss = weighted_step(&mut fast, &data, &batch, &mut buf, &cfg, 1, use_fma);
+                assert!(
+                    (loss - ref_loss).abs() < 1e-5,
+                    "{kind:?}: {loss} vs {ref_loss}"
+                );
+                let mut want_model = reference.clone();
+                let got: Vec<f32> = params(&mut fast).into_iter().map(|v| *v).collect();
+                let want: Vec<f32> = params(&mut want_model).into_iter().map(|v| *v).collect();
+                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-5 + 1e-4 * w.abs(),
+                        "{kind:?} fma {use_fma} parameter {k}: {g} vs {w}"
+                    );
+                }
+                assert_ne!(fast, start, "the step moved the parameters");
+            }
         }
     }
 
