@@ -20,13 +20,17 @@
 //!   unsupported codec, no samples, NaN/inf samples, corrupt packets). No input bytes make
 //!   this crate panic; as a last line of defence a panic inside symphonia or rubato is caught
 //!   and returned as [`AudioError::Decoder`].
-//! * **Parallel**: [`load_many`] decodes a file list on rayon's pool, a bounded number of
-//!   clips ahead of the consumer, yielding results in input order.
+//! * **Parallel**: [`load_many_bounded`] decodes a file list on rayon's pool ahead of the
+//!   consumer, yielding results in input order, with the look-ahead bounded both in clips and
+//!   in 16 kHz samples ([`Lookahead`]; [`DEFAULT_LOOKAHEAD_SAMPLES`] = 32 Mi samples, 128 MiB
+//!   of `f32`), so a list of hour-long files holds a bounded amount of decoded audio however
+//!   many clips the bound allows; a single clip larger than the sample budget still decodes,
+//!   alone. [`load_many`] bounds clips only.
 //!
 //! # Example
 //!
 //! ```no_run
-//! use audio_io::{load, load_many, probe, TARGET_SAMPLE_RATE};
+//! use audio_io::{load, load_many_bounded, probe, Lookahead, TARGET_SAMPLE_RATE};
 //!
 //! # fn main() -> Result<(), audio_io::AudioError> {
 //! let info = probe("data/ESC-50-master/audio/1-100032-A-0.wav")?;
@@ -36,7 +40,8 @@
 //! println!("{:.2} s at {TARGET_SAMPLE_RATE} Hz", samples.len() as f64 / 16_000.0);
 //!
 //! let paths = vec!["a.wav".into(), "b.flac".into(), "c.mp3".into()];
-//! for (index, result) in load_many(paths, 8) {
+//! // At most 8 clips and 32 Mi samples (128 MiB of f32) decoded ahead of this loop.
+//! for (index, result) in load_many_bounded(paths, Lookahead::with_default_samples(8)) {
 //!     match result {
 //!         Ok(clip) => println!("#{index}: {} samples", clip.len()),
 //!         Err(err) => eprintln!("#{index}: {err}"), // e.g. "c.mp3: cannot read file (...)"
@@ -60,7 +65,7 @@ use std::path::{Path, PathBuf};
 
 pub use decode::file_kind;
 pub use error::{AudioError, Container};
-pub use parallel::LoadMany;
+pub use parallel::{LoadMany, Lookahead, DEFAULT_LOOKAHEAD_SAMPLES};
 pub use poly::output_len;
 
 use decode::Input;
@@ -166,8 +171,23 @@ pub fn resample_to_16k(samples: &[f32], sample_rate: NonZeroU32) -> Vec<f32> {
 /// Decode many files in parallel on rayon's global pool, at most `lookahead` clips ahead of
 /// the consumer (0 is treated as 1), yielding `(index, result)` in input order.
 ///
+/// The bound is in clips only ([`Lookahead::clips`]): with long files, `lookahead` of them
+/// can hold a lot of memory; use [`load_many_bounded`] to bound the samples too.
+///
 /// Each file's error comes back in its own slot; one bad file does not stop the others. See
 /// [`LoadMany`] for the memory bound and cancellation.
 pub fn load_many(paths: Vec<PathBuf>, lookahead: usize) -> LoadMany {
+    LoadMany::new(paths, Lookahead::clips(lookahead))
+}
+
+/// [`load_many`] with the look-ahead bounded in clips and in 16 kHz samples: at most
+/// `lookahead.clips` files and `lookahead.samples` samples decoded or decoding ahead of the
+/// consumer, except that one file is always allowed (a clip larger than the budget decodes
+/// alone). See [`Lookahead`] for how a clip is weighed before and after it is decoded.
+///
+/// Each file's header is read once with [`probe`] on the calling thread just before its
+/// decode starts (unless `lookahead.samples` is `u64::MAX`); a header that cannot be read
+/// weighs the whole budget, and the file's real error comes back in its slot as usual.
+pub fn load_many_bounded(paths: Vec<PathBuf>, lookahead: Lookahead) -> LoadMany {
     LoadMany::new(paths, lookahead)
 }

@@ -37,10 +37,12 @@ use std::rc::Rc;
 
 use crate::TARGET_SAMPLE_RATE;
 
-/// `round(n * 16000 / sr)` in exact integer arithmetic (halves round up).
+/// `round(n * 16000 / sr)` in exact integer arithmetic (halves round up), saturating at
+/// `u64::MAX` (a corrupt header's frame count below 16 kHz can exceed it).
 pub fn output_len(n: u64, sample_rate: u32) -> u64 {
     let sr = u128::from(sample_rate);
-    ((u128::from(n) * u128::from(TARGET_SAMPLE_RATE) * 2 + sr) / (2 * sr)) as u64
+    let len = (u128::from(n) * u128::from(TARGET_SAMPLE_RATE) * 2 + sr) / (2 * sr);
+    u64::try_from(len).unwrap_or(u64::MAX)
 }
 
 /// Largest phase count `p` served by the polyphase filter (table `p * taps` f32). 44.1 kHz

@@ -509,6 +509,10 @@ mod tests {
         assert_eq!(output_len(3, 22_050), 2); // 2.18 -> 2
         assert_eq!(output_len(220_500, 44_100), 80_000);
         assert_eq!(output_len(u64::MAX / 16_000, 16_000), u64::MAX / 16_000);
+        // Below 16 kHz the exact result can pass u64::MAX: it saturates instead of wrapping.
+        assert_eq!(output_len(u64::MAX, 8_000), u64::MAX);
+        assert_eq!(output_len(u64::MAX / 2 + 1, 8_000), u64::MAX);
+        assert_eq!(output_len(u64::MAX / 2, 8_000), u64::MAX - 1);
     }
 
     #[test]

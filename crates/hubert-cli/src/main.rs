@@ -229,12 +229,15 @@ fn embed(args: EmbedArgs) -> Result<()> {
             results[i] = Some(e);
         }
     };
-    let lookahead = (2 * args.batch_size as usize).max(8);
+    // At most max(2 x batch, 8) clips and 32 Mi samples (128 MiB of f32) decoded ahead: an
+    // hour-long file (57.6 M samples) decodes alone instead of next to 7 others.
+    let lookahead =
+        audio_io::Lookahead::with_default_samples((2 * args.batch_size as usize).max(8));
     let max_samples = args
         .max_seconds
         .map(|s| (s * 16_000.0).round().max(1.0) as usize);
     let mut cropped: Vec<String> = Vec::new();
-    for (index, decoded) in audio_io::load_many(paths.clone(), lookahead) {
+    for (index, decoded) in audio_io::load_many_bounded(paths.clone(), lookahead) {
         match decoded {
             Ok(mut clip) => {
                 if let Some(max) = max_samples.filter(|&max| clip.len() > max) {

@@ -933,7 +933,9 @@ fn run_chunks(
         None => None,
     };
 
-    for (file_idx, decoded) in audio_io::load_many(files.clone(), 2 * opts.batch_size.max(4)) {
+    // At most 2 x batch clips and 32 Mi samples (128 MiB) decoded ahead of the model.
+    let lookahead = audio_io::Lookahead::with_default_samples(2 * opts.batch_size.max(4));
+    for (file_idx, decoded) in audio_io::load_many_bounded(files.clone(), lookahead) {
         for &i in &file_items[file_idx] {
             let chunk = i / cs;
             if state.as_ref().is_none_or(|s| s.chunk != chunk) {
