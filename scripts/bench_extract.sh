@@ -21,32 +21,41 @@ fi
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
 cargo bench -p hubert-core --bench extract --no-run >/dev/null 2>&1
 DTYPES=${DTYPES:-f32,bf16}
-for dtype in ${DTYPES//,/ }; do
-  cargo bench -p hubert-core --bench extract -- --model "$MODEL" --seconds "$SECONDS_LIST" \
-    --batch "$BATCHES" --reps "$REPS" --dtype "$dtype" >>"$OUT/rust.jsonl"
-  python3 scripts/bench_torch.py --model "$MODEL" --seconds "$SECONDS_LIST" --batch "$BATCHES" \
-    --reps "$REPS" --threads "$THREADS" --dtype "$dtype" >>"$OUT/torch.jsonl"
+# ROUNDS > 1 repeats the (ours, PyTorch) pair that many times, alternating, so both sides see
+# the same slow and fast spells of a shared machine; the table then lists every round's ratio
+# and their median.
+ROUNDS=${ROUNDS:-1}
+for round in $(seq 1 "$ROUNDS"); do
+  for dtype in ${DTYPES//,/ }; do
+    cargo bench -p hubert-core --bench extract -- --model "$MODEL" --seconds "$SECONDS_LIST" \
+      --batch "$BATCHES" --reps "$REPS" --dtype "$dtype" >"$OUT/rust.$round.$dtype.jsonl"
+    python3 scripts/bench_torch.py --model "$MODEL" --seconds "$SECONDS_LIST" --batch "$BATCHES" \
+      --reps "$REPS" --threads "$THREADS" --dtype "$dtype" >"$OUT/torch.$round.$dtype.jsonl"
+  done
 done
-python3 - "$OUT/rust.jsonl" "$OUT/torch.jsonl" <<'PY'
-import json, sys
+python3 - "$OUT"/*.jsonl <<'PY'
+import json, statistics, sys
 rows = {}
 peak = {}
-for path in sys.argv[1:]:
-    dtype = None
+for path in sorted(sys.argv[1:], key=lambda p: int(p.rsplit("/", 1)[1].split(".")[1])):
     for line in open(path):
         r = json.loads(line)
         if "peak_rss_mib" in r:
-            peak[(r["impl"], dtype)] = r["peak_rss_mib"]
+            file_dtype = path.rsplit("/", 1)[1].split(".")[2]
+            peak.setdefault((r["impl"], file_dtype), []).append(r["peak_rss_mib"])
             continue
         dtype = {"F32": "f32", "BF16": "bf16"}.get(r["dtype"], r["dtype"])
-        rows.setdefault((dtype, r["clip_seconds"], r["batch"]), {})[r["impl"]] = r["audio_s_per_s"]
-print("| dtype | clip | batch | hubert-probe (audio-s/s) | PyTorch (audio-s/s) | ratio |")
-print("|---|---|---|---|---|---|")
+        key = (dtype, r["clip_seconds"], r["batch"])
+        rows.setdefault(key, {}).setdefault(r["impl"], []).append(r["audio_s_per_s"])
+print("| dtype | clip | batch | hubert-probe (audio-s/s) | PyTorch (audio-s/s) | ratio per round | median ratio |")
+print("|---|---|---|---|---|---|---|")
 for (dtype, secs, batch), v in sorted(rows.items(), key=lambda kv: (kv[0][0] != "f32",) + kv[0][1:]):
-    ours, theirs = v.get("hubert-probe"), v.get("pytorch")
-    ratio = f"{ours / theirs:.2f}x" if ours and theirs else "n/a"
-    print(f"| {dtype} | {secs:g} s | {batch} | {ours} | {theirs} | {ratio} |")
+    ours, theirs = v.get("hubert-probe", []), v.get("pytorch", [])
+    ratios = [o / t for o, t in zip(ours, theirs)]
+    fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
+    med = f"{statistics.median(ratios):.2f}x" if ratios else "n/a"
+    print(f"| {dtype} | {secs:g} s | {batch} | {fmt(ours)} | {fmt(theirs)} | {fmt(ratios)} | {med} |")
 print()
-for (impl, dtype), mib in sorted(peak.items()):
-    print(f"Peak RSS {impl} {dtype}: {mib} MiB")
+for (impl, dtype), mibs in sorted(peak.items()):
+    print(f"Peak RSS {impl} {dtype}: {min(mibs)}-{max(mibs)} MiB")
 PY

@@ -22,6 +22,7 @@ CHUNKED_MIN=${3:-60}
 STEPS=${STEPS:-exact,chunked,deviation}
 THREADS=${THREADS:-2}
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 BIN=${BIN:-target/release/hubert}
 if [ ! -f "$MODEL/config.json" ]; then
   python3 scripts/make_fixtures.py --skip-tiny --full-size "$MODEL"
