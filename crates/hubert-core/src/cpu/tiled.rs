@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::fast::PositionBias;
-use crate::cpu::gemm::{gemm_new, gemm_raw, Init, Kernel, PackedB};
+use crate::cpu::gemm::{gemm_raw, Init, Kernel, PackedB};
 use crate::cpu::{exp_neg, multiversion, SendPtr};
 
 /// Tile sizes of [`attention`]: query rows per task and keys per step.
@@ -136,14 +136,29 @@ pub(crate) fn attention(
     }
     let scaling = (hd as f32).powf(-0.5);
     let query_tiles = t.div_ceil(tiling.query);
+    let key_tiles = t.div_ceil(tiling.key);
     let dst = SendPtr(ctx.as_mut_ptr());
     // WavLM: every frame's gate per head, `[b * t, heads]`, computed once for the layer.
     let all_gates = bias.map(|bias| (bias.gates)(&x[..b * t * d]));
-    (0..b * heads * query_tiles)
-        .into_par_iter()
-        .for_each(|task| {
-            let (bh, qt) = (task / query_tiles, task % query_tiles);
-            let (bi, h) = (bh / heads, bh % heads);
+    // One (batch item, head) at a time: its keys and values are packed once, tile by tile
+    // (`2 * t * head_dim` floats), and shared by every query tile, which run in parallel.
+    for bh in 0..b * heads {
+        let (bi, h) = (bh / heads, bh % heads);
+        let packed: Vec<(PackedB, PackedB)> = (0..key_tiles)
+            .into_par_iter()
+            .map(|kt| {
+                let j0 = kt * tiling.key;
+                let n = tiling.key.min(t - j0);
+                let kv = (bi * t + j0) * 3 * d + h * hd;
+                // scores[r, j] = q_r . k_j: B[p][j] = k[j][p], rows of qkv 3d apart.
+                let keys = PackedB::new(kernel, hd, n, &qkv[kv + d..], 1, 3 * d);
+                let values = PackedB::new(kernel, n, hd, &qkv[kv + 2 * d..], 3 * d, 1);
+                (keys, values)
+            })
+            .collect();
+        let width = 2 * t - 1;
+        let rel_rows = bias.map(|bias| &bias.rows[h * width..(h + 1) * width]);
+        (0..query_tiles).into_par_iter().for_each(|qt| {
             let i0 = qt * tiling.query;
             let m = tiling.query.min(t - i0);
             // Row r of this tile is frame bi * t + i0 + r; its q starts at `base + r * 3d`.
@@ -152,18 +167,15 @@ pub(crate) fn attention(
                 Some(all) => (0..m).map(|r| all[(bi * t + i0 + r) * heads + h]).collect(),
                 None => Vec::new(),
             };
-            let width = 2 * t - 1;
-            let rel_rows = bias.map(|bias| &bias.rows[h * width..(h + 1) * width]);
             let mut max = vec![f32::NEG_INFINITY; m];
             let mut sum = vec![0f32; m];
             let mut acc = vec![0f32; m * hd];
-            let mut j0 = 0;
-            while j0 < t {
-                let n = tiling.key.min(t - j0);
-                let kv = (bi * t + j0) * 3 * d + h * hd;
-                // scores[r, j] = q_r . k_j: B[p][j] = k[j][p], rows of qkv 3d apart.
-                let keys = PackedB::new(kernel, hd, n, &qkv[kv + d..], 1, 3 * d);
-                let mut scores = gemm_new(m, &qkv[base..], 3 * d, &keys, Init::Zero, 1);
+            let mut scores = vec![0f32; m * tiling.key.min(t)];
+            for (kt, (keys, values)) in packed.iter().enumerate() {
+                let j0 = kt * tiling.key;
+                let n = keys.n();
+                let scores = &mut scores[..m * n];
+                gemm_raw_into(m, &qkv[base..], 3 * d, keys, scores, n, Init::Zero);
                 for (r, row) in scores.chunks_exact_mut(n).enumerate() {
                     let i = i0 + r;
                     let (gate, rel) = match rel_rows {
@@ -176,10 +188,8 @@ pub(crate) fn attention(
                         scale_inplace(&mut acc[r * hd..(r + 1) * hd], correction);
                     }
                 }
-                let values = PackedB::new(kernel, n, hd, &qkv[kv + 2 * d..], 3 * d, 1);
                 // acc [m, hd] += exp-scores [m, n] . v [n, hd] (acc starts at zero).
-                gemm_raw_accumulate(m, &scores, n, &values, &mut acc, hd);
-                j0 += n;
+                gemm_raw_into(m, scores, n, values, &mut acc, hd, Init::Accumulate);
             }
             for (r, row) in acc.chunks_exact_mut(hd).enumerate() {
                 scale_inplace(row, 1.0 / sum[r]);
@@ -194,25 +204,23 @@ pub(crate) fn attention(
                 }
             }
         });
+    }
 }
 
-/// `c [m, ldc] += a [m, lda] . b` on this thread.
-fn gemm_raw_accumulate(m: usize, a: &[f32], lda: usize, b: &PackedB, c: &mut [f32], ldc: usize) {
+/// `c [m, ldc] (+)= a [m, lda] . b` on this thread (`init` says whether it overwrites or adds).
+fn gemm_raw_into(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    init: Init<'_>,
+) {
     assert!(a.len() >= (m - 1) * lda + b.k(), "A too short");
     assert!(c.len() >= (m - 1) * ldc + b.n(), "C too short");
     // SAFETY: bounds checked just above; `c` is borrowed mutably, so no one else touches it.
-    unsafe {
-        gemm_raw(
-            m,
-            a.as_ptr(),
-            lda,
-            b,
-            c.as_mut_ptr(),
-            ldc,
-            Init::Accumulate,
-            1,
-        )
-    }
+    unsafe { gemm_raw(m, a.as_ptr(), lda, b, c.as_mut_ptr(), ldc, init, 1) }
 }
 
 #[cfg(test)]
