@@ -349,10 +349,12 @@ unsafe fn weighted_step_avx2(
 #[inline(always)]
 /// The body of [`weighted_step`] on the SIMD type `S`.
 ///
+/// The conditions are: `buf` comes from [`StepBuffers::new`] for `model` with a batch size of
+/// at least `batch.len()`; `batch` is non-empty and indexes rows of `data`, whose width is
+/// `model.n_layers() * model.dim()`.
+///
 /// # Safety
-/// `buf` was made by [`StepBuffers::new`] for `model` with a batch size of at least
-/// `batch.len()`; `batch` is non-empty and indexes rows of `data`, whose width is
-/// `model.n_layers() * model.dim()`; `S`'s instructions are supported by the CPU.
+/// The conditions above hold and the CPU supports `S`'s instructions.
 unsafe fn weighted_step_simd<S: Simd>(
     model: &mut WeightedProbe,
     data: &Dataset<'_>,
