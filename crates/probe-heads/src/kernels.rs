@@ -402,6 +402,23 @@ pub(crate) struct LayerPtrs {
     pub v_b: SharedPtr,
 }
 
+impl LayerPtrs {
+    /// Pointers to `layer`'s parameters and to their Adam state `st`.
+    pub(crate) fn new(layer: &mut crate::model::Dense, st: &mut AdamBuffers) -> Self {
+        let ptr = |v: &mut Vec<f32>| SharedPtr(v.as_mut_ptr());
+        Self {
+            in_dim: layer.in_dim,
+            out_dim: layer.out_dim,
+            w: ptr(&mut layer.weight),
+            b: ptr(&mut layer.bias),
+            m_w: ptr(&mut st.m_w),
+            v_w: ptr(&mut st.v_w),
+            m_b: ptr(&mut st.m_b),
+            v_b: ptr(&mut st.v_b),
+        }
+    }
+}
+
 /// Output rows `[begin, end)` of `n` split into `parts` nearly equal ranges.
 #[inline(always)]
 pub(crate) fn split(n: usize, part: usize, parts: usize) -> std::ops::Range<usize> {

@@ -509,16 +509,7 @@ fn run_epoch(args: &mut EpochArgs<'_, '_>, use_fma: bool) -> f64 {
             .layers
             .iter_mut()
             .zip(args.adam.iter_mut())
-            .map(|(l, st)| LayerPtrs {
-                in_dim: l.in_dim,
-                out_dim: l.out_dim,
-                w: ptr(&mut l.weight),
-                b: ptr(&mut l.bias),
-                m_w: ptr(&mut st.m_w),
-                v_w: ptr(&mut st.v_w),
-                m_b: ptr(&mut st.m_b),
-                v_b: ptr(&mut st.v_b),
-            })
+            .map(|(l, st)| LayerPtrs::new(l, st))
             .collect(),
         z: args.ws.z.iter_mut().map(ptr).collect(),
         a: args.ws.a.iter_mut().map(ptr).collect(),

@@ -479,20 +479,11 @@ unsafe fn weighted_step_simd<S: Simd>(
         } else {
             buf.a[l - 1].as_ptr()
         };
-        let (layer, st) = (&mut layers[l], &mut buf.adam[l]);
-        let ptrs = LayerPtrs {
-            in_dim: layer.in_dim,
-            out_dim: layer.out_dim,
-            w: ptr(&mut layer.weight),
-            b: ptr(&mut layer.bias),
-            m_w: ptr(&mut st.m_w),
-            v_w: ptr(&mut st.v_w),
-            m_b: ptr(&mut st.m_b),
-            v_b: ptr(&mut st.v_b),
-        };
+        let out_dim = layers[l].out_dim;
+        let ptrs = LayerPtrs::new(&mut layers[l], &mut buf.adam[l]);
         kernels::dense_update::<S>(
             ptrs,
-            0..layer.out_dim,
+            0..out_dim,
             buf.dz[l].as_ptr(),
             input,
             &buf.ident,

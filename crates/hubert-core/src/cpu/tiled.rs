@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::fast::PositionBias;
-use crate::cpu::gemm::{gemm_raw, Init, Kernel, PackedB};
+use crate::cpu::gemm::{gemm, Init, Kernel, PackedB};
 use crate::cpu::{exp_neg, multiversion, SendPtr};
 
 /// Tile sizes of [`attention`]: query rows per task and keys per step.
@@ -175,7 +175,7 @@ pub(crate) fn attention(
                 let j0 = kt * tiling.key;
                 let n = keys.n();
                 let scores = &mut scores[..m * n];
-                gemm_raw_into(m, &qkv[base..], 3 * d, keys, scores, n, Init::Zero);
+                gemm(m, &qkv[base..], 3 * d, keys, scores, n, Init::Zero, 1);
                 for (r, row) in scores.chunks_exact_mut(n).enumerate() {
                     let i = i0 + r;
                     let (gate, rel) = match rel_rows {
@@ -189,7 +189,7 @@ pub(crate) fn attention(
                     }
                 }
                 // acc [m, hd] += exp-scores [m, n] . v [n, hd] (acc starts at zero).
-                gemm_raw_into(m, scores, n, values, &mut acc, hd, Init::Accumulate);
+                gemm(m, scores, n, values, &mut acc, hd, Init::Accumulate, 1);
             }
             for (r, row) in acc.chunks_exact_mut(hd).enumerate() {
                 scale_inplace(row, 1.0 / sum[r]);
@@ -205,22 +205,6 @@ pub(crate) fn attention(
             }
         });
     }
-}
-
-/// `c [m, ldc] (+)= a [m, lda] . b` on this thread (`init` says whether it overwrites or adds).
-fn gemm_raw_into(
-    m: usize,
-    a: &[f32],
-    lda: usize,
-    b: &PackedB,
-    c: &mut [f32],
-    ldc: usize,
-    init: Init<'_>,
-) {
-    assert!(a.len() >= (m - 1) * lda + b.k(), "A too short");
-    assert!(c.len() >= (m - 1) * ldc + b.n(), "C too short");
-    // SAFETY: bounds checked just above; `c` is borrowed mutably, so no one else touches it.
-    unsafe { gemm_raw(m, a.as_ptr(), lda, b, c.as_mut_ptr(), ldc, init, 1) }
 }
 
 #[cfg(test)]
