@@ -39,21 +39,25 @@ fn results_come_back_in_input_order() {
     }
 }
 
-#[test]
-fn errors_stay_in_their_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    let clips = make_clips(&dir, 6);
+/// Three good clips with a missing file, a non-audio file and an MP3 fixture between them.
+fn mixed_paths(dir: &tempfile::TempDir, clips: &[(PathBuf, u64)]) -> Vec<PathBuf> {
     let not_audio = dir.path().join("notes.wav");
     std::fs::write(&not_audio, "not audio at all").unwrap();
-    let paths = vec![
+    vec![
         clips[0].0.clone(),
         dir.path().join("missing.wav"),
         clips[1].0.clone(),
         not_audio,
         fixture("speech_44k1_mono.mp3").path(),
         clips[2].0.clone(),
-    ];
-    let results: Vec<_> = load_many(paths, 2).collect();
+    ]
+}
+
+/// The results of [`mixed_paths`]: in order, each error in its own slot.
+fn assert_mixed_results(
+    results: &[(usize, Result<Vec<f32>, AudioError>)],
+    clips: &[(PathBuf, u64)],
+) {
     assert_eq!(results.len(), 6);
     assert_eq!(
         results.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
@@ -69,6 +73,15 @@ fn errors_stay_in_their_slot() {
     );
     assert_eq!(results[4].1.as_ref().unwrap().len(), 16_000);
     assert_eq!(results[5].1.as_ref().unwrap().len() as u64, clips[2].1);
+}
+
+#[test]
+fn errors_stay_in_their_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let clips = make_clips(&dir, 6);
+    let paths = mixed_paths(&dir, &clips);
+    let results: Vec<_> = load_many(paths, 2).collect();
+    assert_mixed_results(&results, &clips);
 }
 
 #[test]
@@ -135,33 +148,11 @@ fn clips_longer_than_the_sample_budget_still_decode_in_order() {
 fn bounded_errors_stay_in_their_slot() {
     let dir = tempfile::tempdir().unwrap();
     let clips = make_clips(&dir, 3);
-    let not_audio = dir.path().join("notes.wav");
-    std::fs::write(&not_audio, "not audio at all").unwrap();
-    let paths = vec![
-        clips[0].0.clone(),
-        dir.path().join("missing.wav"),
-        clips[1].0.clone(),
-        not_audio,
-        fixture("speech_44k1_mono.mp3").path(),
-        clips[2].0.clone(),
-    ];
+    let paths = mixed_paths(&dir, &clips);
     for samples in [1, 3_000, audio_io::DEFAULT_LOOKAHEAD_SAMPLES] {
         let results: Vec<_> =
             load_many_bounded(paths.clone(), Lookahead { clips: 3, samples }).collect();
-        assert_eq!(
-            results.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
-            [0, 1, 2, 3, 4, 5]
-        );
-        assert_eq!(results[0].1.as_ref().unwrap().len() as u64, clips[0].1);
-        assert!(
-            matches!(&results[1].1, Err(AudioError::Io { path, .. }) if path.ends_with("missing.wav"))
-        );
-        assert_eq!(results[2].1.as_ref().unwrap().len() as u64, clips[1].1);
-        assert!(
-            matches!(&results[3].1, Err(AudioError::NotAudio { path, .. }) if path.ends_with("notes.wav"))
-        );
-        assert_eq!(results[4].1.as_ref().unwrap().len(), 16_000);
-        assert_eq!(results[5].1.as_ref().unwrap().len() as u64, clips[2].1);
+        assert_mixed_results(&results, &clips);
     }
 }
 

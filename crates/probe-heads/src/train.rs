@@ -60,6 +60,18 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Adam's coefficients for optimiser step `step` (1-based) with these hyper-parameters.
+    pub(crate) fn adam_coef(&self, step: u64) -> AdamCoef {
+        AdamCoef::new(
+            self.learning_rate,
+            self.beta1,
+            self.beta2,
+            self.eps,
+            self.weight_decay,
+            step,
+        )
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |what: &str| Err(ProbeError::Config(what.to_string()));
         if self.epochs == 0 {
@@ -592,14 +604,7 @@ unsafe fn run_part<S: kernels::Simd>(sh: &Shared<'_>, part: usize) -> f64 {
     let mut loss_sum = 0.0_f64;
     for (bi, batch) in sh.batches.iter().enumerate() {
         let step = sh.first_step + bi as u64 + 1;
-        let coef = AdamCoef::new(
-            cfg.learning_rate,
-            cfg.beta1,
-            cfg.beta2,
-            cfg.eps,
-            cfg.weight_decay,
-            step,
-        );
+        let coef = cfg.adam_coef(step);
         rows.clear();
         rows.extend_from_slice(batch);
         rows.resize(padded, batch[0]);

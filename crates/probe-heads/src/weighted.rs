@@ -14,9 +14,7 @@
 
 use std::ops::ControlFlow;
 
-use crate::kernels::{
-    self, adam, AdamBuffers, AdamCoef, LayerPtrs, SharedPtr, Simd, UpdateScratch, BLOCK,
-};
+use crate::kernels::{self, adam, AdamBuffers, LayerPtrs, SharedPtr, Simd, UpdateScratch, BLOCK};
 #[cfg(test)]
 use crate::model::Dense;
 use crate::model::{argmax_rows, Probe, ProbeKind};
@@ -465,14 +463,7 @@ unsafe fn weighted_step_simd<S: Simd>(
         *g = w * (*g - mean);
     }
     // Updates.
-    let coef = AdamCoef::new(
-        cfg.learning_rate,
-        cfg.beta1,
-        cfg.beta2,
-        cfg.eps,
-        cfg.weight_decay,
-        step,
-    );
+    let coef = cfg.adam_coef(step);
     for l in (0..layers.len()).rev() {
         let input = if l == 0 {
             buf.h.as_ptr()
@@ -685,14 +676,7 @@ mod tests {
                 .collect();
             let by: Vec<usize> = batch.iter().map(|&i| y[i]).collect();
             let ref_loss = loss_and_grad(&reference, &bx, &by, &mut grads);
-            let coef = AdamCoef::new(
-                cfg.learning_rate,
-                cfg.beta1,
-                cfg.beta2,
-                cfg.eps,
-                cfg.weight_decay,
-                1,
-            );
+            let coef = cfg.adam_coef(1);
             let g = flat(&grads);
             for (p, g) in params(&mut reference).into_iter().zip(g) {
                 let (mut m, mut v) = (0.0, 0.0);
